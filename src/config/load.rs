@@ -1,0 +1,276 @@
+use super::net::{layer_names, LayerCommon, LossConfig, NetConfig};
+use super::schema::{struct_fields, unknown_key_message};
+use super::solver::{DataConfig, SolverConfig, SyntheticConfig};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_yaml::{Mapping, Value};
+use std::path::{Path, PathBuf};
+
+/// Where a net came from, so errors can name its file and a layer's line.
+#[derive(Debug, Clone)]
+pub struct NetSource {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// A solver with its net and data resolved: paths absolute, overrides applied,
+/// everything type-checked. The net is not compiled yet (see `graph`).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub solver: SolverConfig,
+    pub net: NetConfig,
+    pub net_source: NetSource,
+    pub solver_path: PathBuf,
+}
+
+/// One `--set KEY=VALUE`.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub key: Vec<String>,
+    pub value: Value,
+    pub raw: String,
+}
+
+pub fn parse_sets(sets: &[String]) -> Result<Vec<Override>> {
+    sets.iter()
+        .map(|s| {
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--set {s}: expected KEY=VALUE, e.g. --set base_lr=3e-4"))?;
+            let key: Vec<String> = k.trim().split('.').map(str::to_string).collect();
+            if key.iter().any(|p| p.is_empty()) {
+                bail!("--set {s}: empty key segment");
+            }
+            // YAML typing: 3e-4 is a number, true a bool, [1,96,96] a list, else a string.
+            let value =
+                serde_yaml::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.into()));
+            Ok(Override {
+                key,
+                value,
+                raw: s.clone(),
+            })
+        })
+        .collect()
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// `base/p` made absolute, with `.` and `..` folded away lexically (the file need not
+/// exist yet), so run configs show plain paths.
+fn absolute(base: &Path, p: &str) -> String {
+    use std::path::Component;
+    let joined = base.join(p);
+    let abs = std::path::absolute(&joined).unwrap_or(joined);
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.display().to_string()
+}
+
+fn dir_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Load a solver file, apply `--set` overrides (solver, data and net keys) and load
+/// its net. Paths in the file are relative to the file; paths in `--set`, to the
+/// current directory.
+pub fn load_solver(path: &Path, sets: &[Override]) -> Result<Resolved> {
+    let text = read(path)?;
+    let file = path.display();
+    // First pass straight from the text: serde_yaml then reports line and column.
+    serde_yaml::from_str::<SolverConfig>(&text).map_err(|e| anyhow!("{file}: {e}"))?;
+    let mut doc: Value = serde_yaml::from_str(&text).map_err(|e| anyhow!("{file}: {e}"))?;
+    let base = dir_of(path);
+    resolve_paths(&mut doc, &base);
+
+    let cwd = std::env::current_dir()?;
+    let (net_sets, solver_sets): (Vec<&Override>, Vec<&Override>) =
+        sets.iter().partition(|o| is_net_key(&o.key));
+    for o in solver_sets {
+        set_solver_key(&mut doc, o, &cwd).map_err(|e| anyhow!("--set {}: {e}", o.raw))?;
+        serde_yaml::from_value::<SolverConfig>(doc.clone())
+            .map_err(|e| anyhow!("--set {}: {e}", o.raw))?;
+    }
+    let mut solver: SolverConfig = serde_yaml::from_value(doc)?;
+    solver.validate().map_err(|e| anyhow!("{file}: {e}"))?;
+
+    let net_sets: Vec<Override> = net_sets
+        .into_iter()
+        .map(|o| Override {
+            key: if o.key[0] == "net" {
+                o.key[1..].to_vec()
+            } else {
+                o.key.clone()
+            },
+            ..o.clone()
+        })
+        .collect();
+    let (net, net_source) = match &solver.net {
+        Value::String(p) => load_net(Path::new(p), &net_sets)?,
+        Value::Mapping(_) => {
+            let src = NetSource {
+                path: path.to_path_buf(),
+                text,
+            };
+            (net_from_value(solver.net.clone(), &src, &net_sets)?, src)
+        }
+        other => {
+            bail!("{file}: `net` must be a path to a net file or a net mapping, got {other:?}")
+        }
+    };
+    solver.net = Value::Null;
+    Ok(Resolved {
+        solver,
+        net,
+        net_source,
+        solver_path: path.to_path_buf(),
+    })
+}
+
+/// Load a net file and apply net overrides (`layers.fc1.num_output=64`, `loss.type=mse`).
+pub fn load_net(path: &Path, sets: &[Override]) -> Result<(NetConfig, NetSource)> {
+    let text = read(path)?;
+    let src = NetSource {
+        path: path.to_path_buf(),
+        text,
+    };
+    serde_yaml::from_str::<NetConfig>(&src.text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let doc: Value = serde_yaml::from_str(&src.text)?;
+    let net = net_from_value(doc, &src, sets)?;
+    Ok((net, src))
+}
+
+fn net_from_value(mut doc: Value, src: &NetSource, sets: &[Override]) -> Result<NetConfig> {
+    for o in sets {
+        set_net_key(&mut doc, o).map_err(|e| anyhow!("--set {}: {e}", o.raw))?;
+        serde_yaml::from_value::<NetConfig>(doc.clone())
+            .map_err(|e| anyhow!("--set {}: {e}", o.raw))?;
+    }
+    serde_yaml::from_value(doc).map_err(|e| anyhow!("{}: {e}", src.path.display()))
+}
+
+const PATH_KEYS: &[&[&str]] = &[&["net"], &["data", "train"]];
+
+fn resolve_paths(doc: &mut Value, base: &Path) {
+    for keys in PATH_KEYS {
+        if let Some(Value::String(s)) = get_mut(doc, keys) {
+            if s != "synthetic" {
+                *s = absolute(base, s);
+            }
+        }
+    }
+}
+
+fn get_mut<'a>(doc: &'a mut Value, keys: &[&str]) -> Option<&'a mut Value> {
+    keys.iter().try_fold(doc, |v, k| v.get_mut(*k))
+}
+
+fn is_net_key(key: &[String]) -> bool {
+    (key[0] == "net" && key.len() > 1) || struct_fields::<NetConfig>().contains(&key[0].as_str())
+}
+
+fn check(key: &str, where_: &str, fields: &[&str]) -> Result<(), String> {
+    if fields.contains(&key) {
+        Ok(())
+    } else {
+        Err(unknown_key_message(key, where_, fields))
+    }
+}
+
+fn mapping(v: &mut Value) -> &mut Mapping {
+    if !v.is_mapping() {
+        *v = Value::Mapping(Mapping::new());
+    }
+    v.as_mapping_mut().expect("just made a mapping")
+}
+
+fn set_solver_key(doc: &mut Value, o: &Override, cwd: &Path) -> Result<(), String> {
+    let k: Vec<&str> = o.key.iter().map(String::as_str).collect();
+    let mut solver_keys: Vec<&str> = struct_fields::<SolverConfig>().to_vec();
+    solver_keys.extend(struct_fields::<NetConfig>().iter().map(|f| *f));
+    check(k[0], "the solver (or net)", &solver_keys)?;
+    let mut value = o.value.clone();
+    if PATH_KEYS.contains(&k.as_slice()) {
+        if let Value::String(s) = &value {
+            if s != "synthetic" {
+                value = Value::String(absolute(cwd, s));
+            }
+        }
+    }
+    let top = mapping(doc);
+    match k.as_slice() {
+        [key] => {
+            top.insert((*key).into(), value);
+        }
+        ["data", key] => {
+            check(key, "data", struct_fields::<DataConfig>())?;
+            mapping(top.entry("data".into()).or_insert(Value::Null)).insert((*key).into(), value);
+        }
+        ["data", "synthetic", key] => {
+            check(key, "data.synthetic", struct_fields::<SyntheticConfig>())?;
+            let data = mapping(top.entry("data".into()).or_insert(Value::Null));
+            mapping(data.entry("synthetic".into()).or_insert(Value::Null))
+                .insert((*key).into(), value);
+        }
+        _ => return Err(format!("`{}` has no sub-keys", k[..k.len() - 1].join("."))),
+    }
+    Ok(())
+}
+
+fn set_net_key(doc: &mut Value, o: &Override) -> Result<(), String> {
+    let k: Vec<&str> = o.key.iter().map(String::as_str).collect();
+    if k.is_empty() {
+        return Err("expected a net key after `net.`".into());
+    }
+    check(k[0], "the net", struct_fields::<NetConfig>())?;
+    let value = o.value.clone();
+    let top = mapping(doc);
+    match k.as_slice() {
+        [key] => {
+            top.insert((*key).into(), value);
+        }
+        ["loss", key] => {
+            check(key, "loss", struct_fields::<LossConfig>())?;
+            mapping(top.entry("loss".into()).or_insert(Value::Null)).insert((*key).into(), value);
+        }
+        ["layers", which, key] => {
+            let layers = top
+                .get_mut("layers")
+                .and_then(Value::as_sequence_mut)
+                .ok_or("the net has no layers list")?;
+            let names = layer_names(layers);
+            let i = names
+                .iter()
+                .position(|n| n == which)
+                .or_else(|| which.parse::<usize>().ok().filter(|i| *i < layers.len()))
+                .ok_or_else(|| format!("no layer `{which}`; layers are: {}", names.join(", ")))?;
+            let kind_name = layers[i]
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let kind = crate::layers::kind(&kind_name)
+                .ok_or_else(|| format!("layer `{which}` has unknown type `{kind_name}`"))?;
+            let mut fields: Vec<&str> = struct_fields::<LayerCommon>().to_vec();
+            fields.extend((kind.fields)());
+            check(key, &format!("layer `{which}` ({kind_name})"), &fields)?;
+            mapping(&mut layers[i]).insert((*key).into(), value);
+            crate::graph::parse_layer(&layers[i]).map_err(|e| format!("layer `{which}`: {e}"))?;
+        }
+        _ => {
+            return Err(format!(
+                "cannot set `{}` (try layers.NAME.KEY or loss.KEY)",
+                k.join(".")
+            ))
+        }
+    }
+    Ok(())
+}

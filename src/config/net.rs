@@ -1,0 +1,128 @@
+//! The net file: input shape, layers (parsed per kind by the layer registry), loss.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// Shown in summaries and used in default run names.
+    pub name: String,
+    /// Per-sample input shape, `[C, H, W]` (the faces are `[1, 96, 96]`).
+    pub input: Vec<i64>,
+    /// The layers in order; each a mapping with `type:` and that kind's params.
+    pub layers: Vec<serde_yaml::Value>,
+    pub loss: LossConfig,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// Caffe's EuclideanLoss: sum over batch and outputs of (a - b)^2, divided by 2N.
+    Euclidean,
+    /// Mean squared error over all (present) values, as Keras/PyTorch/TensorFlow.
+    Mse,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    #[serde(rename = "type")]
+    pub kind: LossKind,
+    /// Scales the loss (and so its gradients), as Caffe's loss_weight.
+    #[serde(default = "one")]
+    pub loss_weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Keys every layer may have besides its kind's params.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LayerCommon {
+    /// The layer kind, one of the registry's (`fkpnet layers` lists them).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Names the layer's tensors (`conv1.weight`); default: type + running number.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Per learnable blob (weight, bias): Caffe's `param { lr_mult decay_mult }`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub param: Vec<ParamMult>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ParamMult {
+    #[serde(default = "one")]
+    pub lr_mult: f64,
+    #[serde(default = "one")]
+    pub decay_mult: f64,
+}
+
+impl Default for ParamMult {
+    fn default() -> Self {
+        ParamMult {
+            lr_mult: 1.0,
+            decay_mult: 1.0,
+        }
+    }
+}
+
+/// Each layer's name: its `name:` or, if absent, its type and a running number per
+/// type (`relu1`, `relu2`, ...), as the graph and `--set layers.NAME.key` see it.
+pub fn layer_names(layers: &[serde_yaml::Value]) -> Vec<String> {
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    layers
+        .iter()
+        .map(|l| {
+            let kind = l
+                .get("type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("layer")
+                .to_string();
+            let n = counts.entry(kind.clone()).or_insert(0);
+            *n += 1;
+            match l.get("name").and_then(|n| n.as_str()) {
+                Some(name) => name.to_string(),
+                None => format!("{kind}{n}"),
+            }
+        })
+        .collect()
+}
+
+/// 1-based line of each item of the first `layers:` list in a YAML text, so errors
+/// about layer i can name its line. Block style only; flow style gives no lines.
+pub fn layer_lines(text: &str) -> Vec<usize> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(start) = lines.iter().position(|l| {
+        let t = l.trim();
+        t == "layers:" || (t.starts_with("layers:") && t[7..].trim_start().starts_with('#'))
+    }) else {
+        return Vec::new();
+    };
+    let key_indent = indent(lines[start]);
+    let mut item_indent = None;
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = indent(l);
+        let is_item = t.starts_with("- ") || t == "-";
+        match item_indent {
+            None if is_item && ind >= key_indent => {
+                item_indent = Some(ind);
+                out.push(i + 1);
+            }
+            None => break,
+            Some(ii) if ind == ii && is_item => out.push(i + 1),
+            Some(ii) if ind < ii || (ind == ii && !is_item) => break,
+            Some(_) => {}
+        }
+    }
+    out
+}

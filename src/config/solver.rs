@@ -1,0 +1,288 @@
+//! The solver file: which net, which data, and how to train (Caffe's SolverParameter
+//! names and defaults where Caffe has them).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SolverConfig {
+    /// Path of the net file (relative to this file), or the net itself inline.
+    pub net: serde_yaml::Value,
+    pub data: DataConfig,
+    /// Update rule: SGD (Caffe's default), Nesterov, AdaGrad, RMSProp, AdaDelta, Adam.
+    #[serde(rename = "type", default)]
+    pub solver_type: SolverType,
+    /// Caffe, or PyTorch's variants of the update rules (see docs/config.md).
+    #[serde(default)]
+    pub flavor: Flavor,
+    pub base_lr: f64,
+    /// fixed, step, exp, inv, multistep, poly, sigmoid: computed every iteration.
+    #[serde(default)]
+    pub lr_policy: LrPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stepsize: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stepvalue: Vec<i64>,
+    /// Number of updates to run.
+    pub max_iter: i64,
+    /// SGD/Nesterov momentum, Adam's beta1, AdaDelta's rho.
+    #[serde(default)]
+    pub momentum: f64,
+    /// Adam's beta2.
+    #[serde(default = "d_momentum2")]
+    pub momentum2: f64,
+    /// Epsilon of Adam, AdaGrad, RMSProp, AdaDelta.
+    #[serde(default = "d_delta")]
+    pub delta: f64,
+    /// RMSProp's decay of the mean square.
+    #[serde(default = "d_rms_decay")]
+    pub rms_decay: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub regularization_type: Regularization,
+    /// Scale gradients down to this global L2 norm; < 0 = off.
+    #[serde(default = "d_minus_one_f")]
+    pub clip_gradients: f64,
+    /// Accumulate gradients over this many batches per update.
+    #[serde(default = "d_one")]
+    pub iter_size: i64,
+    /// Images per forward pass.
+    pub batch_size: i64,
+    /// Evaluate on the val split every N iterations (0 = only at the end).
+    #[serde(default)]
+    pub test_interval: i64,
+    /// Val batches per evaluation; 0 = the whole val split.
+    #[serde(default)]
+    pub test_iter: i64,
+    /// Also evaluate before the first update (iteration 0).
+    #[serde(default = "d_true")]
+    pub test_initialization: bool,
+    /// Report the train loss every N iterations (0 = never).
+    #[serde(default)]
+    pub display: i64,
+    /// The displayed train loss is the mean of the last N iterations' losses.
+    #[serde(default = "d_one")]
+    pub average_loss: i64,
+    /// Write a snapshot every N iterations (0 = only the final weights).
+    #[serde(default)]
+    pub snapshot: i64,
+    /// File name prefix of snapshots inside the run dir.
+    #[serde(default = "d_prefix")]
+    pub snapshot_prefix: String,
+    /// Seed of initialisation, shuffling and dropout; -1 = from the clock (the seed
+    /// used is written to the run's config.yaml).
+    #[serde(default = "d_minus_one")]
+    pub random_seed: i64,
+    /// cpu, cuda, cuda:N, or auto (cuda if available).
+    #[serde(default = "d_device")]
+    pub device: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Kaggle's training.csv (relative to this file), or `synthetic` for the built-in
+    /// face generator.
+    pub train: String,
+    /// Fraction of the faces used for training; the rest is the val split.
+    #[serde(default = "d_split")]
+    pub split: f64,
+    /// complete: only fully annotated faces (the study's protocol); masked: every face,
+    /// the loss counts present keypoints only.
+    #[serde(default)]
+    pub labels: Labels,
+    /// Seed of the train/val split.
+    #[serde(default)]
+    pub seed: u64,
+    /// The built-in generator, used when `train: synthetic`.
+    #[serde(default)]
+    pub synthetic: SyntheticConfig,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticConfig {
+    /// Number of faces generated.
+    #[serde(default = "d_synth_size")]
+    pub size: usize,
+    /// Seed of the generator.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        SyntheticConfig {
+            size: d_synth_size(),
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+pub enum SolverType {
+    #[default]
+    SGD,
+    Nesterov,
+    AdaGrad,
+    RMSProp,
+    AdaDelta,
+    Adam,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    #[default]
+    Caffe,
+    Pytorch,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LrPolicy {
+    #[default]
+    Fixed,
+    Step,
+    Exp,
+    Inv,
+    Multistep,
+    Poly,
+    Sigmoid,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+pub enum Regularization {
+    #[default]
+    L2,
+    L1,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Labels {
+    #[default]
+    Complete,
+    Masked,
+}
+
+fn d_momentum2() -> f64 {
+    0.999
+}
+fn d_delta() -> f64 {
+    1e-8
+}
+fn d_rms_decay() -> f64 {
+    0.99
+}
+fn d_minus_one_f() -> f64 {
+    -1.0
+}
+fn d_minus_one() -> i64 {
+    -1
+}
+fn d_one() -> i64 {
+    1
+}
+fn d_true() -> bool {
+    true
+}
+fn d_prefix() -> String {
+    "snapshot".into()
+}
+fn d_device() -> String {
+    "cpu".into()
+}
+fn d_split() -> f64 {
+    0.9
+}
+fn d_synth_size() -> usize {
+    2048
+}
+
+impl SolverConfig {
+    /// Range checks serde cannot express; messages say what would be valid.
+    pub fn validate(&self) -> Result<(), String> {
+        let pos = |k: &str, v: i64| {
+            if v >= 1 {
+                Ok(())
+            } else {
+                Err(format!("{k} must be >= 1, got {v}"))
+            }
+        };
+        let nonneg = |k: &str, v: i64| {
+            if v >= 0 {
+                Ok(())
+            } else {
+                Err(format!("{k} must be >= 0, got {v}"))
+            }
+        };
+        pos("batch_size", self.batch_size)?;
+        nonneg("max_iter", self.max_iter)?;
+        pos("iter_size", self.iter_size)?;
+        pos("average_loss", self.average_loss)?;
+        for (k, v) in [
+            ("test_interval", self.test_interval),
+            ("test_iter", self.test_iter),
+            ("display", self.display),
+            ("snapshot", self.snapshot),
+        ] {
+            nonneg(k, v)?;
+        }
+        if !(self.base_lr.is_finite() && self.base_lr >= 0.0) {
+            return Err(format!(
+                "base_lr must be a finite number >= 0, got {}",
+                self.base_lr
+            ));
+        }
+        if !(0.0..1.0).contains(&self.momentum2) {
+            return Err(format!(
+                "momentum2 must be in [0, 1), got {}",
+                self.momentum2
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.momentum) {
+            return Err(format!("momentum must be in [0, 1], got {}", self.momentum));
+        }
+        if !(self.data.split > 0.0 && self.data.split <= 1.0) {
+            return Err(format!(
+                "data.split must be in (0, 1], got {}",
+                self.data.split
+            ));
+        }
+        let need = |k: &str, present: bool| {
+            if present {
+                Ok(())
+            } else {
+                Err(format!("lr_policy {:?} needs `{k}`", self.lr_policy).to_lowercase())
+            }
+        };
+        match self.lr_policy {
+            LrPolicy::Fixed => {}
+            LrPolicy::Step => {
+                need("gamma", self.gamma.is_some())?;
+                need("stepsize", self.stepsize.is_some_and(|s| s > 0))?;
+            }
+            LrPolicy::Exp => need("gamma", self.gamma.is_some())?,
+            LrPolicy::Inv => {
+                need("gamma", self.gamma.is_some())?;
+                need("power", self.power.is_some())?;
+            }
+            LrPolicy::Multistep => {
+                need("gamma", self.gamma.is_some())?;
+                need("stepvalue", !self.stepvalue.is_empty())?;
+            }
+            LrPolicy::Poly => need("power", self.power.is_some())?,
+            LrPolicy::Sigmoid => {
+                need("gamma", self.gamma.is_some())?;
+                need("stepsize", self.stepsize.is_some())?;
+            }
+        }
+        Ok(())
+    }
+}

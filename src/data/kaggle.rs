@@ -1,0 +1,126 @@
+//! Kaggle's "Facial Keypoints Detection" CSVs: 30 keypoint columns (blank = missing)
+//! and `Image`, 9,216 space-separated grey values.
+
+use super::{target_columns, Faces, PIXELS, TARGETS};
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::Path;
+
+/// Read a training.csv (labels required). Errors name the file, line and column.
+pub fn read_training(path: &Path) -> Result<Faces> {
+    let file = path.display();
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("cannot open {file}"))?;
+    let header = rdr
+        .byte_headers()
+        .with_context(|| format!("{file}: cannot read the header"))?
+        .clone();
+    let col = |name: &str| header.iter().position(|h| h == name.as_bytes());
+    let names = target_columns();
+    let missing: Vec<&String> = names.iter().filter(|n| col(n).is_none()).collect();
+    let image = col("Image");
+    if !missing.is_empty() || image.is_none() {
+        let mut m: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
+        if image.is_none() {
+            m.push("Image".into());
+        }
+        bail!(
+            "{file}: missing column(s) {}; a Kaggle training.csv has the 30 keypoint columns \
+             (left_eye_center_x ... mouth_center_bottom_lip_y) and Image",
+            m.join(", ")
+        );
+    }
+    let image = image.expect("checked");
+    let cols: Vec<usize> = names.iter().map(|n| col(n).expect("checked")).collect();
+
+    let mut faces = Faces::default();
+    let mut rec = csv::ByteRecord::new();
+    loop {
+        let more = rdr
+            .read_byte_record(&mut rec)
+            .map_err(|e| anyhow!("{file}: {e}"))?;
+        if !more {
+            break;
+        }
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        for (c, name) in cols.iter().zip(&names) {
+            let field = rec.get(*c).unwrap_or(b"");
+            let v = if field.is_empty() {
+                f32::NAN
+            } else {
+                std::str::from_utf8(field)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<f32>().ok())
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{file}:{line}: column {name}: `{}` is not a number (blank means missing)",
+                            String::from_utf8_lossy(field)
+                        )
+                    })?
+            };
+            faces.keypoints.push(v);
+        }
+        let before = faces.pixels.len();
+        parse_image(rec.get(image).unwrap_or(b""), &mut faces.pixels)
+            .map_err(|e| anyhow!("{file}:{line}: column Image: {e}"))?;
+        debug_assert_eq!(faces.pixels.len() - before, PIXELS);
+    }
+    if faces.is_empty() {
+        bail!("{file}: no faces (the file has a header but no rows)");
+    }
+    debug_assert_eq!(faces.keypoints.len(), faces.len() * TARGETS);
+    Ok(faces)
+}
+
+/// Parse 9,216 space-separated integers 0..=255 onto `out` (a hand loop: this is the
+/// bulk of a 120 MB file).
+pub fn parse_image(field: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let start = out.len();
+    let mut val: u32 = 0;
+    let mut digits = 0;
+    for &b in field.iter().chain(std::iter::once(&b' ')) {
+        match b {
+            b'0'..=b'9' => {
+                val = val * 10 + (b - b'0') as u32;
+                digits += 1;
+                if digits > 3 {
+                    let n = out.len() - start + 1;
+                    out.truncate(start);
+                    return Err(format!("pixel {n} has too many digits (0..255 expected)"));
+                }
+            }
+            b' ' | b'\t' | b'\r' | b'\n' => {
+                if digits > 0 {
+                    if val > 255 {
+                        let n = out.len() - start + 1;
+                        out.truncate(start);
+                        return Err(format!("pixel {n} is {val}, outside 0..255"));
+                    }
+                    if out.len() - start == PIXELS {
+                        out.truncate(start);
+                        return Err(format!("more than {PIXELS} pixels (96x96 expected)"));
+                    }
+                    out.push(val as u8);
+                    val = 0;
+                    digits = 0;
+                }
+            }
+            other => {
+                let n = out.len() - start + 1;
+                out.truncate(start);
+                return Err(format!(
+                    "pixel {n}: unexpected character {:?}",
+                    other as char
+                ));
+            }
+        }
+    }
+    let n = out.len() - start;
+    if n != PIXELS {
+        out.truncate(start);
+        return Err(format!("{n} pixels, expected {PIXELS} (96x96)"));
+    }
+    Ok(())
+}

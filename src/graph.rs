@@ -1,0 +1,320 @@
+//! Net config -> checked layer graph (every shape, param count and FLOP known before
+//! anything is allocated) -> libtorch module.
+
+use crate::config::net::{layer_lines, layer_names, LayerCommon};
+use crate::config::schema::did_you_mean;
+use crate::config::{LossConfig, NetConfig, NetSource, ParamMult};
+use crate::layers::{self, shape_str, Layer, ParamDef, Shape};
+use anyhow::{bail, Result};
+use serde_yaml::{Mapping, Value};
+use tch::{nn, Tensor};
+
+pub struct Node {
+    pub name: String,
+    pub kind: &'static str,
+    pub layer: Box<dyn Layer>,
+    /// lr_mult/decay_mult per learnable blob (weight, bias), defaults filled in.
+    pub mults: Vec<ParamMult>,
+    pub input: Shape,
+    pub output: Shape,
+    pub params: Vec<ParamDef>,
+    pub flops: i64,
+}
+
+pub struct Graph {
+    pub name: String,
+    pub input: Shape,
+    pub nodes: Vec<Node>,
+    pub loss: LossConfig,
+}
+
+/// A learnable tensor of a built net, with its solver multipliers.
+pub struct Param {
+    pub name: String,
+    pub tensor: Tensor,
+    pub mult: ParamMult,
+}
+
+/// The built net: one forward function per layer.
+pub struct Net {
+    layers: Vec<nn::FuncT<'static>>,
+}
+
+impl Net {
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        use tch::nn::ModuleT;
+        let mut x = self.layers[0].forward_t(xs, train);
+        for l in &self.layers[1..] {
+            x = l.forward_t(&x, train);
+        }
+        x
+    }
+}
+
+/// Split a layer mapping into the keys every layer has and its kind's params.
+pub fn parse_layer(v: &Value) -> Result<(LayerCommon, Box<dyn Layer>), String> {
+    let map = v
+        .as_mapping()
+        .ok_or_else(|| format!("a layer must be a mapping with a `type:`, got {v:?}"))?;
+    let (mut common, mut params) = (Mapping::new(), Mapping::new());
+    for (k, val) in map {
+        match k.as_str() {
+            Some("type" | "name" | "param") => common.insert(k.clone(), val.clone()),
+            _ => params.insert(k.clone(), val.clone()),
+        };
+    }
+    let common: LayerCommon =
+        serde_yaml::from_value(Value::Mapping(common)).map_err(|e| e.to_string())?;
+    let names = layers::kind_names();
+    let kind = layers::kind(&common.kind).ok_or_else(|| {
+        let hint = did_you_mean(&common.kind, &names)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        format!(
+            "unknown layer type `{}`{hint}; valid types: {}",
+            common.kind,
+            names.join(", ")
+        )
+    })?;
+    let layer = (kind.parse)(Value::Mapping(params)).map_err(|e| format!("{}: {e}", kind.name))?;
+    Ok((common, layer))
+}
+
+impl Graph {
+    /// Check the net and infer every shape. `outputs` is the number of targets the
+    /// data has (30 for 15 keypoints): the last layer must produce exactly that.
+    pub fn compile(net: &NetConfig, src: &NetSource, outputs: i64) -> Result<Graph> {
+        let file = src.path.display();
+        let lines = layer_lines(&src.text);
+        let names = layer_names(&net.layers);
+        if net.input.len() != 3 || net.input.iter().any(|d| *d < 1) {
+            bail!(
+                "{file}: input must be [C, H, W] with positive sizes, e.g. [1, 96, 96]; got {:?}",
+                net.input
+            );
+        }
+        if net.layers.is_empty() {
+            bail!("{file}: the net has no layers");
+        }
+        let mut shape = net.input.clone();
+        let mut nodes: Vec<Node> = Vec::new();
+        for (i, v) in net.layers.iter().enumerate() {
+            let at = match lines.get(i) {
+                Some(l) => format!("{file}:{l}: layer `{}` (#{})", names[i], i + 1),
+                None => format!("{file}: layer `{}` (#{})", names[i], i + 1),
+            };
+            let (common, layer) = parse_layer(v).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+            if nodes.iter().any(|n| n.name == names[i]) {
+                bail!(
+                    "{at}: the name `{}` is used twice; layer names must be unique",
+                    names[i]
+                );
+            }
+            let output = layer.output_shape(&shape).map_err(|e| {
+                anyhow::anyhow!("{at} ({}), input {}: {e}", common.kind, shape_str(&shape))
+            })?;
+            let params = layer.params(&shape);
+            if common.param.len() > params.len() {
+                bail!(
+                    "{at}: {} `param` entries given, but the layer has {} learnable blobs",
+                    common.param.len(),
+                    params.len()
+                );
+            }
+            let mut mults = common.param.clone();
+            mults.resize(params.len(), ParamMult::default());
+            let flops = layer.flops(&shape, &output);
+            nodes.push(Node {
+                name: names[i].clone(),
+                kind: layers::kind(&common.kind).expect("parsed").name,
+                layer,
+                mults,
+                input: shape,
+                output: output.clone(),
+                params,
+                flops,
+            });
+            shape = output;
+        }
+        if shape != [outputs] {
+            let last = nodes.last().expect("non-empty");
+            bail!(
+                "{file}: the last layer `{}` outputs {} but the data has {outputs} targets \
+                 (15 keypoints x/y); end the net with a dense layer of num_output: {outputs}",
+                last.name,
+                shape_str(&shape)
+            );
+        }
+        Ok(Graph {
+            name: net.name.clone(),
+            input: net.input.clone(),
+            nodes,
+            loss: net.loss.clone(),
+        })
+    }
+
+    pub fn num_params(&self) -> i64 {
+        self.nodes
+            .iter()
+            .flat_map(|n| &n.params)
+            .map(|p| p.shape.iter().product::<i64>())
+            .sum()
+    }
+
+    pub fn flops(&self) -> i64 {
+        self.nodes.iter().map(|n| n.flops).sum()
+    }
+
+    /// Make the learnable tensors (filled by their fillers) under `vs` and the forward
+    /// functions. Tensors are named `<layer>.<weight|bias>`.
+    pub fn build(&self, vs: &nn::Path) -> (Net, Vec<Param>) {
+        let mut layers = Vec::new();
+        let mut all = Vec::new();
+        for n in &self.nodes {
+            let p = vs.sub(&n.name);
+            let tensors: Vec<Tensor> = n
+                .params
+                .iter()
+                .map(|d| p.var(d.suffix, &d.shape, d.filler.init(&d.shape)))
+                .collect();
+            for (d, (t, m)) in n.params.iter().zip(tensors.iter().zip(&n.mults)) {
+                all.push(Param {
+                    name: format!("{}.{}", n.name, d.suffix),
+                    tensor: t.shallow_clone(),
+                    mult: *m,
+                });
+            }
+            layers.push(n.layer.build(&n.input, tensors));
+        }
+        (Net { layers }, all)
+    }
+
+    /// The net as resolved YAML: every layer with its defaults filled in.
+    pub fn resolved(&self) -> Value {
+        let layers: Vec<Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut m = Mapping::new();
+                m.insert("type".into(), n.kind.into());
+                m.insert("name".into(), n.name.clone().into());
+                if n.mults.iter().any(|p| *p != ParamMult::default()) {
+                    m.insert(
+                        "param".into(),
+                        serde_yaml::to_value(&n.mults).expect("plain data"),
+                    );
+                }
+                if let Value::Mapping(params) = n.layer.resolved() {
+                    m.extend(params);
+                }
+                Value::Mapping(m)
+            })
+            .collect();
+        let net = NetConfig {
+            name: self.name.clone(),
+            input: self.input.clone(),
+            layers,
+            loss: self.loss.clone(),
+        };
+        serde_yaml::to_value(net).expect("plain data")
+    }
+
+    /// The `fkpnet summary` table.
+    pub fn summary(&self) -> String {
+        let mut rows = vec![[
+            "layer".to_string(),
+            "type".into(),
+            "output".into(),
+            "params".into(),
+            "FLOPs".into(),
+            "details".into(),
+        ]];
+        rows.push([
+            "input".into(),
+            "".into(),
+            shape_str(&self.input),
+            "".into(),
+            "".into(),
+            "".into(),
+        ]);
+        for n in &self.nodes {
+            let params: i64 = n
+                .params
+                .iter()
+                .map(|p| p.shape.iter().product::<i64>())
+                .sum();
+            let mut details = n.layer.details();
+            for (d, m) in n.params.iter().zip(&n.mults) {
+                if *m != ParamMult::default() {
+                    details += &format!(" {}:lr*{},decay*{}", d.suffix, m.lr_mult, m.decay_mult);
+                }
+            }
+            rows.push([
+                n.name.clone(),
+                n.kind.into(),
+                shape_str(&n.output),
+                thousands(params),
+                human(n.flops),
+                details,
+            ]);
+        }
+        rows.push([
+            "total".into(),
+            "".into(),
+            "".into(),
+            thousands(self.num_params()),
+            human(self.flops()),
+            format!("forward per image; loss {:?}", self.loss.kind).to_lowercase(),
+        ]);
+        let widths: Vec<usize> = (0..6)
+            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+            .collect();
+        let mut out = format!("net {}\n", self.name);
+        for (i, r) in rows.iter().enumerate() {
+            let line = format!(
+                "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:>w4$}  {}",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3],
+                w4 = widths[4]
+            );
+            out += line.trim_end();
+            out.push('\n');
+            if i == 0 || i == rows.len() - 2 {
+                out += &"-".repeat(widths.iter().sum::<usize>() + 10 + widths[5].min(20));
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+fn thousands(n: i64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// 1234567 -> "1.23M".
+pub fn human(n: i64) -> String {
+    let x = n as f64;
+    match x {
+        x if x >= 1e9 => format!("{:.2}G", x / 1e9),
+        x if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        x if x >= 1e3 => format!("{:.1}k", x / 1e3),
+        _ => n.to_string(),
+    }
+}

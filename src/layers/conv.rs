@@ -1,0 +1,117 @@
+use super::filler::{deserialize_filler, Filler};
+use super::{chw, positive, to_yaml, Layer, ParamDef, Shape};
+use serde::{Deserialize, Serialize};
+use tch::nn;
+
+/// Caffe's Convolution. Output size rounds down: (H + 2 pad - dilation (k - 1) - 1) / stride + 1.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Conv {
+    pub num_output: i64,
+    pub kernel_size: i64,
+    #[serde(default = "one")]
+    pub stride: i64,
+    #[serde(default)]
+    pub pad: i64,
+    #[serde(default = "one")]
+    pub dilation: i64,
+    #[serde(default = "one")]
+    pub group: i64,
+    #[serde(default = "yes")]
+    pub bias_term: bool,
+    #[serde(default = "Filler::xavier", deserialize_with = "deserialize_filler")]
+    pub weight_filler: Filler,
+    #[serde(default, deserialize_with = "deserialize_filler")]
+    pub bias_filler: Filler,
+}
+
+fn one() -> i64 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl Layer for Conv {
+    fn output_shape(&self, input: &[i64]) -> Result<Shape, String> {
+        let (c, h, w) = chw(input, "conv")?;
+        positive("num_output", self.num_output)?;
+        positive("kernel_size", self.kernel_size)?;
+        positive("stride", self.stride)?;
+        positive("dilation", self.dilation)?;
+        positive("group", self.group)?;
+        if self.pad < 0 {
+            return Err(format!("pad must be >= 0, got {}", self.pad));
+        }
+        if c % self.group != 0 || self.num_output % self.group != 0 {
+            return Err(format!(
+                "group {} must divide the input channels ({c}) and num_output ({})",
+                self.group, self.num_output
+            ));
+        }
+        self.weight_filler.validate()?;
+        self.bias_filler.validate()?;
+        let extent = self.dilation * (self.kernel_size - 1) + 1;
+        let size = |x: i64| (x + 2 * self.pad - extent) / self.stride + 1;
+        if h + 2 * self.pad < extent || w + 2 * self.pad < extent {
+            return Err(format!(
+                "kernel {k}x{k} is larger than its padded input {}x{} ({})",
+                h + 2 * self.pad,
+                w + 2 * self.pad,
+                super::shape_str(input),
+                k = extent
+            ));
+        }
+        Ok(vec![self.num_output, size(h), size(w)])
+    }
+
+    fn params(&self, input: &[i64]) -> Vec<ParamDef> {
+        let c = input[0] / self.group;
+        let mut p = vec![ParamDef {
+            suffix: "weight",
+            shape: vec![self.num_output, c, self.kernel_size, self.kernel_size],
+            filler: self.weight_filler.clone(),
+        }];
+        if self.bias_term {
+            p.push(ParamDef {
+                suffix: "bias",
+                shape: vec![self.num_output],
+                filler: self.bias_filler.clone(),
+            });
+        }
+        p
+    }
+
+    fn flops(&self, input: &[i64], output: &[i64]) -> i64 {
+        let per_out = 2 * (input[0] / self.group) * self.kernel_size * self.kernel_size;
+        let outs: i64 = output.iter().product();
+        outs * (per_out + self.bias_term as i64)
+    }
+
+    fn details(&self) -> String {
+        let mut s = format!("k{} s{} p{}", self.kernel_size, self.stride, self.pad);
+        if self.dilation != 1 {
+            s += &format!(" d{}", self.dilation);
+        }
+        if self.group != 1 {
+            s += &format!(" g{}", self.group);
+        }
+        s += &format!(" w:{}", self.weight_filler.describe());
+        if self.bias_term {
+            s += &format!(" b:{}", self.bias_filler.describe());
+        }
+        s
+    }
+
+    fn build(&self, _input: &[i64], params: Vec<tch::Tensor>) -> nn::FuncT<'static> {
+        let mut it = params.into_iter();
+        let w = it.next().expect("conv weight");
+        let b = it.next();
+        let (s, p, d, g) = (self.stride, self.pad, self.dilation, self.group);
+        nn::func_t(move |xs, _train| xs.conv2d(&w, b.as_ref(), [s, s], [p, p], [d, d], g))
+    }
+
+    fn resolved(&self) -> serde_yaml::Value {
+        to_yaml(self)
+    }
+}

@@ -1,0 +1,14 @@
+//! fkpnet: declarative, Caffe-style deep learning for facial keypoint detection.
+//!
+//! One direction of flow: `config` (YAML -> typed, validated) -> `graph` (shapes,
+//! params, FLOPs; built into libtorch modules) -> `train` (with `data`, `loss`,
+//! `solver`) -> `run` (the run directory) -> reports.
+
+pub mod config;
+pub mod data;
+pub mod graph;
+pub mod layers;
+pub mod loss;
+pub mod run;
+pub mod solver;
+pub mod train;

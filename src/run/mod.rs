@@ -1,0 +1,164 @@
+//! The run directory: resolved config, metrics CSV, weights. Nothing in it is ever
+//! overwritten by another run, and files are written atomically (temp + rename).
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    /// Create `runs_dir/name`. An explicit name that exists is an error; a default
+    /// name gets `_2`, `_3`, ... appended. `create_dir` is atomic, so two trainings
+    /// can never get the same directory.
+    pub fn create(runs_dir: &Path, name: Option<&str>, default_name: &str) -> Result<RunDir> {
+        fs::create_dir_all(runs_dir)
+            .with_context(|| format!("cannot create the runs directory {}", runs_dir.display()))?;
+        if let Some(name) = name {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                bail!("--name {name:?}: a run name must be a plain directory name");
+            }
+            let path = runs_dir.join(name);
+            return match fs::create_dir(&path) {
+                Ok(()) => Ok(RunDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                    "run {} already exists; choose another --name (runs are never overwritten)",
+                    path.display()
+                ),
+                Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+            };
+        }
+        for k in 1.. {
+            let n = if k == 1 {
+                default_name.to_string()
+            } else {
+                format!("{default_name}_{k}")
+            };
+            let path = runs_dir.join(&n);
+            match fs::create_dir(&path) {
+                Ok(()) => return Ok(RunDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", path.display()))
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+/// Write `path` via a temp file in the same directory and a rename, so a reader (or
+/// a crash) never sees a half-written file. `write` gets the temp path.
+pub fn atomic_write(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    // Keep the extension last: VarStore::save picks the format from it.
+    let tmp = path.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
+    write(&tmp)?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+}
+
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    atomic_write(path, |tmp| {
+        let mut f =
+            fs::File::create(tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        Ok(())
+    })
+}
+
+/// One line of metrics.csv; `None` is written as an empty cell.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsRow {
+    pub iter: i64,
+    pub epoch: f64,
+    pub lr: Option<f64>,
+    pub train_loss: Option<f64>,
+    pub train_rmse_px: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_rmse_px: Option<f64>,
+    pub seconds: f64,
+}
+
+pub const METRICS_HEADER: &str =
+    "iter,epoch,lr,train_loss,train_rmse_px,val_loss,val_rmse_px,seconds";
+
+/// metrics.csv, flushed after every row so it is readable while training runs.
+pub struct Metrics {
+    file: fs::File,
+}
+
+impl Metrics {
+    pub fn create(path: &Path) -> Result<Metrics> {
+        let mut file =
+            fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        writeln!(file, "{METRICS_HEADER}")?;
+        Ok(Metrics { file })
+    }
+
+    pub fn write(&mut self, r: &MetricsRow) -> Result<()> {
+        let o = |v: Option<f64>| v.map(|x| format!("{x:.6e}")).unwrap_or_default();
+        writeln!(
+            self.file,
+            "{},{:.3},{},{},{},{},{},{:.2}",
+            r.iter,
+            r.epoch,
+            o(r.lr),
+            o(r.train_loss),
+            o(r.train_rmse_px),
+            o(r.val_loss),
+            o(r.val_rmse_px),
+            r.seconds
+        )?;
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+/// Read a metrics.csv back (for reports and tests).
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or("");
+    if header != METRICS_HEADER {
+        bail!(
+            "{}: unexpected header {header:?}, expected {METRICS_HEADER:?}",
+            path.display()
+        );
+    }
+    lines
+        .enumerate()
+        .map(|(i, l)| {
+            let c: Vec<&str> = l.split(',').collect();
+            let bad = || anyhow::anyhow!("{}:{}: malformed row {l:?}", path.display(), i + 2);
+            if c.len() != 8 {
+                return Err(bad());
+            }
+            let opt = |s: &str| -> Result<Option<f64>> {
+                if s.is_empty() {
+                    Ok(None)
+                } else {
+                    s.parse().map(Some).map_err(|_| bad())
+                }
+            };
+            Ok(MetricsRow {
+                iter: c[0].parse().map_err(|_| bad())?,
+                epoch: c[1].parse().map_err(|_| bad())?,
+                lr: opt(c[2])?,
+                train_loss: opt(c[3])?,
+                train_rmse_px: opt(c[4])?,
+                val_loss: opt(c[5])?,
+                val_rmse_px: opt(c[6])?,
+                seconds: c[7].parse().map_err(|_| bad())?,
+            })
+        })
+        .collect()
+}
