@@ -53,9 +53,7 @@ impl Net {
 
 /// Split a layer mapping into the keys every layer has and its kind's params.
 pub fn parse_layer(v: &Value) -> Result<(LayerCommon, Box<dyn Layer>), String> {
-    let map = v
-        .as_mapping()
-        .ok_or_else(|| format!("a layer must be a mapping with a `type:`, got {v:?}"))?;
+    let map = v.as_mapping().ok_or_else(|| format!("a layer must be a mapping with a `type:`, got {v:?}"))?;
     let (mut common, mut params) = (Mapping::new(), Mapping::new());
     for (k, val) in map {
         match k.as_str() {
@@ -63,18 +61,12 @@ pub fn parse_layer(v: &Value) -> Result<(LayerCommon, Box<dyn Layer>), String> {
             _ => params.insert(k.clone(), val.clone()),
         };
     }
-    let common: LayerCommon =
-        serde_yaml::from_value(Value::Mapping(common)).map_err(|e| e.to_string())?;
+    let common: LayerCommon = serde_yaml::from_value(Value::Mapping(common)).map_err(|e| e.to_string())?;
     let names = layers::kind_names();
     let kind = layers::kind(&common.kind).ok_or_else(|| {
-        let hint = did_you_mean(&common.kind, &names)
-            .map(|c| format!(" (did you mean `{c}`?)"))
-            .unwrap_or_default();
-        format!(
-            "unknown layer type `{}`{hint}; valid types: {}",
-            common.kind,
-            names.join(", ")
-        )
+        let hint =
+            did_you_mean(&common.kind, &names).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+        format!("unknown layer type `{}`{hint}; valid types: {}", common.kind, names.join(", "))
     })?;
     let layer = (kind.parse)(Value::Mapping(params)).map_err(|e| format!("{}: {e}", kind.name))?;
     Ok((common, layer))
@@ -105,14 +97,11 @@ impl Graph {
             };
             let (common, layer) = parse_layer(v).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
             if nodes.iter().any(|n| n.name == names[i]) {
-                bail!(
-                    "{at}: the name `{}` is used twice; layer names must be unique",
-                    names[i]
-                );
+                bail!("{at}: the name `{}` is used twice; layer names must be unique", names[i]);
             }
-            let output = layer.output_shape(&shape).map_err(|e| {
-                anyhow::anyhow!("{at} ({}), input {}: {e}", common.kind, shape_str(&shape))
-            })?;
+            let output = layer
+                .output_shape(&shape)
+                .map_err(|e| anyhow::anyhow!("{at} ({}), input {}: {e}", common.kind, shape_str(&shape)))?;
             let params = layer.params(&shape);
             if common.param.len() > params.len() {
                 bail!(
@@ -145,20 +134,11 @@ impl Graph {
                 shape_str(&shape)
             );
         }
-        Ok(Graph {
-            name: net.name.clone(),
-            input: net.input.clone(),
-            nodes,
-            loss: net.loss.clone(),
-        })
+        Ok(Graph { name: net.name.clone(), input: net.input.clone(), nodes, loss: net.loss.clone() })
     }
 
     pub fn num_params(&self) -> i64 {
-        self.nodes
-            .iter()
-            .flat_map(|n| &n.params)
-            .map(|p| p.shape.iter().product::<i64>())
-            .sum()
+        self.nodes.iter().flat_map(|n| &n.params).map(|p| p.shape.iter().product::<i64>()).sum()
     }
 
     pub fn flops(&self) -> i64 {
@@ -172,11 +152,8 @@ impl Graph {
         let mut all = Vec::new();
         for n in &self.nodes {
             let p = vs.sub(&n.name);
-            let tensors: Vec<Tensor> = n
-                .params
-                .iter()
-                .map(|d| p.var(d.suffix, &d.shape, d.filler.init(&d.shape)))
-                .collect();
+            let tensors: Vec<Tensor> =
+                n.params.iter().map(|d| p.var(d.suffix, &d.shape, d.filler.init(&d.shape))).collect();
             for (d, (t, m)) in n.params.iter().zip(tensors.iter().zip(&n.mults)) {
                 all.push(Param {
                     name: format!("{}.{}", n.name, d.suffix),
@@ -199,10 +176,7 @@ impl Graph {
                 m.insert("type".into(), n.kind.into());
                 m.insert("name".into(), n.name.clone().into());
                 if n.mults.iter().any(|p| *p != ParamMult::default()) {
-                    m.insert(
-                        "param".into(),
-                        serde_yaml::to_value(&n.mults).expect("plain data"),
-                    );
+                    m.insert("param".into(), serde_yaml::to_value(&n.mults).expect("plain data"));
                 }
                 if let Value::Mapping(params) = n.layer.resolved() {
                     m.extend(params);
@@ -210,12 +184,8 @@ impl Graph {
                 Value::Mapping(m)
             })
             .collect();
-        let net = NetConfig {
-            name: self.name.clone(),
-            input: self.input.clone(),
-            layers,
-            loss: self.loss.clone(),
-        };
+        let net =
+            NetConfig { name: self.name.clone(), input: self.input.clone(), layers, loss: self.loss.clone() };
         serde_yaml::to_value(net).expect("plain data")
     }
 
@@ -229,20 +199,9 @@ impl Graph {
             "FLOPs".into(),
             "details".into(),
         ]];
-        rows.push([
-            "input".into(),
-            "".into(),
-            shape_str(&self.input),
-            "".into(),
-            "".into(),
-            "".into(),
-        ]);
+        rows.push(["input".into(), "".into(), shape_str(&self.input), "".into(), "".into(), "".into()]);
         for n in &self.nodes {
-            let params: i64 = n
-                .params
-                .iter()
-                .map(|p| p.shape.iter().product::<i64>())
-                .sum();
+            let params: i64 = n.params.iter().map(|p| p.shape.iter().product::<i64>()).sum();
             let mut details = n.layer.details();
             for (d, m) in n.params.iter().zip(&n.mults) {
                 if *m != ParamMult::default() {
@@ -266,9 +225,7 @@ impl Graph {
             human(self.flops()),
             format!("forward per image; loss {:?}", self.loss.kind).to_lowercase(),
         ]);
-        let widths: Vec<usize> = (0..6)
-            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-            .collect();
+        let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
         let mut out = format!("net {}\n", self.name);
         for (i, r) in rows.iter().enumerate() {
             let line = format!(

@@ -10,8 +10,7 @@ pub const PX: f64 = 48.0;
 /// Squared error summed over present values, and how many values were present.
 pub fn squared_error(pred: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
     let present = target.isnan().logical_not();
-    let diff =
-        (pred - target.nan_to_num(0.0, None::<f64>, None::<f64>)) * present.to_kind(pred.kind());
+    let diff = (pred - target.nan_to_num(0.0, None::<f64>, None::<f64>)) * present.to_kind(pred.kind());
     (diff.square().sum(Kind::Float), present.sum(Kind::Float))
 }
 

@@ -6,11 +6,7 @@ use fkpnet::{config, graph::Graph, train};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "fkpnet",
-    version,
-    about = "Declarative, Caffe-style facial keypoint nets on libtorch"
-)]
+#[command(name = "fkpnet", version, about = "Declarative, Caffe-style facial keypoint nets on libtorch")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -42,6 +38,12 @@ enum Cmd {
         /// Only print errors and the final line.
         #[arg(long, short)]
         quiet: bool,
+        /// Resume from a snapshot's .solverstate (as `caffe train --snapshot`).
+        #[arg(long, value_name = "FILE.solverstate", conflicts_with = "weights")]
+        snapshot: Option<PathBuf>,
+        /// Initialise from trained weights, matched by tensor name (as `caffe train --weights`).
+        #[arg(long, value_name = "FILE.safetensors")]
+        weights: Option<PathBuf>,
     },
     /// Print the fully resolved solver config (overrides applied, net inline).
     Config {
@@ -54,10 +56,7 @@ enum Cmd {
 }
 
 fn is_solver(text: &str) -> bool {
-    serde_yaml::from_str::<serde_yaml::Value>(text)
-        .ok()
-        .and_then(|v| v.get("net").cloned())
-        .is_some()
+    serde_yaml::from_str::<serde_yaml::Value>(text).ok().and_then(|v| v.get("net").cloned()).is_some()
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -75,24 +74,15 @@ fn run(cli: Cli) -> Result<()> {
             let g = Graph::compile(&net, &src, fkpnet::data::TARGETS as i64)?;
             print!("{}", g.summary());
         }
-        Cmd::Train {
-            solver,
-            sets,
-            name,
-            runs_dir,
-            quiet,
-        } => {
+        Cmd::Train { solver, sets, name, runs_dir, quiet, snapshot, weights } => {
             let sets = config::parse_sets(&sets)?;
             let r = config::load_solver(&solver, &sets)?;
-            let out = train::train(
-                &r,
-                &train::Options {
-                    runs_dir,
-                    name,
-                    quiet,
-                },
-            )?;
+            let opts = train::Options { runs_dir, name, quiet, resume: snapshot, weights };
+            let out = train::train(&r, &opts)?;
             println!("{}", out.run_dir.display());
+            if out.interrupted.is_some() {
+                std::process::exit(130);
+            }
         }
         Cmd::Config { solver, sets } => {
             let sets = config::parse_sets(&sets)?;
@@ -104,12 +94,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Layers => {
             for k in fkpnet::layers::KINDS {
-                println!(
-                    "{:<8} {}  keys: {}",
-                    k.name,
-                    k.about,
-                    (k.fields)().join(", ")
-                );
+                println!("{:<8} {}  keys: {}", k.name, k.about, (k.fields)().join(", "));
             }
         }
     }

@@ -1,12 +1,14 @@
 //! The train loop, in Caffe's order: test (every test_interval, and at 0 when
 //! test_initialization) -> forward/backward (iter_size times) -> display -> update ->
-//! snapshot; a final test at max_iter.
+//! snapshot; a final test after the last update.
 
 use crate::config::{NetConfig, Resolved};
 use crate::data;
 use crate::graph::{Graph, Net};
 use crate::loss;
+use crate::run::caffe_log::CaffeLog;
 use crate::run::{self, Metrics, MetricsRow, RunDir};
+use crate::solver::state::{self, Best};
 use crate::solver::{lr, Solver};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,15 +17,21 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tch::{nn, Device, Tensor};
 
+#[derive(Default)]
 pub struct Options {
     pub runs_dir: PathBuf,
     pub name: Option<String>,
     /// Print nothing but errors and the final line.
     pub quiet: bool,
+    /// Resume from a `.solverstate` (its weights are the `.safetensors` beside it).
+    pub resume: Option<PathBuf>,
+    /// Initialise from these weights (finetune), by tensor name.
+    pub weights: Option<PathBuf>,
 }
 
 pub struct Outcome {
@@ -32,6 +40,8 @@ pub struct Outcome {
     pub best_iter: Option<i64>,
     pub final_train_loss: Option<f64>,
     pub seconds: f64,
+    /// Set when Ctrl-C/SIGTERM stopped training: the snapshot to resume from.
+    pub interrupted: Option<PathBuf>,
 }
 
 /// `cpu`, `cuda`, `cuda:N` or `auto`.
@@ -40,10 +50,7 @@ pub fn parse_device(s: &str) -> Result<Device> {
         "cpu" => Device::Cpu,
         "auto" => Device::cuda_if_available(),
         "cuda" => Device::Cuda(0),
-        _ => match s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
+        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
             Some(n) => Device::Cuda(n),
             None => bail!("device `{s}`: expected cpu, cuda, cuda:N or auto"),
         },
@@ -57,7 +64,8 @@ pub fn parse_device(s: &str) -> Result<Device> {
     Ok(dev)
 }
 
-/// Mean loss and pixel RMSE of `net` on a whole split, without autograd.
+/// Mean loss and pixel RMSE of `net` on the first `limit` faces of a split (all by
+/// default), without autograd.
 pub fn evaluate(
     net: &Net,
     x: &Tensor,
@@ -66,9 +74,8 @@ pub fn evaluate(
     limit: Option<i64>,
 ) -> (f64, f64) {
     let _guard = tch::no_grad_guard();
-    let n = x.size()[0];
+    let n = limit.map_or(x.size()[0], |l| l.min(x.size()[0]));
     let bs = 256;
-    let n = limit.map_or(n, |l| l.min(n));
     let (mut sq, mut count) = (0.0, 0.0);
     for start in (0..n).step_by(bs as usize) {
         let len = bs.min(n - start);
@@ -81,48 +88,46 @@ pub fn evaluate(
     (loss, loss::rmse_px(sq, count))
 }
 
-/// Hands out batches in a seeded shuffled order, reshuffling each epoch; a batch that
-/// runs past the end continues into the next epoch (as Caffe's data layers do).
+/// Batches in a seeded shuffled order, a fresh order each epoch; a batch that runs
+/// past the end of an epoch continues into the next (as Caffe's data layers do).
+/// Batch k is a pure function of (seed, k), so a resumed run sees the same batches.
 struct Batches {
-    order: Vec<i64>,
-    cursor: usize,
-    rng: ChaCha8Rng,
+    n: usize,
+    seed: u64,
+    epoch: Option<(usize, Vec<i64>)>,
 }
 
 impl Batches {
     fn new(n: usize, seed: u64) -> Batches {
-        let mut b = Batches {
-            order: (0..n as i64).collect(),
-            cursor: 0,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        };
-        b.order.shuffle(&mut b.rng);
-        b
+        Batches { n, seed, epoch: None }
     }
 
-    fn next(&mut self, size: usize) -> Vec<i64> {
-        let mut out = Vec::with_capacity(size);
-        while out.len() < size {
-            if self.cursor == self.order.len() {
-                self.order.shuffle(&mut self.rng);
-                self.cursor = 0;
-            }
-            let take = (size - out.len()).min(self.order.len() - self.cursor);
-            out.extend_from_slice(&self.order[self.cursor..self.cursor + take]);
-            self.cursor += take;
+    fn order(&mut self, epoch: usize) -> &[i64] {
+        if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut order: Vec<i64> = (0..self.n as i64).collect();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ));
+            self.epoch = Some((epoch, order));
         }
-        out
+        &self.epoch.as_ref().expect("just set").1
+    }
+
+    /// The `size` indices of global batch number `k`.
+    fn batch(&mut self, k: usize, size: usize) -> Vec<i64> {
+        (k * size..(k + 1) * size)
+            .map(|pos| {
+                let n = self.n;
+                self.order(pos / n)[pos % n]
+            })
+            .collect()
     }
 }
 
 fn check_input(net: &NetConfig) -> Result<()> {
     let want = [1, data::SIDE as i64, data::SIDE as i64];
     if net.input != want {
-        bail!(
-            "net {}: input is {:?}, but the faces are [1, 96, 96] (grey 96x96)",
-            net.name,
-            net.input
-        );
+        bail!("net {}: input is {:?}, but the faces are [1, 96, 96] (grey 96x96)", net.name, net.input);
     }
     Ok(())
 }
@@ -136,53 +141,104 @@ fn resolved_yaml(r: &Resolved, graph: &Graph, seed: i64) -> Result<String> {
     Ok(serde_yaml::to_string(&solver)?)
 }
 
+/// Ctrl-C / SIGTERM count: the first asks the loop to snapshot and stop after the
+/// current iteration, the second exits at once.
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+fn install_signal_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 1 {
+            eprintln!("\nsecond interrupt: exiting now without a snapshot");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupt: finishing this iteration, then writing a snapshot (Ctrl-C again to quit now)"
+        );
+    });
+}
+
+fn default_run_name(r: &Resolved) -> String {
+    // adam.yaml + lenet -> adam_lenet; vgg_adam.yaml -> vgg_adam; a run's config.yaml -> the net's name.
+    let stem = r.solver_path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+    if stem == "config" {
+        r.net.name.clone()
+    } else if stem.contains(&r.net.name) {
+        stem.to_string()
+    } else {
+        format!("{stem}_{}", r.net.name)
+    }
+}
+
 pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     let cfg = &r.solver;
+    if opts.resume.is_some() && opts.weights.is_some() {
+        bail!("--snapshot (resume) and --weights (finetune) exclude each other, as in Caffe: choose one");
+    }
     let device = parse_device(&cfg.device)?;
     let graph = Graph::compile(&r.net, &r.net_source, data::TARGETS as i64)?;
     check_input(&r.net)?;
     let seed = if cfg.random_seed >= 0 {
         cfg.random_seed
     } else {
-        (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-            % (1 << 31)) as i64
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() % (1 << 31)) as i64
     };
     let say = |s: &str| {
         if !opts.quiet {
             eprintln!("{s}");
         }
     };
+    if let Some(s) = &opts.resume {
+        for f in [s.clone(), state::weights_of(s)] {
+            if !f.is_file() {
+                bail!("--snapshot {}: {} does not exist", s.display(), f.display());
+            }
+        }
+    }
 
     let split = data::load(&cfg.data)?;
-    if split.train.len() < cfg.batch_size as usize {
-        say(&format!(
-            "note: batch_size {} is larger than the {} training faces; batches wrap around",
-            cfg.batch_size,
-            split.train.len()
-        ));
-    }
-    let solver_stem = r
-        .solver_path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("run");
-    // adam.yaml + lenet -> adam_lenet; vgg_adam.yaml -> vgg_adam; a run's config.yaml -> the net's name.
-    let default_name = if solver_stem == "config" {
-        r.net.name.clone()
-    } else if solver_stem.contains(&r.net.name) {
-        solver_stem.to_string()
-    } else {
-        format!("{solver_stem}_{}", r.net.name)
-    };
-    let run = RunDir::create(&opts.runs_dir, opts.name.as_deref(), &default_name)?;
+    let run = RunDir::create(&opts.runs_dir, opts.name.as_deref(), &default_run_name(r))?;
     run::write_text(&run.file("config.yaml"), &resolved_yaml(r, &graph, seed)?)?;
 
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(device);
     let (net, params) = graph.build(&vs.root());
     let mut solver = Solver::new(cfg, &params);
+    let mut best: Best = None;
+    let mut smoothed: VecDeque<f64> = VecDeque::new();
+    let (mut win_sq, mut win_count) = (0.0, 0.0);
+    let mut metrics = Metrics::create(&run.file("metrics.csv"))?;
+    let mut log = CaffeLog::create(&run.file("train.log"))?;
+    log.solving(&graph.name, &format!("{:?}", cfg.lr_policy).to_lowercase())?;
+    if let Some(w) = &opts.weights {
+        for n in state::load_weights(w, &params, false)? {
+            say(&format!("  weights: {n}"));
+        }
+        log.note(&format!("Finetuning from {}", w.display()))?;
+    }
+    if let Some(s) = &opts.resume {
+        state::load_weights(&state::weights_of(s), &params, true)?;
+        let (b, loop_state) = state::load(s, &mut solver, &params)?;
+        best = b;
+        if let [sq, count, losses @ ..] = loop_state.as_slice() {
+            (win_sq, win_count) = (*sq, *count);
+            smoothed = losses.iter().copied().collect();
+        }
+        // Carry over what the interrupted run had measured before the snapshot.
+        let old = s.parent().unwrap_or(Path::new("."));
+        if let Ok(rows) = run::read_metrics(&old.join("metrics.csv")) {
+            for row in rows.iter().filter(|row| row.iter < solver.iter) {
+                metrics.write(row)?;
+            }
+        }
+        if old.join("best.safetensors").is_file() {
+            std::fs::copy(old.join("best.safetensors"), run.file("best.safetensors"))?;
+        }
+        log.note(&format!("Resuming from {}", s.display()))?;
+    }
+    if solver.iter > cfg.max_iter {
+        bail!("the snapshot is at iteration {}, past max_iter {}", solver.iter, cfg.max_iter);
+    }
+
     let (train_x, train_y) = split.train.to_tensors(device);
     let (val_x, val_y) = split.val.to_tensors(device);
     let n_train = split.train.len();
@@ -200,61 +256,71 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         split.val.len(),
         run.path.display()
     ));
+    install_signal_handler();
 
-    let mut metrics = Metrics::create(&run.file("metrics.csv"))?;
     let mut batches = Batches::new(n_train, seed as u64);
     let bs = cfg.batch_size as usize;
     let start = Instant::now();
     let epoch_of = |iter: i64| iter as f64 * (bs as i64 * cfg.iter_size) as f64 / n_train as f64;
     let progress = progress_bar(cfg.max_iter as u64, opts.quiet);
-    let mut smoothed: VecDeque<f64> = VecDeque::new();
-    let (mut win_sq, mut win_count) = (0.0, 0.0);
-    let mut best: Option<(f64, f64, i64)> = None; // (val loss, val rmse, iter)
+    progress.set_position(solver.iter as u64);
     let mut last_train_loss = None;
     let mut last_val_rmse: Option<f64> = None;
+    let mut last_display = (Instant::now(), solver.iter);
     let test_limit = (cfg.test_iter > 0).then(|| cfg.test_iter * cfg.batch_size);
+    let w = graph.loss.loss_weight;
+    let loss_name = format!("{:?}", graph.loss.kind).to_lowercase();
 
-    let test =
-        |iter: i64, row: &mut MetricsRow, best: &mut Option<(f64, f64, i64)>| -> Result<()> {
-            if !has_val {
-                return Ok(());
-            }
-            let (vl, vr) = evaluate(&net, &val_x, &val_y, graph.loss.kind, test_limit);
-            let vl = vl * graph.loss.loss_weight;
-            row.val_loss = Some(vl);
-            row.val_rmse_px = Some(vr);
-            if best.is_none_or(|b| vl < b.0) {
-                *best = Some((vl, vr, iter));
-                let path = run.file("best.safetensors");
-                run::atomic_write(&path, |tmp| {
-                    vs.save(tmp).context("cannot save best weights")
-                })?;
-            }
-            Ok(())
+    let test = |iter: i64, row: &mut MetricsRow, best: &mut Best, log: &mut CaffeLog| -> Result<()> {
+        if !has_val {
+            return Ok(());
+        }
+        let (vl, vr) = evaluate(&net, &val_x, &val_y, graph.loss.kind, test_limit);
+        log.test(iter, &[("loss", vl, Some(w)), ("rmse_px", vr, None)])?;
+        let vl = vl * w;
+        row.val_loss = Some(vl);
+        row.val_rmse_px = Some(vr);
+        if best.is_none_or(|b| vl < b.0) {
+            *best = Some((vl, vr, iter));
+            run::atomic_write(&run.file("best.safetensors"), |tmp| {
+                vs.save(tmp).context("cannot save best weights")
+            })?;
+        }
+        Ok(())
+    };
+    // The display window and smoothed losses travel in the solverstate, so a resumed
+    // run reports exactly what the uninterrupted one would.
+    let snapshot =
+        |solver: &Solver, best: Best, loop_state: Vec<f64>, log: &mut CaffeLog| -> Result<PathBuf> {
+            let stem = format!("{}_iter_{}", cfg.snapshot_prefix, solver.iter);
+            let (weights, st) =
+                (run.file(&format!("{stem}.safetensors")), run.file(&format!("{stem}.solverstate")));
+            run::atomic_write(&weights, |tmp| vs.save(tmp).context("cannot save a snapshot"))?;
+            state::save(&st, solver, &params, best, &loop_state)?;
+            log.snapshot(&weights, &st)?;
+            Ok(st)
         };
 
-    for iter in 0..cfg.max_iter {
-        let mut row = MetricsRow {
-            iter,
-            epoch: epoch_of(iter),
-            ..Default::default()
-        };
-        if cfg.test_interval > 0
-            && iter % cfg.test_interval == 0
-            && (iter > 0 || cfg.test_initialization)
-        {
-            test(iter, &mut row, &mut best)?;
+    let mut interrupted = None;
+    while solver.iter < cfg.max_iter {
+        let iter = solver.iter;
+        let mut row = MetricsRow { iter, epoch: epoch_of(iter), ..Default::default() };
+        if cfg.test_interval > 0 && iter % cfg.test_interval == 0 && (iter > 0 || cfg.test_initialization) {
+            test(iter, &mut row, &mut best, &mut log)?;
             last_val_rmse = row.val_rmse_px;
         }
+        // Dropout draws from libtorch's RNG: seed it per iteration so a resumed run
+        // draws the same masks as an uninterrupted one.
+        tch::manual_seed(seed.wrapping_mul(1_000_003).wrapping_add(iter));
         let mut loss_sum = 0.0;
-        for _ in 0..cfg.iter_size {
-            let idx = Tensor::from_slice(&batches.next(bs)).to_device(device);
+        for j in 0..cfg.iter_size {
+            let k = (iter * cfg.iter_size + j) as usize;
+            let idx = Tensor::from_slice(&batches.batch(k, bs)).to_device(device);
             let x = train_x.index_select(0, &idx);
             let y = train_y.index_select(0, &idx);
             let pred = net.forward_t(&x, true);
             let (sq, count) = loss::squared_error(&pred, &y);
-            let l =
-                loss::from_sums(graph.loss.kind, &sq, &count, bs as i64) * graph.loss.loss_weight;
+            let l = loss::from_sums(graph.loss.kind, &sq, &count, bs as i64) * w;
             l.backward();
             let lv = l.double_value(&[]);
             if !lv.is_finite() {
@@ -274,7 +340,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         if smoothed.len() > cfg.average_loss as usize {
             smoothed.pop_front();
         }
-        let rate = lr::rate(cfg, solver.iter);
+        let rate = lr::rate(cfg, iter);
         if cfg.display > 0 && iter % cfg.display == 0 {
             let sl = smoothed.iter().sum::<f64>() / smoothed.len() as f64;
             row.train_loss = Some(sl);
@@ -282,52 +348,70 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             row.lr = Some(rate);
             last_train_loss = Some(sl);
             (win_sq, win_count) = (0.0, 0.0);
+            let secs = last_display.0.elapsed().as_secs_f64();
+            let its = (iter - last_display.1) as f64;
+            let ips = if secs > 0.0 { its / secs } else { 0.0 };
+            log.display(iter, ips, secs, cfg.display, sl, &[(&loss_name, loss_now / w, Some(w))], rate)?;
+            last_display = (Instant::now(), iter);
         }
         solver.step(&params, rate);
-        if cfg.snapshot > 0 && solver.iter % cfg.snapshot == 0 {
-            let path = run.file(&format!(
-                "{}_iter_{}.safetensors",
-                cfg.snapshot_prefix, solver.iter
-            ));
-            run::atomic_write(&path, |tmp| vs.save(tmp).context("cannot save a snapshot"))?;
-        }
         if row.train_loss.is_some() || row.val_loss.is_some() {
             row.seconds = start.elapsed().as_secs_f64();
             metrics.write(&row)?;
             report(&progress, &row, cfg.max_iter, opts.quiet);
         }
+        if cfg.snapshot > 0 && solver.iter % cfg.snapshot == 0 {
+            snapshot(
+                &solver,
+                best,
+                [vec![win_sq, win_count], smoothed.iter().copied().collect()].concat(),
+                &mut log,
+            )?;
+        }
         progress.set_position(solver.iter as u64);
         if let Some(l) = last_train_loss {
-            let v = last_val_rmse
-                .map(|v| format!(" val {v:.2}px"))
-                .unwrap_or_default();
+            let v = last_val_rmse.map(|v| format!(" val {v:.2}px")).unwrap_or_default();
             progress.set_message(format!("loss {l:.4}{v}"));
         }
+        if SIGNALS.load(Ordering::SeqCst) > 0 && solver.iter < cfg.max_iter {
+            interrupted = Some(snapshot(
+                &solver,
+                best,
+                [vec![win_sq, win_count], smoothed.iter().copied().collect()].concat(),
+                &mut log,
+            )?);
+            break;
+        }
     }
-    // Final test at max_iter, as Caffe does after the last update.
-    let mut row = MetricsRow {
-        iter: cfg.max_iter,
-        epoch: epoch_of(cfg.max_iter),
-        ..Default::default()
-    };
-    test(cfg.max_iter, &mut row, &mut best)?;
     let seconds = start.elapsed().as_secs_f64();
-    if row.val_loss.is_some() {
-        row.seconds = seconds;
-        metrics.write(&row)?;
-    }
-    run::atomic_write(&run.file("weights.safetensors"), |tmp| {
-        vs.save(tmp).context("cannot save weights")
-    })?;
     progress.finish_and_clear();
-    let epochs = epoch_of(cfg.max_iter);
+    if let Some(st) = &interrupted {
+        log.note(&format!("Interrupted at iteration {}", solver.iter))?;
+        say(&format!(
+            "interrupted at iteration {} of {}; snapshot written. Resume with:\n  fkpnet train {} --snapshot {}",
+            solver.iter,
+            cfg.max_iter,
+            r.solver_path.display(),
+            st.display()
+        ));
+    } else {
+        // Final test after the last update, as Caffe does.
+        let mut row = MetricsRow { iter: cfg.max_iter, epoch: epoch_of(cfg.max_iter), ..Default::default() };
+        test(cfg.max_iter, &mut row, &mut best, &mut log)?;
+        if row.val_loss.is_some() {
+            row.seconds = seconds;
+            metrics.write(&row)?;
+        }
+        log.done()?;
+    }
+    run::atomic_write(&run.file("weights.safetensors"), |tmp| vs.save(tmp).context("cannot save weights"))?;
+    let epochs = epoch_of(solver.iter);
     let best_txt = best
         .map(|(l, r, i)| format!("best val loss {l:.5} = RMSE {r:.3} px at iteration {i}"))
         .unwrap_or_else(|| "no val split (data.split = 1)".into());
     say(&format!(
-        "done: {} iterations ({epochs:.1} epochs) in {seconds:.1}s ({:.2}s/epoch); {best_txt}\n  results: {}",
-        cfg.max_iter,
-        if epochs > 0.0 { seconds / epochs } else { 0.0 },
+        "done: {} iterations ({epochs:.1} epochs) in {seconds:.1}s; {best_txt}\n  results: {}",
+        solver.iter,
         run.path.display()
     ));
     Ok(Outcome {
@@ -336,6 +420,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         best_iter: best.map(|b| b.2),
         final_train_loss: last_train_loss,
         seconds,
+        interrupted,
     })
 }
 
@@ -345,11 +430,9 @@ fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] iter {pos}/{len} {msg} ETA {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] iter {pos}/{len} {msg} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar
 }

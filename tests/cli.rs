@@ -9,33 +9,20 @@ fn root() -> PathBuf {
 
 /// The shared test data (../shared/data beside the checkout; FKPNET_DATA overrides).
 fn shared_data() -> PathBuf {
-    std::env::var_os("FKPNET_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/data"))
+    std::env::var_os("FKPNET_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"))
 }
 
 fn mini_csv() -> String {
-    shared_data()
-        .join("faces-mini/training.csv")
-        .display()
-        .to_string()
+    shared_data().join("faces-mini/training.csv").display().to_string()
 }
 
 fn fkpnet(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fkpnet"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_fkpnet")).args(args).current_dir(cwd).output().expect("runs")
 }
 
 fn ok(args: &[&str], cwd: &Path) -> String {
     let out = fkpnet(args, cwd);
-    assert!(
-        out.status.success(),
-        "fkpnet {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "fkpnet {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -78,107 +65,57 @@ fn summary_shapes_match_the_study() {
     let want = "64x94x94 64x92x92 64x46x46 128x44x44 128x42x42 128x21x21 256x19x19 256x17x17 256x8x8 512 512 512 512 30";
     // dropout rows repeat the dense shape
     assert_eq!(shapes(&vgg), want.split(' ').collect::<Vec<_>>());
-    assert!(
-        vgg.contains("2.02G"),
-        "VGG forward is about 2 GFLOP per image:\n{vgg}"
-    );
+    assert!(vgg.contains("2.02G"), "VGG forward is about 2 GFLOP per image:\n{vgg}");
     let base = ok(&["summary", "nets/baseline.yaml"], &r);
     assert_eq!(shapes(&base), vec!["500", "30"]);
-    assert!(
-        base.contains("xavier(fan_in)"),
-        "the filler in force is shown"
-    );
+    assert!(base.contains("xavier(fan_in)"), "the filler in force is shown");
     // A solver file shows its net; --set reaches net keys.
-    let s = ok(
-        &[
-            "summary",
-            "solvers/adam.yaml",
-            "--set",
-            "layers.pool2.round_mode=ceil",
-        ],
-        &r,
-    );
-    assert!(
-        s.contains("32x23x23"),
-        "Caffe's ceil rounding: 45 -> 23\n{s}"
-    );
+    let s = ok(&["summary", "solvers/adam.yaml", "--set", "layers.pool2.round_mode=ceil"], &r);
+    assert!(s.contains("32x23x23"), "Caffe's ceil rounding: 45 -> 23\n{s}");
 }
 
 #[test]
 fn config_errors_name_file_line_and_layer() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let net = |layers: &str| {
-        format!("name: t\ninput: [1, 96, 96]\nlayers:\n{layers}loss: {{type: euclidean}}\n")
-    };
-    let p = write(
-        d,
-        "unknown.yaml",
-        &net("  - {type: dense, num_output: 30}\nextra_key: 1\n"),
-    );
+    let net =
+        |layers: &str| format!("name: t\ninput: [1, 96, 96]\nlayers:\n{layers}loss: {{type: euclidean}}\n");
+    let p = write(d, "unknown.yaml", &net("  - {type: dense, num_output: 30}\nextra_key: 1\n"));
     let e = err(&["summary", p.to_str().unwrap()], d);
     assert!(
-        e.contains("unknown.yaml")
-            && e.contains("unknown field `extra_key`")
-            && e.contains("line 5"),
+        e.contains("unknown.yaml") && e.contains("unknown field `extra_key`") && e.contains("line 5"),
         "{e}"
     );
 
     let p = write(
         d,
         "typo.yaml",
-        &net(
-            "  - {type: conv, num_output: 8, kernel_sise: 3}\n  - {type: dense, num_output: 30}\n",
-        ),
+        &net("  - {type: conv, num_output: 8, kernel_sise: 3}\n  - {type: dense, num_output: 30}\n"),
     );
     let e = err(&["summary", p.to_str().unwrap()], d);
-    assert!(
-        e.contains("typo.yaml:4: layer `conv1` (#1)") && e.contains("kernel_sise"),
-        "{e}"
-    );
+    assert!(e.contains("typo.yaml:4: layer `conv1` (#1)") && e.contains("kernel_sise"), "{e}");
 
-    let p = write(
-        d,
-        "type.yaml",
-        &net("  - {type: dense, num_output: many}\n"),
-    );
+    let p = write(d, "type.yaml", &net("  - {type: dense, num_output: many}\n"));
     let e = err(&["summary", p.to_str().unwrap()], d);
-    assert!(
-        e.contains("type.yaml:4: layer `dense1`") && e.contains("invalid type"),
-        "{e}"
-    );
+    assert!(e.contains("type.yaml:4: layer `dense1`") && e.contains("invalid type"), "{e}");
 
     let p = write(d, "shape.yaml", &net("  - {type: pool, kernel_size: 2, stride: 2}\n  - {type: conv, name: big, num_output: 8, kernel_size: 60}\n  - {type: dense, num_output: 30}\n"));
     let e = err(&["summary", p.to_str().unwrap()], d);
     assert!(
-        e.contains("shape.yaml:5: layer `big` (#2)")
-            && e.contains("larger than")
-            && e.contains("1x48x48"),
+        e.contains("shape.yaml:5: layer `big` (#2)") && e.contains("larger than") && e.contains("1x48x48"),
         "{e}"
     );
 
-    let p = write(
-        d,
-        "kind.yaml",
-        &net("  - {type: convolution, num_output: 8}\n"),
-    );
+    let p = write(d, "kind.yaml", &net("  - {type: convolution, num_output: 8}\n"));
     let e = err(&["summary", p.to_str().unwrap()], d);
     assert!(
-        e.contains("unknown layer type `convolution`")
-            && e.contains("valid types: conv, pool, dense"),
+        e.contains("unknown layer type `convolution`") && e.contains("valid types: conv, pool, dense"),
         "{e}"
     );
 
-    let p = write(
-        d,
-        "out.yaml",
-        &net("  - {type: dense, name: fc, num_output: 10}\n"),
-    );
+    let p = write(d, "out.yaml", &net("  - {type: dense, name: fc, num_output: 10}\n"));
     let e = err(&["summary", p.to_str().unwrap()], d);
-    assert!(
-        e.contains("outputs 10") && e.contains("num_output: 30"),
-        "{e}"
-    );
+    assert!(e.contains("outputs 10") && e.contains("num_output: 30"), "{e}");
 
     let p = write(
         d,
@@ -188,11 +125,7 @@ fn config_errors_name_file_line_and_layer() {
     let e = err(&["summary", p.to_str().unwrap()], d);
     assert!(e.contains("dropout_ratio must be in [0, 1)"), "{e}");
 
-    write(
-        d,
-        "net.yaml",
-        &net("  - {type: dense, name: fc, num_output: 30}\n"),
-    );
+    write(d, "net.yaml", &net("  - {type: dense, name: fc, num_output: 30}\n"));
     let p = write(
         d,
         "s.yaml",
@@ -200,12 +133,13 @@ fn config_errors_name_file_line_and_layer() {
     );
     let e = err(&["train", p.to_str().unwrap()], d);
     assert!(e.contains("batch_size must be >= 1, got 0"), "{e}");
-    let p = write(d, "s2.yaml", "net: net.yaml\ndata: {train: synthetic}\nbase_lr: 0.1\nmax_iter: 1\nbatch_size: 2\nbase_lrr: 1\n");
-    let e = err(&["train", p.to_str().unwrap()], d);
-    assert!(
-        e.contains("s2.yaml") && e.contains("unknown field `base_lrr`") && e.contains("line 6"),
-        "{e}"
+    let p = write(
+        d,
+        "s2.yaml",
+        "net: net.yaml\ndata: {train: synthetic}\nbase_lr: 0.1\nmax_iter: 1\nbatch_size: 2\nbase_lrr: 1\n",
     );
+    let e = err(&["train", p.to_str().unwrap()], d);
+    assert!(e.contains("s2.yaml") && e.contains("unknown field `base_lrr`") && e.contains("line 6"), "{e}");
 }
 
 #[test]
@@ -218,41 +152,13 @@ fn set_overrides_are_checked() {
             && e.contains("momentum2"),
         "{e}"
     );
-    let e = err(
-        &["config", "solvers/adam.yaml", "--set", "base_lr=fast"],
-        &r,
-    );
-    assert!(
-        e.contains("--set base_lr=fast") && e.contains("invalid type"),
-        "{e}"
-    );
-    let e = err(
-        &[
-            "config",
-            "solvers/adam.yaml",
-            "--set",
-            "layers.fc9.num_output=3",
-        ],
-        &r,
-    );
+    let e = err(&["config", "solvers/adam.yaml", "--set", "base_lr=fast"], &r);
+    assert!(e.contains("--set base_lr=fast") && e.contains("invalid type"), "{e}");
+    let e = err(&["config", "solvers/adam.yaml", "--set", "layers.fc9.num_output=3"], &r);
     assert!(e.contains("no layer `fc9`") && e.contains("conv1"), "{e}");
-    let e = err(
-        &[
-            "config",
-            "solvers/adam.yaml",
-            "--set",
-            "layers.fc1.kernel_size=3",
-        ],
-        &r,
-    );
-    assert!(
-        e.contains("unknown key `kernel_size`") && e.contains("num_output"),
-        "{e}"
-    );
-    let e = err(
-        &["config", "solvers/adam.yaml", "--set", "data.trian=x"],
-        &r,
-    );
+    let e = err(&["config", "solvers/adam.yaml", "--set", "layers.fc1.kernel_size=3"], &r);
+    assert!(e.contains("unknown key `kernel_size`") && e.contains("num_output"), "{e}");
+    let e = err(&["config", "solvers/adam.yaml", "--set", "data.trian=x"], &r);
     assert!(e.contains("did you mean `train`"), "{e}");
     let e = err(&["config", "solvers/adam.yaml", "--set", "noequals"], &r);
     assert!(e.contains("KEY=VALUE"), "{e}");
@@ -279,34 +185,15 @@ fn set_overrides_are_checked() {
     assert_eq!(v["data"]["train"].as_str(), Some("synthetic"));
     // Relative paths in --set are relative to the current directory, in files to the file.
     let solver = r.join("solvers/adam.yaml");
-    let out = ok(
-        &[
-            "config",
-            solver.to_str().unwrap(),
-            "--set",
-            "data.train=../x.csv",
-        ],
-        &r.join("nets"),
-    );
-    assert!(
-        out.contains(&format!("train: {}", r.join("x.csv").display())),
-        "{out}"
-    );
+    let out = ok(&["config", solver.to_str().unwrap(), "--set", "data.train=../x.csv"], &r.join("nets"));
+    assert!(out.contains(&format!("train: {}", r.join("x.csv").display())), "{out}");
 }
 
 #[test]
 fn missing_data_file_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let s = root().join("solvers/adam.yaml");
-    let e = err(
-        &[
-            "train",
-            s.to_str().unwrap(),
-            "--set",
-            "data.train=nowhere/training.csv",
-        ],
-        dir.path(),
-    );
+    let e = err(&["train", s.to_str().unwrap(), "--set", "data.train=nowhere/training.csv"], dir.path());
     assert!(
         e.contains("nowhere/training.csv does not exist")
             && e.contains("synthetic")
@@ -316,11 +203,8 @@ fn missing_data_file_says_what_to_do() {
 }
 
 fn tensor_names(path: &Path) -> Vec<String> {
-    let mut names: Vec<String> = tch::Tensor::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let mut names: Vec<String> =
+        tch::Tensor::read_safetensors(path).unwrap().into_iter().map(|(n, _)| n).collect();
     names.sort();
     names
 }
@@ -350,12 +234,7 @@ fn lenet_trains_on_faces_mini_and_writes_a_run_dir() {
     let stdout = ok(&args, dir.path());
     let run = runs.join("adam_lenet");
     assert_eq!(stdout.trim(), run.display().to_string());
-    for f in [
-        "config.yaml",
-        "metrics.csv",
-        "weights.safetensors",
-        "best.safetensors",
-    ] {
+    for f in ["config.yaml", "metrics.csv", "weights.safetensors", "best.safetensors"] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     let rows = fkpnet::run::read_metrics(&run.join("metrics.csv")).unwrap();
@@ -364,18 +243,9 @@ fn lenet_trains_on_faces_mini_and_writes_a_run_dir() {
     let val: Vec<f64> = rows.iter().filter_map(|r| r.val_rmse_px).collect();
     assert_eq!(val.len(), 4, "tests at 0, 20, 40 and the end");
     let train: Vec<f64> = rows.iter().filter_map(|r| r.train_loss).collect();
-    assert!(
-        train.last().unwrap() < &(train[0] * 0.2),
-        "train loss falls: {train:?}"
-    );
-    assert!(
-        val.last().unwrap() < &(val[0] * 0.5),
-        "val RMSE falls: {val:?}"
-    );
-    assert!(
-        rows[0].val_rmse_px.unwrap() > 10.0,
-        "starts far from the faces (Caffe: 18 px)"
-    );
+    assert!(train.last().unwrap() < &(train[0] * 0.2), "train loss falls: {train:?}");
+    assert!(val.last().unwrap() < &(val[0] * 0.5), "val RMSE falls: {val:?}");
+    assert!(rows[0].val_rmse_px.unwrap() > 10.0, "starts far from the faces (Caffe: 18 px)");
     assert_eq!(
         tensor_names(&run.join("weights.safetensors")),
         ["conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2", "fc3", "fc4", "out"]
@@ -387,10 +257,7 @@ fn lenet_trains_on_faces_mini_and_writes_a_run_dir() {
     // Never overwrite: the default name gets a suffix, an explicit existing name fails.
     let e = err(&[&args[..], &["--name", "adam_lenet"]].concat(), dir.path());
     assert!(e.contains("already exists"), "{e}");
-    assert_eq!(
-        fkpnet::run::read_metrics(&run.join("metrics.csv")).unwrap(),
-        rows
-    );
+    assert_eq!(fkpnet::run::read_metrics(&run.join("metrics.csv")).unwrap(), rows);
 }
 
 #[test]
@@ -429,17 +296,7 @@ fn a_runs_config_reproduces_it() {
             && text.contains("labels: masked")
             && text.contains("random_seed: 7")
     );
-    ok(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--runs-dir",
-            runs.to_str().unwrap(),
-            "--name",
-            "b",
-        ],
-        dir.path(),
-    );
+    ok(&["train", cfg.to_str().unwrap(), "--runs-dir", runs.to_str().unwrap(), "--name", "b"], dir.path());
     let strip = |p: &Path| {
         fkpnet::run::read_metrics(p)
             .unwrap()
@@ -447,10 +304,7 @@ fn a_runs_config_reproduces_it() {
             .map(|r| fkpnet::run::MetricsRow { seconds: 0.0, ..r })
             .collect::<Vec<_>>()
     };
-    let (a, b) = (
-        strip(&runs.join("a/metrics.csv")),
-        strip(&runs.join("b/metrics.csv")),
-    );
+    let (a, b) = (strip(&runs.join("a/metrics.csv")), strip(&runs.join("b/metrics.csv")));
     assert_eq!(a.len(), 7);
     assert_eq!(a, b, "same config + seed = same curve");
 }
@@ -479,8 +333,7 @@ fn trains_on_built_in_synthetic_faces() {
         ],
         dir.path(),
     );
-    let rows =
-        fkpnet::run::read_metrics(&dir.path().join("runs/baseline_adam/metrics.csv")).unwrap();
+    let rows = fkpnet::run::read_metrics(&dir.path().join("runs/baseline_adam/metrics.csv")).unwrap();
     let val: Vec<f64> = rows.iter().filter_map(|r| r.val_rmse_px).collect();
     assert_eq!(val.len(), 2);
     assert!(val[1] < val[0], "{val:?}");
@@ -498,10 +351,6 @@ fn every_schema_key_is_documented() {
         .collect();
     assert!(missing.is_empty(), "docs/config.md lacks: {missing:?}");
     for k in fkpnet::layers::KINDS {
-        assert!(
-            doc.contains(&format!("### `{}`", k.name)),
-            "docs/config.md lacks layer type {}",
-            k.name
-        );
+        assert!(doc.contains(&format!("### `{}`", k.name)), "docs/config.md lacks layer type {}", k.name);
     }
 }

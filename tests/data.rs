@@ -25,12 +25,7 @@ fn write(text: &str) -> tempfile::NamedTempFile {
 fn reads_kaggle_rows_with_missing_keypoints() {
     let full = vec!["48.5"; TARGETS].join(",");
     let partial = format!("66.0,39.0{}", ",".repeat(TARGETS - 2));
-    let f = write(&format!(
-        "{}\n{}\n{}\n",
-        header(),
-        row(&full, PIXELS, "7"),
-        row(&partial, PIXELS, "255")
-    ));
+    let f = write(&format!("{}\n{}\n{}\n", header(), row(&full, PIXELS, "7"), row(&partial, PIXELS, "255")));
     let faces = kaggle::read_training(f.path()).unwrap();
     assert_eq!(faces.len(), 2);
     assert!(faces.is_complete(0) && !faces.is_complete(1));
@@ -51,18 +46,10 @@ fn malformed_rows_name_file_line_and_column() {
         (row(&full, PIXELS + 1, "1"), "more than 9216"),
         (row(&full, PIXELS, "256"), "outside 0..255"),
         (row(&full, PIXELS, "x"), "unexpected character"),
-        (
-            row(&full.replacen("48", "abc", 1), PIXELS, "1"),
-            "column left_eye_center_x: `abc` is not a number",
-        ),
+        (row(&full.replacen("48", "abc", 1), PIXELS, "1"), "column left_eye_center_x: `abc` is not a number"),
     ];
     for (bad, want) in cases {
-        let f = write(&format!(
-            "{}\n{}\n{}\n",
-            header(),
-            row(&full, PIXELS, "1"),
-            bad
-        ));
+        let f = write(&format!("{}\n{}\n{}\n", header(), row(&full, PIXELS, "1"), bad));
         let err = kaggle::read_training(f.path()).unwrap_err().to_string();
         assert!(err.contains(&format!("{}:3:", f.path().display())), "{err}");
         assert!(err.contains(want), "{err}");
@@ -71,10 +58,7 @@ fn malformed_rows_name_file_line_and_column() {
     let err = kaggle::read_training(f.path()).unwrap_err().to_string();
     assert!(err.contains("missing column(s) left_eye_center_y"), "{err}");
     let f = write(&format!("{}\n", header()));
-    assert!(kaggle::read_training(f.path())
-        .unwrap_err()
-        .to_string()
-        .contains("no faces"));
+    assert!(kaggle::read_training(f.path()).unwrap_err().to_string().contains("no faces"));
 }
 
 #[test]
@@ -101,10 +85,7 @@ fn synthetic_faces_are_deterministic_with_keypoints_inside_the_image() {
         assert!(a.keypoints[i * TARGETS] > a.keypoints[i * TARGETS + 2]);
     }
     // The eyes are drawn darker than the face around them.
-    let (x, y) = (
-        a.keypoints[0].round() as usize,
-        a.keypoints[1].round() as usize,
-    );
+    let (x, y) = (a.keypoints[0].round() as usize, a.keypoints[1].round() as usize);
     assert!(a.pixels[y * 96 + x] < 128 || a.pixels[y * 96 + x] < a.pixels[48 * 96 + 48]);
 }
 

@@ -22,39 +22,13 @@ fn pool(k: i64, s: i64, p: i64, round: RoundMode) -> Pool {
 #[test]
 fn pooling_rounds_like_caffe_and_torch_agrees() {
     // The study's LeNet: 45 -> 23 with Caffe's ceil, 22 with floor.
-    assert_eq!(
-        pool(2, 2, 0, RoundMode::Ceil)
-            .output_shape(&[32, 45, 45])
-            .unwrap(),
-        vec![32, 23, 23]
-    );
-    assert_eq!(
-        pool(2, 2, 0, RoundMode::Floor)
-            .output_shape(&[32, 45, 45])
-            .unwrap(),
-        vec![32, 22, 22]
-    );
+    assert_eq!(pool(2, 2, 0, RoundMode::Ceil).output_shape(&[32, 45, 45]).unwrap(), vec![32, 23, 23]);
+    assert_eq!(pool(2, 2, 0, RoundMode::Floor).output_shape(&[32, 45, 45]).unwrap(), vec![32, 22, 22]);
     // Caffe's clip: the last window may not start in the padding. 5, k2 s2 p1: 4 -> 3.
-    assert_eq!(
-        pool(2, 2, 1, RoundMode::Ceil)
-            .output_shape(&[1, 5, 5])
-            .unwrap(),
-        vec![1, 3, 3]
-    );
-    assert_eq!(
-        pool(3, 2, 1, RoundMode::Ceil)
-            .output_shape(&[1, 6, 6])
-            .unwrap(),
-        vec![1, 4, 4]
-    );
+    assert_eq!(pool(2, 2, 1, RoundMode::Ceil).output_shape(&[1, 5, 5]).unwrap(), vec![1, 3, 3]);
+    assert_eq!(pool(3, 2, 1, RoundMode::Ceil).output_shape(&[1, 6, 6]).unwrap(), vec![1, 4, 4]);
     // The built module produces exactly the inferred shape.
-    for (k, s, p, h) in [
-        (2, 2, 0, 45),
-        (2, 2, 1, 5),
-        (3, 2, 1, 6),
-        (3, 3, 0, 10),
-        (3, 1, 1, 7),
-    ] {
+    for (k, s, p, h) in [(2, 2, 0, 45), (2, 2, 1, 5), (3, 2, 1, 6), (3, 3, 0, 10), (3, 1, 1, 7)] {
         for round in [RoundMode::Ceil, RoundMode::Floor] {
             for method in [Method::Max, Method::Ave] {
                 let mut l = pool(k, s, p, round);
@@ -66,27 +40,13 @@ fn pooling_rounds_like_caffe_and_torch_agrees() {
                     &Tensor::ones([1, 2, h, h], (Kind::Float, tch::Device::Cpu)),
                     false,
                 );
-                assert_eq!(
-                    y.size()[1..],
-                    want[..],
-                    "k{k} s{s} p{p} h{h} {round:?} {method:?}"
-                );
+                assert_eq!(y.size()[1..], want[..], "k{k} s{s} p{p} h{h} {round:?} {method:?}");
             }
         }
     }
-    assert!(pool(2, 2, 0, RoundMode::Ceil)
-        .output_shape(&[500])
-        .unwrap_err()
-        .contains("CxHxW"));
-    assert!(pool(5, 1, 0, RoundMode::Ceil)
-        .output_shape(&[1, 3, 3])
-        .unwrap_err()
-        .contains("larger"));
-    let g = Pool {
-        global_pooling: true,
-        kernel_size: None,
-        ..pool(1, 1, 0, RoundMode::Ceil)
-    };
+    assert!(pool(2, 2, 0, RoundMode::Ceil).output_shape(&[500]).unwrap_err().contains("CxHxW"));
+    assert!(pool(5, 1, 0, RoundMode::Ceil).output_shape(&[1, 3, 3]).unwrap_err().contains("larger"));
+    let g = Pool { global_pooling: true, kernel_size: None, ..pool(1, 1, 0, RoundMode::Ceil) };
     assert_eq!(g.output_shape(&[8, 5, 7]).unwrap(), vec![8, 1, 1]);
 }
 
@@ -103,32 +63,13 @@ fn fillers_follow_caffe() {
     let s = (3.0f64 / 288.0).sqrt();
     assert!(t.max().double_value(&[]) <= s && t.min().double_value(&[]) >= -s);
     let var = t.var(true).double_value(&[]);
-    assert!(
-        (var - 1.0 / 288.0).abs() < 0.05 / 288.0,
-        "xavier variance {var}"
-    );
-    let t = sample(
-        &Filler::Xavier {
-            variance_norm: VarianceNorm::FanOut,
-        },
-        &shape,
-    );
+    assert!((var - 1.0 / 288.0).abs() < 0.05 / 288.0, "xavier variance {var}");
+    let t = sample(&Filler::Xavier { variance_norm: VarianceNorm::FanOut }, &shape);
     assert!((t.var(true).double_value(&[]) - 1.0 / 576.0).abs() < 0.05 / 576.0);
-    let t = sample(
-        &Filler::Msra {
-            variance_norm: VarianceNorm::FanIn,
-        },
-        &shape,
-    );
+    let t = sample(&Filler::Msra { variance_norm: VarianceNorm::FanIn }, &shape);
     assert!((t.var(true).double_value(&[]) - 2.0 / 288.0).abs() < 0.05 * 2.0 / 288.0);
     assert!(t.mean(Kind::Float).double_value(&[]).abs() < 0.01);
-    let t = sample(
-        &Filler::Gaussian {
-            mean: 1.0,
-            std: 0.5,
-        },
-        &shape,
-    );
+    let t = sample(&Filler::Gaussian { mean: 1.0, std: 0.5 }, &shape);
     assert!((t.mean(Kind::Float).double_value(&[]) - 1.0).abs() < 0.02);
     assert!((t.std(true).double_value(&[]) - 0.5).abs() < 0.02);
     let t = sample(&Filler::Uniform { min: 2.0, max: 3.0 }, &shape);
@@ -150,22 +91,14 @@ fn euclidean_is_15_times_mse_for_30_outputs_and_masks_missing() {
     let e = loss::from_sums(LossKind::Euclidean, &sq, &n, 8).double_value(&[]);
     let m = loss::from_sums(LossKind::Mse, &sq, &n, 8).double_value(&[]);
     assert!((e - 15.0 * m).abs() < 1e-4 * e);
-    let direct = (&pred - &target)
-        .square()
-        .sum(Kind::Float)
-        .double_value(&[])
-        / 16.0;
+    let direct = (&pred - &target).square().sum(Kind::Float).double_value(&[]) / 16.0;
     assert!((e - direct).abs() < 1e-4 * e);
     // A missing value (NaN) adds nothing to the loss and is not counted.
     let masked = target.copy();
     let _ = masked.narrow(1, 0, 10).fill_(f64::NAN);
     let (sq2, n2) = loss::squared_error(&pred, &masked);
     assert_eq!(n2.double_value(&[]), 8.0 * 20.0);
-    let want = (&pred - &target)
-        .narrow(1, 10, 20)
-        .square()
-        .sum(Kind::Float)
-        .double_value(&[]);
+    let want = (&pred - &target).narrow(1, 10, 20).square().sum(Kind::Float).double_value(&[]);
     assert!((sq2.double_value(&[]) - want).abs() < 1e-3);
     assert!((loss::rmse_px(4.0, 4.0) - 48.0).abs() < 1e-12);
 }

@@ -8,8 +8,7 @@ use fkpnet::solver::{lr, Solver};
 use tch::{Kind, Tensor};
 
 fn cfg(kind: SolverType) -> SolverConfig {
-    let yaml =
-        "net: x.yaml\ndata: {train: synthetic}\nbase_lr: 0.1\nmax_iter: 100\nbatch_size: 1\n";
+    let yaml = "net: x.yaml\ndata: {train: synthetic}\nbase_lr: 0.1\nmax_iter: 100\nbatch_size: 1\n";
     let mut c: SolverConfig = serde_yaml::from_str(yaml).unwrap();
     c.solver_type = kind;
     c
@@ -18,11 +17,7 @@ fn cfg(kind: SolverType) -> SolverConfig {
 /// One scalar parameter starting at `w0`.
 fn param(w0: f64, mult: ParamMult) -> Param {
     let t = Tensor::from_slice(&[w0]).set_requires_grad(true);
-    Param {
-        name: "w".into(),
-        tensor: t,
-        mult,
-    }
+    Param { name: "w".into(), tensor: t, mult }
 }
 
 /// Set the gradient to `g` (by backpropagating g * w) and take one step.
@@ -80,12 +75,8 @@ fn adam_caffe_and_pytorch_epsilon() {
             m = b1 * m + (1.0 - b1) * g;
             v = b2 * v + (1.0 - b2) * g * g;
             w -= match flavor {
-                Flavor::Caffe => {
-                    lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t)) * m / (v.sqrt() + eps)
-                }
-                Flavor::Pytorch => {
-                    lr / (1.0 - b1.powf(t)) * m / (v.sqrt() / (1.0 - b2.powf(t)).sqrt() + eps)
-                }
+                Flavor::Caffe => lr * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t)) * m / (v.sqrt() + eps),
+                Flavor::Pytorch => lr / (1.0 - b1.powf(t)) * m / (v.sqrt() / (1.0 - b2.powf(t)).sqrt() + eps),
             };
             close(step(&mut s, &p, *g, lr), w);
         }
@@ -137,13 +128,7 @@ fn weight_decay_l2_l1_with_mults_and_clipping() {
     let mut c = cfg(SolverType::SGD);
     c.weight_decay = 0.1;
     // L2: g' = g + 0.1 * decay_mult * w; lr_mult 2 doubles the rate.
-    let p = param(
-        2.0,
-        ParamMult {
-            lr_mult: 2.0,
-            decay_mult: 0.5,
-        },
-    );
+    let p = param(2.0, ParamMult { lr_mult: 2.0, decay_mult: 0.5 });
     let mut s = Solver::new(&c, std::slice::from_ref(&p));
     close(step(&mut s, &p, 1.0, 0.1), 2.0 - 0.2 * (1.0 + 0.05 * 2.0));
     // L1: g' = g + 0.1 * sign(w)
@@ -177,17 +162,11 @@ fn lr_policies() {
     close(at(&c, LrPolicy::Step, 10), 0.005);
     close(at(&c, LrPolicy::Step, 25), 0.0025);
     close(at(&c, LrPolicy::Exp, 3), 0.01 * 0.125);
-    close(
-        at(&c, LrPolicy::Inv, 4),
-        0.01 * (1.0f64 + 0.5 * 4.0).powf(-2.0),
-    );
+    close(at(&c, LrPolicy::Inv, 4), 0.01 * (1.0f64 + 0.5 * 4.0).powf(-2.0));
     close(at(&c, LrPolicy::Multistep, 4), 0.01);
     close(at(&c, LrPolicy::Multistep, 5), 0.005);
     close(at(&c, LrPolicy::Multistep, 20), 0.0025);
     close(at(&c, LrPolicy::Poly, 50), 0.01 * 0.25);
     close(at(&c, LrPolicy::Sigmoid, 10), 0.005);
-    close(
-        at(&c, LrPolicy::Sigmoid, 12),
-        0.01 / (1.0 + (-0.5f64 * 2.0).exp()),
-    );
+    close(at(&c, LrPolicy::Sigmoid, 12), 0.01 / (1.0 + (-0.5f64 * 2.0).exp()));
 }

@@ -41,13 +41,8 @@ pub fn parse_sets(sets: &[String]) -> Result<Vec<Override>> {
                 bail!("--set {s}: empty key segment");
             }
             // YAML typing: 3e-4 is a number, true a bool, [1,96,96] a list, else a string.
-            let value =
-                serde_yaml::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.into()));
-            Ok(Override {
-                key,
-                value,
-                raw: s.clone(),
-            })
+            let value = serde_yaml::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.into()));
+            Ok(Override { key, value, raw: s.clone() })
         })
         .collect()
 }
@@ -96,8 +91,7 @@ pub fn load_solver(path: &Path, sets: &[Override]) -> Result<Resolved> {
         sets.iter().partition(|o| is_net_key(&o.key));
     for o in solver_sets {
         set_solver_key(&mut doc, o, &cwd).map_err(|e| anyhow!("--set {}: {e}", o.raw))?;
-        serde_yaml::from_value::<SolverConfig>(doc.clone())
-            .map_err(|e| anyhow!("--set {}: {e}", o.raw))?;
+        serde_yaml::from_value::<SolverConfig>(doc.clone()).map_err(|e| anyhow!("--set {}: {e}", o.raw))?;
     }
     let mut solver: SolverConfig = serde_yaml::from_value(doc)?;
     solver.validate().map_err(|e| anyhow!("{file}: {e}"))?;
@@ -105,21 +99,14 @@ pub fn load_solver(path: &Path, sets: &[Override]) -> Result<Resolved> {
     let net_sets: Vec<Override> = net_sets
         .into_iter()
         .map(|o| Override {
-            key: if o.key[0] == "net" {
-                o.key[1..].to_vec()
-            } else {
-                o.key.clone()
-            },
+            key: if o.key[0] == "net" { o.key[1..].to_vec() } else { o.key.clone() },
             ..o.clone()
         })
         .collect();
     let (net, net_source) = match &solver.net {
         Value::String(p) => load_net(Path::new(p), &net_sets)?,
         Value::Mapping(_) => {
-            let src = NetSource {
-                path: path.to_path_buf(),
-                text,
-            };
+            let src = NetSource { path: path.to_path_buf(), text };
             (net_from_value(solver.net.clone(), &src, &net_sets)?, src)
         }
         other => {
@@ -127,21 +114,13 @@ pub fn load_solver(path: &Path, sets: &[Override]) -> Result<Resolved> {
         }
     };
     solver.net = Value::Null;
-    Ok(Resolved {
-        solver,
-        net,
-        net_source,
-        solver_path: path.to_path_buf(),
-    })
+    Ok(Resolved { solver, net, net_source, solver_path: path.to_path_buf() })
 }
 
 /// Load a net file and apply net overrides (`layers.fc1.num_output=64`, `loss.type=mse`).
 pub fn load_net(path: &Path, sets: &[Override]) -> Result<(NetConfig, NetSource)> {
     let text = read(path)?;
-    let src = NetSource {
-        path: path.to_path_buf(),
-        text,
-    };
+    let src = NetSource { path: path.to_path_buf(), text };
     serde_yaml::from_str::<NetConfig>(&src.text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let doc: Value = serde_yaml::from_str(&src.text)?;
     let net = net_from_value(doc, &src, sets)?;
@@ -151,8 +130,7 @@ pub fn load_net(path: &Path, sets: &[Override]) -> Result<(NetConfig, NetSource)
 fn net_from_value(mut doc: Value, src: &NetSource, sets: &[Override]) -> Result<NetConfig> {
     for o in sets {
         set_net_key(&mut doc, o).map_err(|e| anyhow!("--set {}: {e}", o.raw))?;
-        serde_yaml::from_value::<NetConfig>(doc.clone())
-            .map_err(|e| anyhow!("--set {}: {e}", o.raw))?;
+        serde_yaml::from_value::<NetConfig>(doc.clone()).map_err(|e| anyhow!("--set {}: {e}", o.raw))?;
     }
     serde_yaml::from_value(doc).map_err(|e| anyhow!("{}: {e}", src.path.display()))
 }
@@ -217,8 +195,7 @@ fn set_solver_key(doc: &mut Value, o: &Override, cwd: &Path) -> Result<(), Strin
         ["data", "synthetic", key] => {
             check(key, "data.synthetic", struct_fields::<SyntheticConfig>())?;
             let data = mapping(top.entry("data".into()).or_insert(Value::Null));
-            mapping(data.entry("synthetic".into()).or_insert(Value::Null))
-                .insert((*key).into(), value);
+            mapping(data.entry("synthetic".into()).or_insert(Value::Null)).insert((*key).into(), value);
         }
         _ => return Err(format!("`{}` has no sub-keys", k[..k.len() - 1].join("."))),
     }
@@ -242,21 +219,15 @@ fn set_net_key(doc: &mut Value, o: &Override) -> Result<(), String> {
             mapping(top.entry("loss".into()).or_insert(Value::Null)).insert((*key).into(), value);
         }
         ["layers", which, key] => {
-            let layers = top
-                .get_mut("layers")
-                .and_then(Value::as_sequence_mut)
-                .ok_or("the net has no layers list")?;
+            let layers =
+                top.get_mut("layers").and_then(Value::as_sequence_mut).ok_or("the net has no layers list")?;
             let names = layer_names(layers);
             let i = names
                 .iter()
                 .position(|n| n == which)
                 .or_else(|| which.parse::<usize>().ok().filter(|i| *i < layers.len()))
                 .ok_or_else(|| format!("no layer `{which}`; layers are: {}", names.join(", ")))?;
-            let kind_name = layers[i]
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let kind_name = layers[i].get("type").and_then(Value::as_str).unwrap_or("").to_string();
             let kind = crate::layers::kind(&kind_name)
                 .ok_or_else(|| format!("layer `{which}` has unknown type `{kind_name}`"))?;
             let mut fields: Vec<&str> = struct_fields::<LayerCommon>().to_vec();
@@ -265,12 +236,7 @@ fn set_net_key(doc: &mut Value, o: &Override) -> Result<(), String> {
             mapping(&mut layers[i]).insert((*key).into(), value);
             crate::graph::parse_layer(&layers[i]).map_err(|e| format!("layer `{which}`: {e}"))?;
         }
-        _ => {
-            return Err(format!(
-                "cannot set `{}` (try layers.NAME.KEY or loss.KEY)",
-                k.join(".")
-            ))
-        }
+        _ => return Err(format!("cannot set `{}` (try layers.NAME.KEY or loss.KEY)", k.join("."))),
     }
     Ok(())
 }

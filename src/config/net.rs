@@ -63,10 +63,7 @@ pub struct ParamMult {
 
 impl Default for ParamMult {
     fn default() -> Self {
-        ParamMult {
-            lr_mult: 1.0,
-            decay_mult: 1.0,
-        }
+        ParamMult { lr_mult: 1.0, decay_mult: 1.0 }
     }
 }
 
@@ -77,11 +74,7 @@ pub fn layer_names(layers: &[serde_yaml::Value]) -> Vec<String> {
     layers
         .iter()
         .map(|l| {
-            let kind = l
-                .get("type")
-                .and_then(|t| t.as_str())
-                .unwrap_or("layer")
-                .to_string();
+            let kind = l.get("type").and_then(|t| t.as_str()).unwrap_or("layer").to_string();
             let n = counts.entry(kind.clone()).or_insert(0);
             *n += 1;
             match l.get("name").and_then(|n| n.as_str()) {

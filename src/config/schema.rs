@@ -49,11 +49,6 @@ pub fn did_you_mean<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> {
 
 /// "unknown key `x` (did you mean `y`?); valid keys: a, b, c"
 pub fn unknown_key_message(key: &str, where_: &str, candidates: &[&str]) -> String {
-    let hint = did_you_mean(key, candidates)
-        .map(|c| format!(" (did you mean `{c}`?)"))
-        .unwrap_or_default();
-    format!(
-        "unknown key `{key}` in {where_}{hint}; valid keys: {}",
-        candidates.join(", ")
-    )
+    let hint = did_you_mean(key, candidates).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+    format!("unknown key `{key}` in {where_}{hint}; valid keys: {}", candidates.join(", "))
 }

@@ -117,10 +117,7 @@ pub struct SyntheticConfig {
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        SyntheticConfig {
-            size: d_synth_size(),
-            seed: 0,
-        }
+        SyntheticConfig { size: d_synth_size(), seed: 0 }
     }
 }
 
@@ -235,25 +232,16 @@ impl SolverConfig {
             nonneg(k, v)?;
         }
         if !(self.base_lr.is_finite() && self.base_lr >= 0.0) {
-            return Err(format!(
-                "base_lr must be a finite number >= 0, got {}",
-                self.base_lr
-            ));
+            return Err(format!("base_lr must be a finite number >= 0, got {}", self.base_lr));
         }
         if !(0.0..1.0).contains(&self.momentum2) {
-            return Err(format!(
-                "momentum2 must be in [0, 1), got {}",
-                self.momentum2
-            ));
+            return Err(format!("momentum2 must be in [0, 1), got {}", self.momentum2));
         }
         if !(0.0..=1.0).contains(&self.momentum) {
             return Err(format!("momentum must be in [0, 1], got {}", self.momentum));
         }
         if !(self.data.split > 0.0 && self.data.split <= 1.0) {
-            return Err(format!(
-                "data.split must be in (0, 1], got {}",
-                self.data.split
-            ));
+            return Err(format!("data.split must be in (0, 1], got {}", self.data.split));
         }
         let need = |k: &str, present: bool| {
             if present {

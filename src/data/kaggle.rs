@@ -12,10 +12,7 @@ pub fn read_training(path: &Path) -> Result<Faces> {
         .has_headers(true)
         .from_path(path)
         .with_context(|| format!("cannot open {file}"))?;
-    let header = rdr
-        .byte_headers()
-        .with_context(|| format!("{file}: cannot read the header"))?
-        .clone();
+    let header = rdr.byte_headers().with_context(|| format!("{file}: cannot read the header"))?.clone();
     let col = |name: &str| header.iter().position(|h| h == name.as_bytes());
     let names = target_columns();
     let missing: Vec<&String> = names.iter().filter(|n| col(n).is_none()).collect();
@@ -37,9 +34,7 @@ pub fn read_training(path: &Path) -> Result<Faces> {
     let mut faces = Faces::default();
     let mut rec = csv::ByteRecord::new();
     loop {
-        let more = rdr
-            .read_byte_record(&mut rec)
-            .map_err(|e| anyhow!("{file}: {e}"))?;
+        let more = rdr.read_byte_record(&mut rec).map_err(|e| anyhow!("{file}: {e}"))?;
         if !more {
             break;
         }
@@ -110,10 +105,7 @@ pub fn parse_image(field: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
             other => {
                 let n = out.len() - start + 1;
                 out.truncate(start);
-                return Err(format!(
-                    "pixel {n}: unexpected character {:?}",
-                    other as char
-                ));
+                return Err(format!("pixel {n}: unexpected character {:?}", other as char));
             }
         }
     }

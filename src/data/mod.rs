@@ -38,10 +38,7 @@ pub const KEYPOINTS: [&str; 15] = [
 
 /// The 30 target column names, `left_eye_center_x, left_eye_center_y, ...`.
 pub fn target_columns() -> Vec<String> {
-    KEYPOINTS
-        .iter()
-        .flat_map(|k| [format!("{k}_x"), format!("{k}_y")])
-        .collect()
+    KEYPOINTS.iter().flat_map(|k| [format!("{k}_x"), format!("{k}_y")]).collect()
 }
 
 /// Faces in memory: grey pixels row-major 96x96 per face, keypoints in pixels
@@ -62,18 +59,14 @@ impl Faces {
     }
 
     pub fn is_complete(&self, i: usize) -> bool {
-        self.keypoints[i * TARGETS..(i + 1) * TARGETS]
-            .iter()
-            .all(|v| !v.is_nan())
+        self.keypoints[i * TARGETS..(i + 1) * TARGETS].iter().all(|v| !v.is_nan())
     }
 
     pub fn select(&self, idx: &[usize]) -> Faces {
         let mut out = Faces::default();
         for &i in idx {
-            out.pixels
-                .extend_from_slice(&self.pixels[i * PIXELS..(i + 1) * PIXELS]);
-            out.keypoints
-                .extend_from_slice(&self.keypoints[i * TARGETS..(i + 1) * TARGETS]);
+            out.pixels.extend_from_slice(&self.pixels[i * PIXELS..(i + 1) * PIXELS]);
+            out.keypoints.extend_from_slice(&self.keypoints[i * TARGETS..(i + 1) * TARGETS]);
         }
         out
     }
@@ -82,16 +75,14 @@ impl Faces {
     /// (NaN stays NaN: the loss masks it).
     pub fn to_tensors(&self, device: Device) -> (Tensor, Tensor) {
         let n = self.len() as i64;
-        let x = Tensor::from_slice(&self.pixels)
-            .to_device(device)
-            .to_kind(Kind::Float)
-            .view([n, 1, SIDE as i64, SIDE as i64])
-            / 255.0;
-        let y = (Tensor::from_slice(&self.keypoints)
-            .to_device(device)
-            .view([n, TARGETS as i64])
-            - 48.0)
-            / 48.0;
+        let x = Tensor::from_slice(&self.pixels).to_device(device).to_kind(Kind::Float).view([
+            n,
+            1,
+            SIDE as i64,
+            SIDE as i64,
+        ]) / 255.0;
+        let y =
+            (Tensor::from_slice(&self.keypoints).to_device(device).view([n, TARGETS as i64]) - 48.0) / 48.0;
         (x, y)
     }
 }
@@ -121,28 +112,18 @@ pub fn load(cfg: &DataConfig) -> Result<Split> {
         }
         kaggle::read_training(path)?
     };
-    let keep: Vec<usize> = (0..faces.len())
-        .filter(|&i| cfg.labels == Labels::Masked || faces.is_complete(i))
-        .collect();
+    let keep: Vec<usize> =
+        (0..faces.len()).filter(|&i| cfg.labels == Labels::Masked || faces.is_complete(i)).collect();
     if keep.is_empty() {
-        bail!(
-            "{}: no fully annotated faces (labels: complete); use labels: masked",
-            cfg.train
-        );
+        bail!("{}: no fully annotated faces (labels: complete); use labels: masked", cfg.train);
     }
     let (train, val) = split_indices(&keep, cfg.split, cfg.seed);
     Ok(Split {
         train: faces.select(&train),
         val: faces.select(&val),
-        source: format!(
-            "{} ({} of {} faces, labels {:?})",
-            cfg.train,
-            keep.len(),
-            faces.len(),
-            cfg.labels
-        )
-        .replace("Complete", "complete")
-        .replace("Masked", "masked"),
+        source: format!("{} ({} of {} faces, labels {:?})", cfg.train, keep.len(), faces.len(), cfg.labels)
+            .replace("Complete", "complete")
+            .replace("Masked", "masked"),
     })
 }
 

@@ -54,10 +54,7 @@ fn face(r: &mut ChaCha8Rng) -> (Vec<u8>, [f32; TARGETS]) {
     let k = canonical(r);
     let scale = r.random_range(30.0..40.0f32); // pixels per face unit
     let angle = r.random_range(-0.3..0.3f32);
-    let (cx, cy) = (
-        48.0 + r.random_range(-5.0..5.0f32),
-        46.0 + r.random_range(-5.0..5.0f32),
-    );
+    let (cx, cy) = (48.0 + r.random_range(-5.0..5.0f32), 46.0 + r.random_range(-5.0..5.0f32));
     let (s, c) = angle.sin_cos();
     let to_px = |(u, v): (f32, f32)| (cx + scale * (c * u - s * v), cy + scale * (s * u + c * v));
     let to_face = |x: f32, y: f32| {
@@ -85,18 +82,12 @@ fn face(r: &mut ChaCha8Rng) -> (Vec<u8>, [f32; TARGETS]) {
             let on_face = inside((e - 1.0) * fw, px_unit * 2.0);
             v = v * (1.0 - on_face) + skin * on_face;
             // Eyes: dark almond between the corners, darker pupil at the centre.
-            for (ctr, a, b) in [
-                (k[0], k[3].0 - k[2].0, 0.06f32),
-                (k[1], k[4].0 - k[5].0, 0.06),
-            ] {
+            for (ctr, a, b) in [(k[0], k[3].0 - k[2].0, 0.06f32), (k[1], k[4].0 - k[5].0, 0.06)] {
                 let a = a.abs() / 2.0;
                 let d = (((p.0 - ctr.0) / a).powi(2) + ((p.1 - ctr.1) / b).powi(2)).sqrt();
                 let w = inside((d - 1.0) * b, px_unit);
                 v = v * (1.0 - w) + (skin * 0.45) * w;
-                let pupil = inside(
-                    ((p.0 - ctr.0).powi(2) + (p.1 - ctr.1).powi(2)).sqrt() - 0.045,
-                    px_unit,
-                );
+                let pupil = inside(((p.0 - ctr.0).powi(2) + (p.1 - ctr.1).powi(2)).sqrt() - 0.045, px_unit);
                 v = v * (1.0 - pupil) + dark * pupil;
             }
             // Brows: thick dark strokes between their ends.
@@ -106,14 +97,11 @@ fn face(r: &mut ChaCha8Rng) -> (Vec<u8>, [f32; TARGETS]) {
             }
             // Nose: a ridge down to a darker tip.
             let ridge = inside(seg_dist(p, (0.0, k[0].1 + 0.05), k[10]) - 0.015, px_unit) * 0.15;
-            let tip = inside(
-                ((p.0 - k[10].0).powi(2) + (p.1 - k[10].1).powi(2)).sqrt() - 0.05,
-                px_unit,
-            ) * 0.3;
+            let tip =
+                inside(((p.0 - k[10].0).powi(2) + (p.1 - k[10].1).powi(2)).sqrt() - 0.05, px_unit) * 0.3;
             v *= 1.0 - ridge.max(tip);
             // Mouth: a dark ellipse spanning the corners and the lips.
-            let d = (((p.0 - mouth_c.0) / mouth_a).powi(2) + ((p.1 - mouth_c.1) / mouth_b).powi(2))
-                .sqrt();
+            let d = (((p.0 - mouth_c.0) / mouth_a).powi(2) + ((p.1 - mouth_c.1) / mouth_b).powi(2)).sqrt();
             let w = inside((d - 1.0) * mouth_b, px_unit);
             v = v * (1.0 - w) + (skin * 0.3) * w;
             // Sensor noise.

@@ -18,10 +18,7 @@ fn half() -> f64 {
 impl Layer for Dropout {
     fn output_shape(&self, input: &[i64]) -> Result<Shape, String> {
         if !(0.0..1.0).contains(&self.dropout_ratio) {
-            return Err(format!(
-                "dropout_ratio must be in [0, 1), got {}",
-                self.dropout_ratio
-            ));
+            return Err(format!("dropout_ratio must be in [0, 1), got {}", self.dropout_ratio));
         }
         Ok(input.to_vec())
     }

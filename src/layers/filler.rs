@@ -61,9 +61,7 @@ impl Filler {
     /// Default weight filler of fkpnet's conv and dense layers. Caffe's omitted filler
     /// is constant 0, which never trains; xavier is what Caffe users write.
     pub fn xavier() -> Self {
-        Filler::Xavier {
-            variance_norm: VarianceNorm::FanIn,
-        }
+        Filler::Xavier { variance_norm: VarianceNorm::FanIn }
     }
 
     /// The libtorch initialiser for a parameter of `shape` (out, in, kh, kw) or (out, in).
@@ -71,19 +69,13 @@ impl Filler {
         let n = || {
             let count: i64 = shape.iter().product();
             let fan_in = count / shape[0].max(1);
-            let fan_out = if shape.len() > 1 {
-                count / shape[1].max(1)
-            } else {
-                count
-            };
+            let fan_out = if shape.len() > 1 { count / shape[1].max(1) } else { count };
             let n = match self {
-                Filler::Xavier { variance_norm } | Filler::Msra { variance_norm } => {
-                    match variance_norm {
-                        VarianceNorm::FanIn => fan_in as f64,
-                        VarianceNorm::FanOut => fan_out as f64,
-                        VarianceNorm::Average => (fan_in + fan_out) as f64 / 2.0,
-                    }
-                }
+                Filler::Xavier { variance_norm } | Filler::Msra { variance_norm } => match variance_norm {
+                    VarianceNorm::FanIn => fan_in as f64,
+                    VarianceNorm::FanOut => fan_out as f64,
+                    VarianceNorm::Average => (fan_in + fan_out) as f64 / 2.0,
+                },
                 _ => 1.0,
             };
             n.max(1.0)
@@ -96,10 +88,7 @@ impl Filler {
                 let s = (3.0 / n()).sqrt();
                 Init::Uniform { lo: -s, up: s }
             }
-            Filler::Msra { .. } => Init::Randn {
-                mean: 0.0,
-                stdev: (2.0 / n()).sqrt(),
-            },
+            Filler::Msra { .. } => Init::Randn { mean: 0.0, stdev: (2.0 / n()).sqrt() },
         }
     }
 
@@ -117,9 +106,9 @@ impl Filler {
     /// Check the filler's numbers before any tensor is made.
     pub fn validate(&self) -> Result<(), String> {
         match *self {
-            Filler::Uniform { min, max } if min > max => Err(format!(
-                "uniform filler needs min <= max, got min {min} > max {max}"
-            )),
+            Filler::Uniform { min, max } if min > max => {
+                Err(format!("uniform filler needs min <= max, got min {min} > max {max}"))
+            }
             Filler::Gaussian { std, .. } if std < 0.0 => {
                 Err(format!("gaussian filler needs std >= 0, got {std}"))
             }

@@ -20,10 +20,7 @@ pub type Shape = Vec<i64>;
 
 /// `16x94x94` or `500`.
 pub fn shape_str(s: &[i64]) -> String {
-    s.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("x")
+    s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
 }
 
 /// A learnable tensor of a layer: its name suffix (`weight`, `bias`), shape and filler.
@@ -73,43 +70,18 @@ pub fn to_yaml<T: Serialize>(t: &T) -> serde_yaml::Value {
 
 macro_rules! kind {
     ($name:literal, $ty:ty, $about:literal) => {
-        Kind {
-            name: $name,
-            about: $about,
-            parse: parse::<$ty>,
-            fields: struct_fields::<$ty>,
-        }
+        Kind { name: $name, about: $about, parse: parse::<$ty>, fields: struct_fields::<$ty> }
     };
 }
 
 /// The registry: every layer `type:` a net may use.
 pub const KINDS: &[Kind] = &[
     kind!("conv", conv::Conv, "2-D convolution (Caffe: Convolution)"),
-    kind!(
-        "pool",
-        pool::Pool,
-        "max or average pooling (Caffe: Pooling)"
-    ),
-    kind!(
-        "dense",
-        dense::Dense,
-        "fully connected, flattens its input (Caffe: InnerProduct)"
-    ),
-    kind!(
-        "relu",
-        relu::Relu,
-        "rectifier, leaky with negative_slope (Caffe: ReLU)"
-    ),
-    kind!(
-        "dropout",
-        dropout::Dropout,
-        "inverted dropout, identity at test time (Caffe: Dropout)"
-    ),
-    kind!(
-        "flatten",
-        flatten::Flatten,
-        "flattens CxHxW to a vector (Caffe: Flatten)"
-    ),
+    kind!("pool", pool::Pool, "max or average pooling (Caffe: Pooling)"),
+    kind!("dense", dense::Dense, "fully connected, flattens its input (Caffe: InnerProduct)"),
+    kind!("relu", relu::Relu, "rectifier, leaky with negative_slope (Caffe: ReLU)"),
+    kind!("dropout", dropout::Dropout, "inverted dropout, identity at test time (Caffe: Dropout)"),
+    kind!("flatten", flatten::Flatten, "flattens CxHxW to a vector (Caffe: Flatten)"),
 ];
 
 pub fn kind(name: &str) -> Option<&'static Kind> {

@@ -54,31 +54,15 @@ struct Geometry {
 impl Pool {
     fn geometry(&self, h: i64, w: i64) -> Result<Geometry, String> {
         if self.global_pooling {
-            return Ok(Geometry {
-                kh: h,
-                kw: w,
-                stride: 1,
-                pad: 0,
-            });
+            return Ok(Geometry { kh: h, kw: w, stride: 1, pad: 0 });
         }
-        let k = self
-            .kernel_size
-            .ok_or("pool needs kernel_size (or global_pooling: true)")?;
+        let k = self.kernel_size.ok_or("pool needs kernel_size (or global_pooling: true)")?;
         positive("kernel_size", k)?;
         positive("stride", self.stride)?;
         if self.pad < 0 || self.pad > k / 2 {
-            return Err(format!(
-                "pad must be between 0 and kernel_size/2 = {}, got {}",
-                k / 2,
-                self.pad
-            ));
+            return Err(format!("pad must be between 0 and kernel_size/2 = {}, got {}", k / 2, self.pad));
         }
-        Ok(Geometry {
-            kh: k,
-            kw: k,
-            stride: self.stride,
-            pad: self.pad,
-        })
+        Ok(Geometry { kh: k, kw: k, stride: self.stride, pad: self.pad })
     }
 
     /// Caffe's rule: ceil((x + 2p - k) / s) + 1, minus one if the last window would
@@ -110,17 +94,11 @@ impl Layer for Pool {
                 super::shape_str(input)
             ));
         }
-        Ok(vec![
-            c,
-            self.size(h, g.kh, g.stride, g.pad),
-            self.size(w, g.kw, g.stride, g.pad),
-        ])
+        Ok(vec![c, self.size(h, g.kh, g.stride, g.pad), self.size(w, g.kw, g.stride, g.pad)])
     }
 
     fn flops(&self, input: &[i64], output: &[i64]) -> i64 {
-        let g = self
-            .geometry(input[1], input[2])
-            .expect("checked by output_shape");
+        let g = self.geometry(input[1], input[2]).expect("checked by output_shape");
         output.iter().product::<i64>() * g.kh * g.kw
     }
 
@@ -136,18 +114,11 @@ impl Layer for Pool {
             RoundMode::Ceil => "ceil",
             RoundMode::Floor => "floor",
         };
-        format!(
-            "{m} k{} s{} p{} {r}",
-            self.kernel_size.unwrap_or(0),
-            self.stride,
-            self.pad
-        )
+        format!("{m} k{} s{} p{} {r}", self.kernel_size.unwrap_or(0), self.stride, self.pad)
     }
 
     fn build(&self, input: &[i64], _params: Vec<tch::Tensor>) -> nn::FuncT<'static> {
-        let g = self
-            .geometry(input[1], input[2])
-            .expect("checked by output_shape");
+        let g = self.geometry(input[1], input[2]).expect("checked by output_shape");
         let ceil = self.round_mode == RoundMode::Ceil;
         let (k, s, p) = ([g.kh, g.kw], [g.stride, g.stride], [g.pad, g.pad]);
         match self.pool {

@@ -1,6 +1,8 @@
 //! The run directory: resolved config, metrics CSV, weights. Nothing in it is ever
 //! overwritten by another run, and files are written atomically (temp + rename).
 
+pub mod caffe_log;
+
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::io::Write;
@@ -32,18 +34,12 @@ impl RunDir {
             };
         }
         for k in 1.. {
-            let n = if k == 1 {
-                default_name.to_string()
-            } else {
-                format!("{default_name}_{k}")
-            };
+            let n = if k == 1 { default_name.to_string() } else { format!("{default_name}_{k}") };
             let path = runs_dir.join(&n);
             match fs::create_dir(&path) {
                 Ok(()) => return Ok(RunDir { path }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create {}", path.display()))
-                }
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
             }
         }
         unreachable!()
@@ -66,8 +62,7 @@ pub fn atomic_write(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
 
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
     atomic_write(path, |tmp| {
-        let mut f =
-            fs::File::create(tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut f = fs::File::create(tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         Ok(())
@@ -87,8 +82,7 @@ pub struct MetricsRow {
     pub seconds: f64,
 }
 
-pub const METRICS_HEADER: &str =
-    "iter,epoch,lr,train_loss,train_rmse_px,val_loss,val_rmse_px,seconds";
+pub const METRICS_HEADER: &str = "iter,epoch,lr,train_loss,train_rmse_px,val_loss,val_rmse_px,seconds";
 
 /// metrics.csv, flushed after every row so it is readable while training runs.
 pub struct Metrics {
@@ -97,8 +91,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn create(path: &Path) -> Result<Metrics> {
-        let mut file =
-            fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut file = fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
         writeln!(file, "{METRICS_HEADER}")?;
         Ok(Metrics { file })
     }
@@ -124,15 +117,11 @@ impl Metrics {
 
 /// Read a metrics.csv back (for reports and tests).
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
-    let text =
-        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut lines = text.lines();
     let header = lines.next().unwrap_or("");
     if header != METRICS_HEADER {
-        bail!(
-            "{}: unexpected header {header:?}, expected {METRICS_HEADER:?}",
-            path.display()
-        );
+        bail!("{}: unexpected header {header:?}, expected {METRICS_HEADER:?}", path.display());
     }
     lines
         .enumerate()

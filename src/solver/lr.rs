@@ -18,8 +18,6 @@ pub fn rate(cfg: &SolverConfig, iter: i64) -> f64 {
             base * gamma.powi(k as i32)
         }
         LrPolicy::Poly => base * (1.0 - it / cfg.max_iter.max(1) as f64).max(0.0).powf(power),
-        LrPolicy::Sigmoid => {
-            base / (1.0 + (-gamma * (it - cfg.stepsize.unwrap_or(0) as f64)).exp())
-        }
+        LrPolicy::Sigmoid => base / (1.0 + (-gamma * (it - cfg.stepsize.unwrap_or(0) as f64)).exp()),
     }
 }

@@ -3,6 +3,7 @@
 //! clip gradients -> divide by iter_size -> regularize -> update rule.
 
 pub mod lr;
+pub mod state;
 
 use crate::config::solver::{Flavor, Regularization};
 use crate::config::{SolverConfig, SolverType};
@@ -32,14 +33,8 @@ impl Solver {
             SolverType::Adam | SolverType::AdaDelta => 2,
             _ => 1,
         };
-        let history = params
-            .iter()
-            .map(|p| {
-                (0..buffers)
-                    .map(|_| p.tensor.zeros_like().detach())
-                    .collect()
-            })
-            .collect();
+        let history =
+            params.iter().map(|p| (0..buffers).map(|_| p.tensor.zeros_like().detach()).collect()).collect();
         Solver {
             kind: cfg.solver_type,
             flavor: cfg.flavor,

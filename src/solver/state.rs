@@ -1,0 +1,116 @@
+//! Snapshots: `<prefix>_iter_<N>.safetensors` (weights, as Caffe's .caffemodel) and
+//! `<prefix>_iter_<N>.solverstate` (everything else needed to resume exactly: the
+//! iteration, every history buffer, the best val result so far). Shuffling and
+//! dropout are seeded from (random_seed, iteration), so no RNG stream needs saving.
+
+use super::Solver;
+use crate::graph::Param;
+use crate::run::atomic_write;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+/// The weights file that belongs to a solverstate (same stem).
+pub fn weights_of(state: &Path) -> PathBuf {
+    state.with_extension("safetensors")
+}
+
+/// Best val result so far: (loss, RMSE px, iteration).
+pub type Best = Option<(f64, f64, i64)>;
+
+/// `loop_state` is the train loop's own running state (display window, smoothed
+/// losses), stored as is and handed back by `load`.
+pub fn save(path: &Path, solver: &Solver, params: &[Param], best: Best, loop_state: &[f64]) -> Result<()> {
+    let mut named: Vec<(String, Tensor)> = vec![
+        ("fkpnet.iter".into(), Tensor::from_slice(&[solver.iter])),
+        ("fkpnet.type".into(), Tensor::from_slice(format!("{:?}", solver.kind).as_bytes())),
+        ("fkpnet.loop".into(), Tensor::from_slice(loop_state)),
+    ];
+    if let Some((l, r, i)) = best {
+        named.push(("fkpnet.best".into(), Tensor::from_slice(&[l, r, i as f64])));
+    }
+    for (p, hist) in params.iter().zip(&solver.history) {
+        for (k, h) in hist.iter().enumerate() {
+            named.push((format!("history.{}.{k}", p.name), h.to_device(tch::Device::Cpu)));
+        }
+    }
+    let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    atomic_write(path, |tmp| {
+        Tensor::write_safetensors(&refs, tmp).with_context(|| format!("cannot write {}", tmp.display()))
+    })
+}
+
+/// Restore `solver` from a solverstate; returns the best val result and the loop
+/// state it recorded.
+pub fn load(path: &Path, solver: &mut Solver, params: &[Param]) -> Result<(Best, Vec<f64>)> {
+    let file = path.display();
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .map_err(|e| anyhow!("{file}: not a readable solverstate ({e})"))?
+        .into_iter()
+        .collect();
+    let get =
+        |n: &str| tensors.get(n).ok_or_else(|| anyhow!("{file}: no `{n}` entry; not an fkpnet solverstate"));
+    let kind = String::from_utf8(Vec::<u8>::try_from(get("fkpnet.type")?)?).unwrap_or_default();
+    if kind != format!("{:?}", solver.kind) {
+        bail!("{file} was written by a {kind} solver, but the solver config says type: {:?}", solver.kind);
+    }
+    solver.iter = get("fkpnet.iter")?.int64_value(&[0]);
+    let best = tensors.get("fkpnet.best").map(|b| {
+        let v = Vec::<f64>::try_from(b.to_kind(Kind::Double)).unwrap_or_default();
+        (v[0], v[1], v[2] as i64)
+    });
+    tch::no_grad(|| -> Result<()> {
+        for (p, hist) in params.iter().zip(solver.history.iter_mut()) {
+            for (k, h) in hist.iter_mut().enumerate() {
+                let name = format!("history.{}.{k}", p.name);
+                let t = get(&name)?;
+                if t.size() != h.size() {
+                    bail!("{file}: `{name}` has shape {:?}, the net needs {:?}", t.size(), h.size());
+                }
+                h.copy_(t);
+            }
+        }
+        Ok(())
+    })?;
+    let loop_state = Vec::<f64>::try_from(get("fkpnet.loop")?.to_kind(Kind::Double))?;
+    Ok((best, loop_state))
+}
+
+/// Copy weights from a safetensors file into the net's params, by name.
+/// `strict` (resume): every param must be present. Otherwise (finetune, Caffe's
+/// --weights): params missing from the file keep their fillers, tensors the net does
+/// not have are ignored; both are reported. A shape mismatch is always an error.
+pub fn load_weights(path: &Path, params: &[Param], strict: bool) -> Result<Vec<String>> {
+    let file = path.display();
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .map_err(|e| anyhow!("{file}: cannot read weights ({e})"))?
+        .into_iter()
+        .collect();
+    let mut notes = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for p in params {
+            match tensors.get(&p.name) {
+                Some(t) if t.size() != p.tensor.size() => bail!(
+                    "{file}: tensor `{}` has shape {:?}, but the net's is {:?}",
+                    p.name,
+                    t.size(),
+                    p.tensor.size()
+                ),
+                Some(t) => {
+                    p.tensor.shallow_clone().copy_(t);
+                }
+                None if strict => bail!("{file}: no tensor `{}`; it does not belong to this net", p.name),
+                None => notes.push(format!("`{}` not in {file}: keeps its filler", p.name)),
+            }
+        }
+        Ok(())
+    })?;
+    for name in tensors.keys() {
+        if !params.iter().any(|p| &p.name == name) {
+            notes.push(format!("`{name}` in {file} is not a tensor of this net: ignored"));
+        }
+    }
+    notes.sort();
+    Ok(notes)
+}

@@ -1,0 +1,249 @@
+//! Snapshots, resume, finetune, interrupts and the Caffe-style log.
+
+use fkpnet::run::{read_metrics, MetricsRow};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn mini_csv() -> String {
+    let data =
+        std::env::var_os("FKPNET_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"));
+    data.join("faces-mini/training.csv").display().to_string()
+}
+
+fn fkpnet(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fkpnet")).args(args).current_dir(cwd).output().expect("runs")
+}
+
+fn ok(args: &[&str], cwd: &Path) -> String {
+    let out = fkpnet(args, cwd);
+    assert!(out.status.success(), "fkpnet {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A small net with dropout (so resume must also restore the dropout masks) and a
+/// solver with momentum history, snapshots and smoothing.
+fn setup(dir: &Path) -> PathBuf {
+    std::fs::write(
+        dir.join("net.yaml"),
+        "name: small\ninput: [1, 96, 96]\nlayers:\n  - {type: pool, kernel_size: 4, stride: 4}\n  \
+         - {type: dense, name: fc1, num_output: 64}\n  - {type: relu}\n  - {type: dropout, dropout_ratio: 0.3}\n  \
+         - {type: dense, name: out, num_output: 30}\nloss: {type: euclidean}\n",
+    )
+    .unwrap();
+    let solver = dir.join("small.yaml");
+    std::fs::write(
+        &solver,
+        format!(
+            "net: net.yaml\ndata: {{train: {}, labels: masked}}\ntype: SGD\nbase_lr: 0.01\nmomentum: 0.9\n\
+             lr_policy: step\ngamma: 0.5\nstepsize: 7\nbatch_size: 16\nmax_iter: 30\ntest_interval: 6\n\
+             display: 4\naverage_loss: 3\nsnapshot: 10\nrandom_seed: 3\n",
+            mini_csv()
+        ),
+    )
+    .unwrap();
+    solver
+}
+
+fn rows(p: &Path) -> Vec<MetricsRow> {
+    read_metrics(p).unwrap().into_iter().map(|r| MetricsRow { seconds: 0.0, ..r }).collect()
+}
+
+#[test]
+fn resume_reproduces_the_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let solver = setup(d);
+    let s = solver.to_str().unwrap();
+    ok(&["train", s, "--runs-dir", "runs", "--name", "full", "-q"], d);
+    let full = d.join("runs/full");
+    for f in ["snapshot_iter_10", "snapshot_iter_20", "snapshot_iter_30"] {
+        assert!(
+            full.join(format!("{f}.safetensors")).is_file()
+                && full.join(format!("{f}.solverstate")).is_file()
+        );
+    }
+    let state = full.join("snapshot_iter_20.solverstate");
+    ok(
+        &["train", s, "--runs-dir", "runs", "--name", "resumed", "--snapshot", state.to_str().unwrap(), "-q"],
+        d,
+    );
+    let (a, b) = (rows(&full.join("metrics.csv")), rows(&d.join("runs/resumed/metrics.csv")));
+    assert!(a.len() > 10);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.iter, x.lr, x.val_loss.is_some()), (y.iter, y.lr, y.val_loss.is_some()));
+        for (u, v) in
+            [(x.train_loss, y.train_loss), (x.val_loss, y.val_loss), (x.train_rmse_px, y.train_rmse_px)]
+        {
+            if let (Some(u), Some(v)) = (u, v) {
+                assert!((u - v).abs() <= 1e-5 * u.abs().max(1e-12), "iter {}: {u} vs {v}", x.iter);
+            }
+        }
+    }
+    let mut wa = tch::Tensor::read_safetensors(full.join("weights.safetensors")).unwrap();
+    let mut wb = tch::Tensor::read_safetensors(d.join("runs/resumed/weights.safetensors")).unwrap();
+    wa.sort_by(|a, b| a.0.cmp(&b.0));
+    wb.sort_by(|a, b| a.0.cmp(&b.0));
+    for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        assert!(ta.allclose(tb, 1e-5, 1e-6, false), "{na} differs after resume");
+    }
+    let log = std::fs::read_to_string(d.join("runs/resumed/train.log")).unwrap();
+    assert!(log.contains("Resuming from"), "{log}");
+
+    // Resume and finetune exclude each other; a state from another solver type is refused.
+    let w = full.join("weights.safetensors");
+    let out =
+        fkpnet(&["train", s, "--snapshot", state.to_str().unwrap(), "--weights", w.to_str().unwrap()], d);
+    assert!(!out.status.success());
+    let out = fkpnet(
+        &["train", s, "--runs-dir", "runs", "--set", "type=Adam", "--snapshot", state.to_str().unwrap()],
+        d,
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("written by a SGD solver"), "{e}");
+}
+
+#[test]
+fn finetune_loads_weights_by_name_and_reports_shape_mismatches() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let solver = setup(d);
+    let s = solver.to_str().unwrap();
+    ok(&["train", s, "--runs-dir", "runs", "--name", "a", "-q", "--set", "max_iter=20"], d);
+    let w = d.join("runs/a/weights.safetensors");
+    // Same net: the run starts where the first ended (lower initial val loss than from scratch).
+    ok(
+        &[
+            "train",
+            s,
+            "--runs-dir",
+            "runs",
+            "--name",
+            "b",
+            "-q",
+            "--weights",
+            w.to_str().unwrap(),
+            "--set",
+            "max_iter=6",
+        ],
+        d,
+    );
+    let (a, b) = (rows(&d.join("runs/a/metrics.csv")), rows(&d.join("runs/b/metrics.csv")));
+    assert!(b[0].val_loss.unwrap() < a[0].val_loss.unwrap() * 0.9, "{:?} vs {:?}", b[0], a[0]);
+    // A different fc1 width: the error names the tensor and both shapes.
+    let out = fkpnet(
+        &[
+            "train",
+            s,
+            "--runs-dir",
+            "runs",
+            "--weights",
+            w.to_str().unwrap(),
+            "--set",
+            "layers.fc1.num_output=32",
+        ],
+        d,
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("`fc1.weight` has shape [64, 576], but the net's is [32, 576]"), "{e}");
+}
+
+#[test]
+fn ctrl_c_snapshots_and_prints_the_resume_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let solver = setup(d);
+    let child = Command::new(env!("CARGO_BIN_EXE_fkpnet"))
+        .args(["train", solver.to_str().unwrap(), "--runs-dir", "runs", "--name", "x"])
+        .args(["--set", "max_iter=1000000", "--set", "snapshot=0"])
+        .current_dir(d)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = d.join("runs/x/metrics.csv");
+    let t0 = Instant::now();
+    while read_metrics(&metrics).map_or(0, |r| r.len()) < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "training did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{e}");
+    assert!(e.contains("Resume with:") && e.contains("--snapshot"), "{e}");
+    let state =
+        e.lines().find(|l| l.contains("--snapshot")).unwrap().split("--snapshot ").nth(1).unwrap().trim();
+    let state = d.join(state); // printed relative to where fkpnet ran, as the user typed it
+    assert!(state.is_file(), "{}", state.display());
+    assert!(state.with_extension("safetensors").is_file());
+    assert!(d.join("runs/x/weights.safetensors").is_file());
+    // No temp files left behind by the atomic writes.
+    let leftovers: Vec<_> = std::fs::read_dir(d.join("runs/x"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn atomic_write_keeps_the_old_file_when_a_write_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("w.safetensors");
+    fkpnet::run::write_text(&p, "complete").unwrap();
+    let r = fkpnet::run::atomic_write(&p, |tmp| {
+        std::fs::write(tmp, "half").unwrap();
+        anyhow::bail!("disk full")
+    });
+    assert!(r.is_err());
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "complete");
+}
+
+#[test]
+fn train_log_has_caffes_line_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let solver = setup(d);
+    ok(
+        &[
+            "train",
+            solver.to_str().unwrap(),
+            "--runs-dir",
+            "runs",
+            "--name",
+            "l",
+            "-q",
+            "--set",
+            "max_iter=12",
+        ],
+        d,
+    );
+    let log = std::fs::read_to_string(d.join("runs/l/train.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    // glog prefix: I<mmdd> <hh:mm:ss.uuuuuu> <pid> <file>:<line>]
+    for l in &lines {
+        let parts: Vec<&str> = l.splitn(5, ' ').collect();
+        assert!(parts[0].len() == 5 && parts[0].starts_with('I'), "{l}");
+        assert!(parts[1].len() == 15 && parts[1].as_bytes()[8] == b'.', "{l}");
+        assert!(parts[3].ends_with(']') && parts[3].contains(".cpp:"), "{l}");
+    }
+    let msg = |l: &&str| l.splitn(5, ' ').nth(4).unwrap_or("").to_string();
+    let msgs: Vec<String> = lines.iter().map(msg).collect();
+    assert_eq!(msgs[0], "Solving small");
+    assert!(msgs.contains(&"Iteration 0, Testing net (#0)".to_string()));
+    assert!(msgs.iter().any(|m| m.starts_with("    Test net output #0: loss = ") && m.contains(" (* 1 = ")));
+    assert!(msgs.iter().any(|m| m.starts_with("    Test net output #1: rmse_px = ")));
+    assert!(msgs.iter().any(|m| m.starts_with("Iteration 4 (")
+        && m.contains(" iter/s, ")
+        && m.contains("s/4 iters), loss = ")));
+    assert!(msgs.iter().any(|m| m.starts_with("    Train net output #0: euclidean = ")));
+    assert!(msgs.contains(&"Iteration 8, lr = 0.005".to_string()), "step policy: lr halves at 7\n{log}");
+    assert!(msgs.contains(&"Iteration 12, Testing net (#0)".to_string()));
+    assert_eq!(msgs.last().unwrap(), "Optimization Done.");
+}
