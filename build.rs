@@ -5,6 +5,7 @@
 // CUDA is available at run time where a GPU exists.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    caffe_proto();
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
@@ -12,4 +13,15 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
+}
+
+/// Rust types for proto/caffe.proto (Caffe prototxt import), generated into OUT_DIR.
+fn caffe_proto() {
+    println!("cargo:rerun-if-changed=proto/caffe.proto");
+    protobuf_codegen::Codegen::new()
+        .pure()
+        .includes(["proto"])
+        .input("proto/caffe.proto")
+        .cargo_out_dir("caffe_proto")
+        .run_from_script();
 }

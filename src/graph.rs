@@ -41,6 +41,11 @@ pub struct Net {
 }
 
 impl Net {
+    /// The per-layer forward functions, in order (for per-layer timing).
+    pub fn layers(&self) -> &[nn::FuncT<'static>] {
+        &self.layers
+    }
+
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         use tch::nn::ModuleT;
         let mut x = self.layers[0].forward_t(xs, train);

@@ -4,6 +4,7 @@
 //! params, FLOPs; built into libtorch modules) -> `train` (with `data`, `loss`,
 //! `solver`) -> `run` (the run directory) -> reports.
 
+pub mod caffe;
 pub mod config;
 pub mod data;
 pub mod graph;
@@ -11,4 +12,5 @@ pub mod layers;
 pub mod loss;
 pub mod run;
 pub mod solver;
+pub mod timing;
 pub mod train;

@@ -1,0 +1,118 @@
+//! `fkpnet time`: like `caffe time`, average forward and backward milliseconds per
+//! layer and for the whole net, after warm-up.
+
+use crate::graph::Graph;
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+pub struct LayerTime {
+    pub name: String,
+    pub kind: &'static str,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+}
+
+pub struct Timing {
+    pub layers: Vec<LayerTime>,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub batch: i64,
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
+
+/// Mean milliseconds of `f` over `iterations` runs after `warmup` runs.
+fn mean_ms(device: Device, warmup: usize, iterations: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    sync(device);
+    let t = Instant::now();
+    for _ in 0..iterations {
+        f();
+    }
+    sync(device);
+    t.elapsed().as_secs_f64() * 1e3 / iterations.max(1) as f64
+}
+
+/// Time each layer on its real input (the output of the layers before it, from a
+/// random batch) and the whole net. A layer's backward time is that of its own
+/// backward pass (weights and, except for the first layer, its input).
+pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device) -> Timing {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let (net, _params) = graph.build(&vs.root());
+    let layers = net.layers();
+    let mut shape = vec![batch];
+    shape.extend(&graph.input);
+    let input = Tensor::rand(shape.as_slice(), (Kind::Float, device));
+    let warmup = 3.min(iterations).max(1);
+
+    let mut x = input.shallow_clone();
+    let mut out = Vec::new();
+    for (i, (node, layer)) in graph.nodes.iter().zip(layers).enumerate() {
+        let xi = if i == 0 { x.detach() } else { x.detach().set_requires_grad(true) };
+        let forward_ms = mean_ms(device, warmup, iterations, || {
+            let _ = nn::ModuleT::forward_t(layer, &xi, true);
+        });
+        let backward_ms = if xi.requires_grad() || !node.params.is_empty() {
+            let mut total = 0.0;
+            for _ in 0..warmup {
+                nn::ModuleT::forward_t(layer, &xi, true).sum(Kind::Float).backward();
+            }
+            for _ in 0..iterations {
+                let y = nn::ModuleT::forward_t(layer, &xi, true).sum(Kind::Float);
+                sync(device);
+                let t = Instant::now();
+                y.backward();
+                sync(device);
+                total += t.elapsed().as_secs_f64() * 1e3;
+            }
+            total / iterations.max(1) as f64
+        } else {
+            0.0
+        };
+        x = tch::no_grad(|| nn::ModuleT::forward_t(layer, &xi, true));
+        out.push(LayerTime { name: node.name.clone(), kind: node.kind, forward_ms, backward_ms });
+    }
+    let forward_ms = mean_ms(device, warmup, iterations, || {
+        let _ = net.forward_t(&input, true);
+    });
+    let mut backward_total = 0.0;
+    for k in 0..warmup + iterations {
+        let y = net.forward_t(&input, true).sum(Kind::Float);
+        sync(device);
+        let t = Instant::now();
+        y.backward();
+        sync(device);
+        if k >= warmup {
+            backward_total += t.elapsed().as_secs_f64() * 1e3;
+        }
+    }
+    Timing { layers: out, forward_ms, backward_ms: backward_total / iterations.max(1) as f64, batch }
+}
+
+impl Timing {
+    pub fn table(&self) -> String {
+        let w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).max(5);
+        let mut s = format!("{:<w$}  {:<8}  {:>12}  {:>12}\n", "layer", "type", "forward ms", "backward ms");
+        for l in &self.layers {
+            s += &format!("{:<w$}  {:<8}  {:>12.3}  {:>12.3}\n", l.name, l.kind, l.forward_ms, l.backward_ms);
+        }
+        let step = self.forward_ms + self.backward_ms;
+        s += &format!(
+            "Average Forward pass: {:.3} ms.\nAverage Backward pass: {:.3} ms.\nAverage Forward-Backward: {:.3} ms \
+             ({:.1} images/s at batch {}).\n",
+            self.forward_ms,
+            self.backward_ms,
+            step,
+            self.batch as f64 * 1e3 / step,
+            self.batch
+        );
+        s
+    }
+}

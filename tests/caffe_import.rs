@@ -1,0 +1,145 @@
+//! `fkpnet import-caffe` on Caffe-style prototxt fixtures of the study's nets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> String {
+    root().join("tests/fixtures/caffe").join(name).display().to_string()
+}
+
+fn fkpnet(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fkpnet")).args(args).current_dir(cwd).output().expect("runs")
+}
+
+fn shapes(summary: &str) -> Vec<String> {
+    summary
+        .lines()
+        .filter(|l| !l.starts_with("net ") && !l.starts_with("layer") && !l.starts_with('-'))
+        .filter(|l| !l.starts_with("input") && !l.starts_with("total"))
+        .filter(|l| !matches!(l.split_whitespace().nth(1), Some("relu" | "dropout")))
+        .map(|l| l.split_whitespace().nth(2).unwrap().to_string())
+        .collect()
+}
+
+fn import_and_summarise(net: &str, dir: &Path) -> Vec<String> {
+    let out = fkpnet(&["import-caffe", &fixture(&format!("{net}.prototxt")), "-o", "conv"], dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let yaml = dir.join(format!("conv/{net}.yaml"));
+    let out = fkpnet(&["summary", yaml.to_str().unwrap()], dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    shapes(&String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn the_study_nets_convert_with_caffe_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Caffe rounds pooling up: 45 -> 23, 21 -> 11, 9 -> 5, 3 -> 2 (the study's floor gives 22, 10, 4, 1).
+    assert_eq!(
+        import_and_summarise("lenet", d),
+        "16x94x94 16x47x47 32x45x45 32x23x23 64x21x21 64x11x11 128x9x9 128x5x5 256x3x3 256x2x2 500 500 500 500 30"
+            .split(' ')
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        import_and_summarise("vgg", d),
+        "64x94x94 64x92x92 64x46x46 128x44x44 128x42x42 128x21x21 256x19x19 256x17x17 256x9x9 512 512 30"
+            .split(' ')
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(import_and_summarise("baseline", d), vec!["500", "30"]);
+    let lenet = std::fs::read_to_string(d.join("conv/lenet.yaml")).unwrap();
+    assert!(lenet.contains("round_mode: ceil") && lenet.contains("{type: xavier, variance_norm: fan_in}"));
+    assert!(lenet.contains("param: [{lr_mult: 1.0, decay_mult: 1.0}, {lr_mult: 2.0, decay_mult: 1.0}]"));
+    // Nothing is overwritten.
+    let out = fkpnet(&["import-caffe", &fixture("lenet.prototxt"), "-o", "conv"], d);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("exists"));
+}
+
+#[test]
+fn the_solver_converts_and_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = fkpnet(
+        &["import-caffe", &fixture("baseline.prototxt"), &fixture("lenet_solver.prototxt"), "-o", "conv"],
+        d,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let solver = d.join("conv/lenet_solver.yaml");
+    let v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&solver).unwrap()).unwrap();
+    assert_eq!(v["type"].as_str(), Some("Adam"));
+    assert_eq!(v["base_lr"].as_f64(), Some(0.001));
+    assert_eq!(v["momentum2"].as_f64(), Some(0.999));
+    assert_eq!(v["batch_size"].as_i64(), Some(64), "from the TRAIN data layer");
+    assert_eq!(v["test_iter"].as_i64(), Some(3), "1 batch of 169 test faces = 3 batches of 64");
+    assert_eq!(v["snapshot_prefix"].as_str(), Some("lenet"));
+    assert_eq!(v["device"].as_str(), Some("cpu"));
+    assert_eq!(v["net"].as_str(), Some("baseline.yaml"));
+    let out = fkpnet(
+        &[
+            "train",
+            solver.to_str().unwrap(),
+            "-q",
+            "--set",
+            "max_iter=3",
+            "--set",
+            "data.synthetic.size=100",
+            "--set",
+            "snapshot=0",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bad_prototxt_gives_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let input = "name: \"t\"\nlayer {\n  name: \"data\"\n  type: \"Input\"\n  top: \"data\"\n  input_param { shape { dim: 1 dim: 1 dim: 96 dim: 96 } }\n}\n";
+    let bn = write("bn.prototxt", &format!("{input}layer {{\n  name: \"bn1\"\n  type: \"BatchNorm\"\n  bottom: \"data\"\n  top: \"bn1\"\n}}\n"));
+    let e = String::from_utf8(fkpnet(&["import-caffe", &bn, "-o", "o"], d).stderr).unwrap();
+    assert!(e.contains("bn.prototxt:9: layer `bn1`: layer type `BatchNorm` is not supported"), "{e}");
+    assert!(e.contains("supported: Input"), "{e}");
+
+    let unknown = write("unknown.prototxt", &format!("{input}layer {{\n  name: \"c\"\n  type: \"Convolution\"\n  bottom: \"data\"\n  top: \"c\"\n  convolution_param {{ num_output: 4 kernel_size: 3 bogus: 1 }}\n}}\n"));
+    let e = String::from_utf8(fkpnet(&["import-caffe", &unknown, "-o", "o"], d).stderr).unwrap();
+    assert!(e.contains("unknown.prototxt:13:") && e.contains("bogus"), "{e}");
+
+    let syntax = write("syntax.prototxt", "name: \"t\"\nlayer {\n  name: \"x\"\n");
+    let e = String::from_utf8(fkpnet(&["import-caffe", &syntax, "-o", "o"], d).stderr).unwrap();
+    assert!(e.contains("syntax.prototxt:"), "{e}");
+
+    let noloss = write("noloss.prototxt", &format!("{input}layer {{\n  name: \"ip\"\n  type: \"InnerProduct\"\n  bottom: \"data\"\n  top: \"ip\"\n  inner_product_param {{ num_output: 30 }}\n}}\n"));
+    let e = String::from_utf8(fkpnet(&["import-caffe", &noloss, "-o", "o"], d).stderr).unwrap();
+    assert!(e.contains("no EuclideanLoss"), "{e}");
+    assert!(!d.join("o").join("t.yaml").exists(), "nothing written on error");
+}
+
+#[test]
+fn time_reports_every_layer_and_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = root().join("nets/lenet.yaml");
+    let out = fkpnet(&["time", net.to_str().unwrap(), "--iterations", "2", "--batch", "4"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for layer in ["conv1", "pool5", "fc4", "out"] {
+        let row =
+            text.lines().find(|l| l.starts_with(layer)).unwrap_or_else(|| panic!("{layer} missing:\n{text}"));
+        let ms: Vec<f64> = row.split_whitespace().skip(2).map(|v| v.parse().unwrap()).collect();
+        assert!(ms.len() == 2 && ms.iter().all(|v| *v >= 0.0), "{row}");
+    }
+    assert!(text.contains("Average Forward pass:") && text.contains("Average Backward pass:"), "{text}");
+    assert!(text.contains("images/s at batch 4"), "{text}");
+    let out = fkpnet(&["time", net.to_str().unwrap(), "--batch", "0"], dir.path());
+    assert!(!out.status.success());
+}
