@@ -139,7 +139,14 @@ impl Graph {
                 shape_str(&shape)
             );
         }
-        Ok(Graph { name: net.name.clone(), input: net.input.clone(), nodes, loss: net.loss.clone() })
+        let loss = &net.loss;
+        if loss.kind != crate::config::LossKind::SmoothL1 && loss.beta != 1.0 {
+            bail!("{file}: loss `beta` applies to smooth_l1 only, not {:?}", loss.kind);
+        }
+        if !(loss.beta > 0.0) || !loss.loss_weight.is_finite() {
+            bail!("{file}: loss needs beta > 0 and a finite loss_weight");
+        }
+        Ok(Graph { name: net.name.clone(), input: net.input.clone(), nodes, loss: loss.clone() })
     }
 
     pub fn num_params(&self) -> i64 {
@@ -228,7 +235,15 @@ impl Graph {
             "".into(),
             thousands(self.num_params()),
             human(self.flops()),
-            format!("forward per image; loss {:?}", self.loss.kind).to_lowercase(),
+            format!(
+                "forward per image; loss {}{}",
+                serde_yaml::to_string(&self.loss.kind).unwrap_or_default().trim(),
+                if self.loss.loss_weight != 1.0 {
+                    format!(" x {}", self.loss.loss_weight)
+                } else {
+                    String::new()
+                }
+            ),
         ]);
         let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
         let mut out = format!("net {}\n", self.name);

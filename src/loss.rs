@@ -1,27 +1,56 @@
 //! Losses over present targets only (NaN = not annotated), plus the pixel RMSE that
 //! every run reports whatever its loss.
+//!
+//! | type | per present value | divided by |
+//! |---|---|---|
+//! | euclidean (Caffe's EuclideanLoss) | d^2 | 2N (N = faces in the batch) |
+//! | mse | d^2 | number of present values |
+//! | l1 | abs(d) | number of present values |
+//! | smooth_l1 (PyTorch's, `beta`) | 0.5 d^2 / beta if abs(d) < beta, else abs(d) - 0.5 beta | number of present values |
 
-use crate::config::LossKind;
+use crate::config::{LossConfig, LossKind};
 use tch::{Kind, Tensor};
 
 /// Half the side of the image: targets are (xy - 48) / 48, so 48 maps back to pixels.
 pub const PX: f64 = 48.0;
 
-/// Squared error summed over present values, and how many values were present.
-pub fn squared_error(pred: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
-    let present = target.isnan().logical_not();
-    let diff = (pred - target.nan_to_num(0.0, None::<f64>, None::<f64>)) * present.to_kind(pred.kind());
-    (diff.square().sum(Kind::Float), present.sum(Kind::Float))
+/// What a batch contributes: the summed per-value loss, the summed squared error
+/// (for RMSE) and how many values were present.
+pub struct Sums {
+    pub loss: Tensor,
+    pub sq: Tensor,
+    pub count: Tensor,
 }
 
-/// The loss in the configured convention, from the summed squared error of a batch of
-/// `n` faces with `count` present values.
-/// euclidean (Caffe): sum / (2N); mse: sum / count.
-pub fn from_sums(kind: LossKind, sq: &Tensor, count: &Tensor, n: i64) -> Tensor {
+pub fn sums(cfg: &LossConfig, pred: &Tensor, target: &Tensor) -> Sums {
+    let present = target.isnan().logical_not().to_kind(pred.kind());
+    let diff = (pred - target.nan_to_num(0.0, None::<f64>, None::<f64>)) * &present;
+    let sq = diff.square().sum(Kind::Float);
+    let loss = match cfg.kind {
+        LossKind::Euclidean | LossKind::Mse => sq.shallow_clone(),
+        LossKind::L1 => diff.abs().sum(Kind::Float),
+        LossKind::SmoothL1 => {
+            let beta = cfg.beta;
+            let a = diff.abs();
+            // Masked values have d = 0 and contribute 0 on either branch.
+            (a.square() * (0.5 / beta)).where_self(&a.lt(beta), &(&a - 0.5 * beta)).sum(Kind::Float)
+        }
+    };
+    Sums { loss, sq, count: present.sum(Kind::Float) }
+}
+
+/// The loss (unweighted) from summed values over `n` faces with `count` present values.
+pub fn normalise(kind: LossKind, loss_sum: &Tensor, count: &Tensor, n: i64) -> Tensor {
     match kind {
-        LossKind::Euclidean => sq / (2.0 * n as f64),
-        LossKind::Mse => sq / count.clamp_min(1.0),
+        LossKind::Euclidean => loss_sum / (2.0 * n as f64),
+        _ => loss_sum / count.clamp_min(1.0),
     }
+}
+
+/// Squared error summed over present values, and how many values were present.
+pub fn squared_error(pred: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+    let s = sums(&LossConfig { kind: LossKind::Mse, loss_weight: 1.0, beta: 1.0 }, pred, target);
+    (s.sq, s.count)
 }
 
 /// RMSE in pixels from summed squared error and count of normalised targets.

@@ -70,21 +70,22 @@ pub fn evaluate(
     net: &Net,
     x: &Tensor,
     y: &Tensor,
-    kind: crate::config::LossKind,
+    cfg: &crate::config::LossConfig,
     limit: Option<i64>,
 ) -> (f64, f64) {
     let _guard = tch::no_grad_guard();
     let n = limit.map_or(x.size()[0], |l| l.min(x.size()[0]));
     let bs = 256;
-    let (mut sq, mut count) = (0.0, 0.0);
+    let (mut total, mut sq, mut count) = (0.0, 0.0, 0.0);
     for start in (0..n).step_by(bs as usize) {
         let len = bs.min(n - start);
         let pred = net.forward_t(&x.narrow(0, start, len), false);
-        let (s, c) = loss::squared_error(&pred, &y.narrow(0, start, len));
-        sq += s.double_value(&[]);
-        count += c.double_value(&[]);
+        let s = loss::sums(cfg, &pred, &y.narrow(0, start, len));
+        total += s.loss.double_value(&[]);
+        sq += s.sq.double_value(&[]);
+        count += s.count.double_value(&[]);
     }
-    let loss = loss::from_sums(kind, &Tensor::from(sq), &Tensor::from(count), n).double_value(&[]);
+    let loss = loss::normalise(cfg.kind, &Tensor::from(total), &Tensor::from(count), n).double_value(&[]);
     (loss, loss::rmse_px(sq, count))
 }
 
@@ -269,13 +270,13 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     let mut last_display = (Instant::now(), solver.iter);
     let test_limit = (cfg.test_iter > 0).then(|| cfg.test_iter * cfg.batch_size);
     let w = graph.loss.loss_weight;
-    let loss_name = format!("{:?}", graph.loss.kind).to_lowercase();
+    let loss_name = serde_yaml::to_string(&graph.loss.kind)?.trim().to_string();
 
     let test = |iter: i64, row: &mut MetricsRow, best: &mut Best, log: &mut CaffeLog| -> Result<()> {
         if !has_val {
             return Ok(());
         }
-        let (vl, vr) = evaluate(&net, &val_x, &val_y, graph.loss.kind, test_limit);
+        let (vl, vr) = evaluate(&net, &val_x, &val_y, &graph.loss, test_limit);
         log.test(iter, &[("loss", vl, Some(w)), ("rmse_px", vr, None)])?;
         let vl = vl * w;
         row.val_loss = Some(vl);
@@ -319,8 +320,8 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             let x = train_x.index_select(0, &idx);
             let y = train_y.index_select(0, &idx);
             let pred = net.forward_t(&x, true);
-            let (sq, count) = loss::squared_error(&pred, &y);
-            let l = loss::from_sums(graph.loss.kind, &sq, &count, bs as i64) * w;
+            let loss::Sums { loss: sum, sq, count } = loss::sums(&graph.loss, &pred, &y);
+            let l = loss::normalise(graph.loss.kind, &sum, &count, bs as i64) * w;
             l.backward();
             let lv = l.double_value(&[]);
             if !lv.is_finite() {

@@ -1,6 +1,6 @@
 //! Layer shapes, fillers and losses against Caffe's formulas.
 
-use fkpnet::config::LossKind;
+use fkpnet::config::{LossConfig, LossKind};
 use fkpnet::layers::filler::{Filler, VarianceNorm};
 use fkpnet::layers::pool::{Method, Pool, RoundMode};
 use fkpnet::layers::Layer;
@@ -88,8 +88,8 @@ fn euclidean_is_15_times_mse_for_30_outputs_and_masks_missing() {
     let pred = Tensor::randn([8, 30], (Kind::Float, tch::Device::Cpu));
     let target = Tensor::randn([8, 30], (Kind::Float, tch::Device::Cpu));
     let (sq, n) = loss::squared_error(&pred, &target);
-    let e = loss::from_sums(LossKind::Euclidean, &sq, &n, 8).double_value(&[]);
-    let m = loss::from_sums(LossKind::Mse, &sq, &n, 8).double_value(&[]);
+    let e = loss::normalise(LossKind::Euclidean, &sq, &n, 8).double_value(&[]);
+    let m = loss::normalise(LossKind::Mse, &sq, &n, 8).double_value(&[]);
     assert!((e - 15.0 * m).abs() < 1e-4 * e);
     let direct = (&pred - &target).square().sum(Kind::Float).double_value(&[]) / 16.0;
     assert!((e - direct).abs() < 1e-4 * e);
@@ -101,4 +101,31 @@ fn euclidean_is_15_times_mse_for_30_outputs_and_masks_missing() {
     let want = (&pred - &target).narrow(1, 10, 20).square().sum(Kind::Float).double_value(&[]);
     assert!((sq2.double_value(&[]) - want).abs() < 1e-3);
     assert!((loss::rmse_px(4.0, 4.0) - 48.0).abs() < 1e-12);
+}
+
+fn loss_of(kind: LossKind, beta: f64, pred: &Tensor, target: &Tensor) -> f64 {
+    let cfg = LossConfig { kind, loss_weight: 1.0, beta };
+    let s = loss::sums(&cfg, pred, target);
+    loss::normalise(kind, &s.loss, &s.count, pred.size()[0]).double_value(&[])
+}
+
+#[test]
+fn l1_and_smooth_l1_match_their_formulas_and_mask_missing_values() {
+    let pred = Tensor::from_slice(&[0.0f32, 0.5, 2.0, 1.0]).view([1, 4]);
+    let target = Tensor::from_slice(&[0.2f32, 0.0, 0.0, f32::NAN]).view([1, 4]);
+    // present diffs: -0.2, 0.5, 2.0
+    let l1 = loss_of(LossKind::L1, 1.0, &pred, &target);
+    assert!((l1 - (0.2 + 0.5 + 2.0) / 3.0).abs() < 1e-6, "{l1}");
+    let huber = |d: f64, b: f64| if d.abs() < b { 0.5 * d * d / b } else { d.abs() - 0.5 * b };
+    for beta in [1.0, 0.3] {
+        let s = loss_of(LossKind::SmoothL1, beta, &pred, &target);
+        let want = (huber(0.2, beta) + huber(0.5, beta) + huber(2.0, beta)) / 3.0;
+        assert!((s - want).abs() < 1e-6, "beta {beta}: {s} vs {want}");
+    }
+    // And they agree with libtorch's own (unmasked) losses on complete targets.
+    let t = Tensor::from_slice(&[0.2f32, 0.0, 0.0, 0.7]).view([1, 4]);
+    let torch_l1 = pred.l1_loss(&t, tch::Reduction::Mean).double_value(&[]);
+    assert!((loss_of(LossKind::L1, 1.0, &pred, &t) - torch_l1).abs() < 1e-6);
+    let torch_s = pred.smooth_l1_loss(&t, tch::Reduction::Mean, 0.3).double_value(&[]);
+    assert!((loss_of(LossKind::SmoothL1, 0.3, &pred, &t) - torch_s).abs() < 1e-6);
 }

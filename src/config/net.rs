@@ -21,6 +21,11 @@ pub enum LossKind {
     Euclidean,
     /// Mean squared error over all (present) values, as Keras/PyTorch/TensorFlow.
     Mse,
+    /// Mean absolute error over present values.
+    L1,
+    /// PyTorch's smooth L1 (Huber with `beta`), mean over present values.
+    #[serde(rename = "smooth_l1")]
+    SmoothL1,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -31,6 +36,9 @@ pub struct LossConfig {
     /// Scales the loss (and so its gradients), as Caffe's loss_weight.
     #[serde(default = "one")]
     pub loss_weight: f64,
+    /// Where smooth_l1 turns from quadratic to linear (in normalised units: 1 = 48 px).
+    #[serde(default = "one")]
+    pub beta: f64,
 }
 
 fn one() -> f64 {
