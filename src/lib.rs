@@ -10,6 +10,7 @@ pub mod data;
 pub mod graph;
 pub mod layers;
 pub mod loss;
+pub mod report;
 pub mod run;
 pub mod solver;
 pub mod timing;

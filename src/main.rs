@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use fkpnet::report::{self, diff::Metric, diff::Run, model::Model, model::Weights};
 use fkpnet::{config, graph::Graph, train};
 use std::path::PathBuf;
 
@@ -53,6 +54,78 @@ enum Cmd {
     },
     /// List the layer types a net may use.
     Layers,
+    /// RMSE in pixels per keypoint and overall, and the loss in both conventions.
+    Test {
+        /// A run dir (or an export).
+        run: PathBuf,
+        /// A labelled Kaggle CSV (default: the run's val split).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// best, final, or a .safetensors file.
+        #[arg(long, default_value = "best")]
+        weights: Weights,
+    },
+    /// Keypoints for image files (any size or colour) or the rows of Kaggle CSVs.
+    Predict {
+        /// A run dir or an export.
+        run: PathBuf,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Also write each image with its keypoints drawn into this directory.
+        #[arg(long)]
+        draw: Option<PathBuf>,
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+        #[arg(long, default_value = "best")]
+        weights: Weights,
+    },
+    /// Kaggle's submission file (RowId,Location) for test.csv and IdLookupTable.csv.
+    Submit {
+        run: PathBuf,
+        test_csv: PathBuf,
+        lookup_csv: PathBuf,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        #[arg(long, default_value = "best")]
+        weights: Weights,
+    },
+    /// Write the faces of a Kaggle CSV as PNG files (optionally with labels drawn).
+    Extract {
+        csv: PathBuf,
+        dir: PathBuf,
+        #[arg(long)]
+        draw: bool,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// A frozen model: model.safetensors, net.yaml and a README with PyTorch code.
+    Export {
+        run: PathBuf,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        #[arg(long, default_value = "best")]
+        weights: Weights,
+    },
+    /// Compare runs: config differences, a side-by-side table and an overlay plot.
+    Diff {
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+        /// Write the curves here (.png, or .svg).
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+        /// val_rmse_px, val_loss, train_loss or train_rmse_px.
+        #[arg(long, default_value = "val_rmse_px")]
+        metric: Metric,
+    },
+    /// Plot the curves of runs (.png, or .svg).
+    Plot {
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        #[arg(long, default_value = "val_rmse_px")]
+        metric: Metric,
+    },
     /// Convert Caffe prototxt (a net, optionally its solver) into fkpnet YAML.
     ImportCaffe {
         net: PathBuf,
@@ -168,6 +241,70 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", out.join(name).display());
             }
         }
+        Cmd::Test { run, data, weights } => {
+            let model = Model::load(&run, &weights)?;
+            print!("{}", report::test::run(&model, data.as_deref())?.table());
+        }
+        Cmd::Predict { run, inputs, draw, format, weights } => {
+            let model = Model::load(&run, &weights)?;
+            let preds = report::predict::predict(&model, &inputs)?;
+            match format.as_str() {
+                "json" => print!("{}", report::predict::to_json(&preds)),
+                _ => print!("{}", report::predict::to_csv(&preds)),
+            }
+            if let Some(dir) = draw {
+                let files = report::predict::draw_all(&preds, &dir)?;
+                eprintln!("drew {} image(s) into {}", files.len(), dir.display());
+            }
+        }
+        Cmd::Submit { run, test_csv, lookup_csv, out, weights } => {
+            let model = Model::load(&run, &weights)?;
+            let text = report::predict::submit(&model, &test_csv, &lookup_csv)?;
+            fkpnet::run::write_text(&out, &text)?;
+            eprintln!("wrote {} rows to {}", text.lines().count() - 1, out.display());
+        }
+        Cmd::Extract { csv, dir, draw, limit } => {
+            let n = report::predict::extract(&csv, &dir, draw, limit)?;
+            eprintln!("wrote {n} image(s) into {}", dir.display());
+        }
+        Cmd::Export { run, out, weights } => {
+            let model = Model::load(&run, &weights)?;
+            report::export::export(&model, &out)?;
+            println!("{}", out.display());
+        }
+        Cmd::Diff { runs, out, metric } => {
+            let runs = runs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
+            let (metric, note) = report::diff::effective_metric(&runs, metric);
+            for other in &runs[1..] {
+                let lines = report::diff::config_diff(&runs[0].config, &other.config);
+                println!(
+                    "config {} -> {}:{}",
+                    runs[0].name,
+                    other.name,
+                    if lines.is_empty() { " same" } else { "" }
+                );
+                for l in lines {
+                    println!("  {l}");
+                }
+            }
+            if let Some(n) = note {
+                println!("note: {n}");
+            }
+            print!("{}", report::diff::table(&runs, metric));
+            if let Some(out) = out {
+                report::plot::plot(&runs, metric, &out)?;
+                println!("plot: {}", out.display());
+            }
+        }
+        Cmd::Plot { runs, out, metric } => {
+            let runs = runs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
+            let (metric, note) = report::diff::effective_metric(&runs, metric);
+            if let Some(n) = note {
+                eprintln!("note: {n}");
+            }
+            report::plot::plot(&runs, metric, &out)?;
+            println!("{}", out.display());
+        }
         Cmd::Layers => {
             for k in fkpnet::layers::KINDS {
                 println!("{:<8} {}  keys: {}", k.name, k.about, (k.fields)().join(", "));
@@ -178,6 +315,11 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() {
+    // Rust ignores SIGPIPE, which turns `fkpnet predict ... | head` into a panic; a
+    // command-line tool should just stop, as cat does.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -5,8 +5,31 @@ use super::{target_columns, Faces, PIXELS, TARGETS};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::Path;
 
+/// A Kaggle CSV: the faces, an id per row (`ImageId` if the file has it, else the
+/// 1-based row number) and whether it carries keypoint columns.
+pub struct Table {
+    pub faces: Faces,
+    pub ids: Vec<String>,
+    pub labelled: bool,
+}
+
 /// Read a training.csv (labels required). Errors name the file, line and column.
 pub fn read_training(path: &Path) -> Result<Faces> {
+    let t = read(path)?;
+    if !t.labelled {
+        bail!(
+            "{}: no keypoint columns (left_eye_center_x ... mouth_center_bottom_lip_y); \
+             a labelled Kaggle training.csv is needed here",
+            path.display()
+        );
+    }
+    Ok(t.faces)
+}
+
+/// Read any Kaggle-format CSV: training.csv (keypoints + Image) or test.csv
+/// (ImageId + Image). Keypoints are NaN where blank, or everywhere in a file without
+/// keypoint columns.
+pub fn read(path: &Path) -> Result<Table> {
     let file = path.display();
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -16,28 +39,29 @@ pub fn read_training(path: &Path) -> Result<Faces> {
     let col = |name: &str| header.iter().position(|h| h == name.as_bytes());
     let names = target_columns();
     let missing: Vec<&String> = names.iter().filter(|n| col(n).is_none()).collect();
+    let labelled = missing.len() < names.len();
     let image = col("Image");
-    if !missing.is_empty() || image.is_none() {
-        let mut m: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
+    if (labelled && !missing.is_empty()) || image.is_none() {
+        let mut m: Vec<String> =
+            if labelled { missing.iter().map(|s| s.to_string()).collect() } else { vec![] };
         if image.is_none() {
             m.push("Image".into());
         }
         bail!(
             "{file}: missing column(s) {}; a Kaggle training.csv has the 30 keypoint columns \
-             (left_eye_center_x ... mouth_center_bottom_lip_y) and Image",
+             (left_eye_center_x ... mouth_center_bottom_lip_y) and Image, a test.csv ImageId and Image",
             m.join(", ")
         );
     }
     let image = image.expect("checked");
-    let cols: Vec<usize> = names.iter().map(|n| col(n).expect("checked")).collect();
+    let id_col = col("ImageId");
+    let cols: Vec<usize> =
+        if labelled { names.iter().map(|n| col(n).expect("checked")).collect() } else { vec![] };
 
     let mut faces = Faces::default();
+    let mut ids = Vec::new();
     let mut rec = csv::ByteRecord::new();
-    loop {
-        let more = rdr.read_byte_record(&mut rec).map_err(|e| anyhow!("{file}: {e}"))?;
-        if !more {
-            break;
-        }
+    while rdr.read_byte_record(&mut rec).map_err(|e| anyhow!("{file}: {e}"))? {
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         for (c, name) in cols.iter().zip(&names) {
             let field = rec.get(*c).unwrap_or(b"");
@@ -57,16 +81,21 @@ pub fn read_training(path: &Path) -> Result<Faces> {
             };
             faces.keypoints.push(v);
         }
-        let before = faces.pixels.len();
+        if !labelled {
+            faces.keypoints.extend([f32::NAN; TARGETS]);
+        }
         parse_image(rec.get(image).unwrap_or(b""), &mut faces.pixels)
             .map_err(|e| anyhow!("{file}:{line}: column Image: {e}"))?;
-        debug_assert_eq!(faces.pixels.len() - before, PIXELS);
+        ids.push(match id_col {
+            Some(c) => String::from_utf8_lossy(rec.get(c).unwrap_or(b"")).trim().to_string(),
+            None => ids.len().saturating_add(1).to_string(),
+        });
     }
     if faces.is_empty() {
         bail!("{file}: no faces (the file has a header but no rows)");
     }
-    debug_assert_eq!(faces.keypoints.len(), faces.len() * TARGETS);
-    Ok(faces)
+    debug_assert_eq!(faces.pixels.len(), faces.len() * PIXELS);
+    Ok(Table { faces, ids, labelled })
 }
 
 /// Parse 9,216 space-separated integers 0..=255 onto `out` (a hand loop: this is the

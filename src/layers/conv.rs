@@ -111,6 +111,20 @@ impl Layer for Conv {
         nn::func_t(move |xs, _train| xs.conv2d(&w, b.as_ref(), [s, s], [p, p], [d, d], g))
     }
 
+    fn pytorch(&self, input: &[i64]) -> String {
+        format!(
+            "nn.Conv2d({}, {}, {}, stride={}, padding={}, dilation={}, groups={}, bias={})",
+            input[0],
+            self.num_output,
+            self.kernel_size,
+            self.stride,
+            self.pad,
+            self.dilation,
+            self.group,
+            if self.bias_term { "True" } else { "False" }
+        )
+    }
+
     fn resolved(&self) -> serde_yaml::Value {
         to_yaml(self)
     }

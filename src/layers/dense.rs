@@ -65,6 +65,16 @@ impl Layer for Dense {
         nn::func_t(move |xs, _| xs.flatten(1, -1).linear(&w, b.as_ref()))
     }
 
+    /// nn.Linear does not flatten by itself: the exporter puts an nn.Flatten before it.
+    fn pytorch(&self, input: &[i64]) -> String {
+        let inputs: i64 = input.iter().product();
+        format!(
+            "nn.Linear({inputs}, {}, bias={})",
+            self.num_output,
+            if self.bias_term { "True" } else { "False" }
+        )
+    }
+
     fn resolved(&self) -> serde_yaml::Value {
         to_yaml(self)
     }

@@ -36,6 +36,10 @@ impl Layer for Dropout {
         nn::func_t(move |xs, train| xs.dropout(p, train))
     }
 
+    fn pytorch(&self, _input: &[i64]) -> String {
+        format!("nn.Dropout({})", self.dropout_ratio)
+    }
+
     fn resolved(&self) -> serde_yaml::Value {
         to_yaml(self)
     }

@@ -20,6 +20,10 @@ impl Layer for Flatten {
         nn::func_t(|xs, _| xs.flatten(1, -1))
     }
 
+    fn pytorch(&self, _input: &[i64]) -> String {
+        "nn.Flatten()".into()
+    }
+
     fn resolved(&self) -> serde_yaml::Value {
         to_yaml(self)
     }

@@ -47,6 +47,8 @@ pub trait Layer: std::fmt::Debug + Send {
     fn build(&self, input: &[i64], params: Vec<tch::Tensor>) -> nn::FuncT<'static>;
     /// The params with every default filled in, for the resolved config.
     fn resolved(&self) -> serde_yaml::Value;
+    /// The equivalent PyTorch module (for `fkpnet export`), e.g. `nn.ReLU()`.
+    fn pytorch(&self, input: &[i64]) -> String;
 }
 
 /// One entry of the registry.

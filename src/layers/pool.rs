@@ -128,6 +128,21 @@ impl Layer for Pool {
         }
     }
 
+    fn pytorch(&self, input: &[i64]) -> String {
+        let g = self.geometry(input[1], input[2]).expect("checked by output_shape");
+        let ceil = if self.round_mode == RoundMode::Ceil { "True" } else { "False" };
+        let k = if g.kh == g.kw { g.kh.to_string() } else { format!("({}, {})", g.kh, g.kw) };
+        match self.pool {
+            Method::Max => {
+                format!("nn.MaxPool2d({k}, stride={}, padding={}, ceil_mode={ceil})", g.stride, g.pad)
+            }
+            Method::Ave => format!(
+                "nn.AvgPool2d({k}, stride={}, padding={}, ceil_mode={ceil}, count_include_pad=True)",
+                g.stride, g.pad
+            ),
+        }
+    }
+
     fn resolved(&self) -> serde_yaml::Value {
         to_yaml(self)
     }

@@ -36,6 +36,14 @@ impl Layer for Relu {
         }
     }
 
+    fn pytorch(&self, _input: &[i64]) -> String {
+        if self.negative_slope == 0.0 {
+            "nn.ReLU()".into()
+        } else {
+            format!("nn.LeakyReLU({})", self.negative_slope)
+        }
+    }
+
     fn resolved(&self) -> serde_yaml::Value {
         to_yaml(self)
     }

@@ -1,0 +1,9 @@
+//! Reports on trained runs: test, predict, submit, extract, export, diff and plots.
+
+pub mod diff;
+pub mod draw;
+pub mod export;
+pub mod model;
+pub mod plot;
+pub mod predict;
+pub mod test;

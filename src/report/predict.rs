@@ -1,0 +1,183 @@
+//! `fkpnet predict` (keypoints for image files or Kaggle CSV rows), `fkpnet submit`
+//! (Kaggle's submission format) and `fkpnet extract` (a CSV's faces as PNG files).
+
+use super::draw;
+use super::model::Model;
+use crate::data::{kaggle, target_columns, Faces, KEYPOINTS, PIXELS, SIDE, TARGETS};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// One predicted face: where it came from and its 30 coordinates in its own pixels.
+pub struct Prediction {
+    pub input: String,
+    pub keypoints: Vec<f32>,
+    /// The image the coordinates refer to, for drawing.
+    image: image::RgbImage,
+    stem: String,
+}
+
+fn is_csv(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+/// Grey, resized to 96x96 for the net; coordinates map back by the size ratio.
+fn load_image(p: &Path) -> Result<(Vec<u8>, image::RgbImage)> {
+    let img = image::ImageReader::open(p)
+        .with_context(|| format!("cannot open {}", p.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read {}", p.display()))?
+        .decode()
+        .map_err(|e| anyhow!("{}: not a readable image ({e})", p.display()))?;
+    if img.width() == 0 || img.height() == 0 {
+        bail!("{}: empty image", p.display());
+    }
+    let grey = img.to_luma8();
+    let small =
+        image::imageops::resize(&grey, SIDE as u32, SIDE as u32, image::imageops::FilterType::Triangle);
+    Ok((small.into_raw(), image::DynamicImage::ImageLuma8(grey).to_rgb8()))
+}
+
+pub fn predict(model: &Model, inputs: &[PathBuf]) -> Result<Vec<Prediction>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("input").to_string();
+        if is_csv(p) {
+            let t = kaggle::read(p)?;
+            let kp = model.predict_px(&t.faces);
+            for (i, id) in t.ids.iter().enumerate() {
+                out.push(Prediction {
+                    input: format!("{}#{id}", p.display()),
+                    keypoints: kp[i * TARGETS..(i + 1) * TARGETS].to_vec(),
+                    image: draw::face_image(&t.faces.pixels[i * PIXELS..(i + 1) * PIXELS]),
+                    stem: format!("{stem}_{id}"),
+                });
+            }
+        } else {
+            let (pixels, image) = load_image(p)?;
+            let faces = Faces { pixels, keypoints: vec![f32::NAN; TARGETS] };
+            let (sx, sy) = (image.width() as f32 / SIDE as f32, image.height() as f32 / SIDE as f32);
+            let kp: Vec<f32> = model
+                .predict_px(&faces)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if i % 2 == 0 { v * sx } else { v * sy })
+                .collect();
+            out.push(Prediction { input: p.display().to_string(), keypoints: kp, image, stem });
+        }
+    }
+    Ok(out)
+}
+
+pub fn to_csv(preds: &[Prediction]) -> String {
+    let mut s = format!("input,{}\n", target_columns().join(","));
+    for p in preds {
+        let vals: Vec<String> = p.keypoints.iter().map(|v| format!("{v:.2}")).collect();
+        s += &format!("{},{}\n", csv_field(&p.input), vals.join(","));
+    }
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn to_json(preds: &[Prediction]) -> String {
+    let items: Vec<serde_json::Value> = preds
+        .iter()
+        .map(|p| {
+            let kps: serde_json::Map<String, serde_json::Value> = KEYPOINTS
+                .iter()
+                .enumerate()
+                .map(|(k, n)| {
+                    (n.to_string(), serde_json::json!([p.keypoints[2 * k], p.keypoints[2 * k + 1]]))
+                })
+                .collect();
+            serde_json::json!({"input": p.input, "keypoints": kps})
+        })
+        .collect();
+    serde_json::to_string_pretty(&items).expect("plain data") + "\n"
+}
+
+/// Write each prediction's image with its keypoints drawn into `dir`.
+pub fn draw_all(preds: &[Prediction], dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    preds
+        .iter()
+        .map(|p| {
+            let mut img = p.image.clone();
+            draw::keypoints(&mut img, &p.keypoints);
+            let path = dir.join(format!("{}.png", p.stem));
+            img.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// Kaggle's submission: `RowId,Location` for every IdLookupTable row, clipped to [0, 96].
+pub fn submit(model: &Model, test_csv: &Path, lookup: &Path) -> Result<String> {
+    let t = kaggle::read(test_csv)?;
+    let kp = model.predict_px(&t.faces);
+    let row_of: HashMap<&str, usize> = t.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let cols = target_columns();
+    let col_of: HashMap<&str, usize> = cols.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let file = lookup.display();
+    let mut rdr = csv::Reader::from_path(lookup).with_context(|| format!("cannot open {file}"))?;
+    let header = rdr.headers().with_context(|| format!("{file}: cannot read the header"))?.clone();
+    let idx = |n: &str| {
+        header.iter().position(|h| h == n).ok_or_else(|| {
+            anyhow!(
+                "{file}: no `{n}` column; Kaggle's IdLookupTable.csv has RowId,ImageId,FeatureName,Location"
+            )
+        })
+    };
+    let (ri, ii, fi) = (idx("RowId")?, idx("ImageId")?, idx("FeatureName")?);
+    let mut out = String::from("RowId,Location\n");
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| anyhow!("{file}: {e}"))?;
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let image = rec.get(ii).unwrap_or("");
+        let feature = rec.get(fi).unwrap_or("");
+        let r = *row_of.get(image).ok_or_else(|| {
+            anyhow!("{file}:{line}: ImageId {image} is not in {} ({} faces)", test_csv.display(), t.ids.len())
+        })?;
+        let c = *col_of.get(feature).ok_or_else(|| {
+            anyhow!("{file}:{line}: unknown FeatureName `{feature}` (expected e.g. left_eye_center_x)")
+        })?;
+        out += &format!("{},{:.4}\n", rec.get(ri).unwrap_or(""), kp[r * TARGETS + c].clamp(0.0, 96.0));
+    }
+    Ok(out)
+}
+
+/// `fkpnet extract`: a CSV's faces as 96x96 PNG files, optionally with labels drawn.
+/// `synthetic` instead of a CSV shows the built-in generator's faces.
+pub fn extract(csv: &Path, dir: &Path, draw_labels: bool, limit: Option<usize>) -> Result<usize> {
+    let t = if csv == Path::new("synthetic") {
+        let faces = crate::data::synthetic::generate(limit.unwrap_or(16), 0);
+        kaggle::Table { ids: (1..=faces.len()).map(|i| i.to_string()).collect(), faces, labelled: true }
+    } else {
+        kaggle::read(csv)?
+    };
+    if draw_labels && !t.labelled {
+        bail!("{}: no keypoint columns to draw (--draw needs a labelled CSV)", csv.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let n = limit.unwrap_or(usize::MAX).min(t.ids.len());
+    for i in 0..n {
+        let pixels = &t.faces.pixels[i * PIXELS..(i + 1) * PIXELS];
+        let path = dir.join(format!("{}.png", t.ids[i]));
+        if draw_labels {
+            let mut img = draw::face_image(pixels);
+            draw::keypoints(&mut img, &t.faces.keypoints[i * TARGETS..(i + 1) * TARGETS]);
+            img.save(&path)
+        } else {
+            image::GrayImage::from_raw(96, 96, pixels.to_vec()).expect("96x96").save(&path)
+        }
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(n)
+}

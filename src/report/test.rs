@@ -1,0 +1,80 @@
+//! `fkpnet test`: RMSE in pixels per keypoint and overall, and the loss in both
+//! conventions, on the run's val split or on any labelled Kaggle CSV.
+
+use super::model::Model;
+use crate::data::{self, kaggle, Faces, KEYPOINTS, TARGETS};
+use anyhow::{bail, Result};
+use std::path::Path;
+
+pub struct Report {
+    pub source: String,
+    pub faces: usize,
+    /// Per keypoint: (name, RMSE px, present coordinates).
+    pub keypoints: Vec<(&'static str, f64, usize)>,
+    pub rmse_px: f64,
+    pub euclidean: f64,
+    pub mse: f64,
+}
+
+pub fn run(model: &Model, csv: Option<&Path>) -> Result<Report> {
+    let (faces, source): (Faces, String) = match csv {
+        Some(p) => {
+            let t = kaggle::read(p)?;
+            if !t.labelled {
+                bail!(
+                    "{}: no keypoint columns, so there is nothing to test against. `fkpnet test` needs a \
+                     labelled CSV (training.csv format); for test.csv use `fkpnet predict` or `fkpnet submit`",
+                    p.display()
+                );
+            }
+            (t.faces, p.display().to_string())
+        }
+        None => {
+            let Some(r) = &model.run else {
+                bail!("an export has no val split: give --data CSV");
+            };
+            let split = data::load(&r.solver.data)?;
+            if split.val.is_empty() {
+                bail!("the run has no val split (data.split = 1): give --data CSV");
+            }
+            (split.val, format!("val split of {}", split.source))
+        }
+    };
+    let pred = model.predict_px(&faces);
+    let mut per = vec![(0.0f64, 0usize); KEYPOINTS.len()];
+    for (i, (p, t)) in pred.iter().zip(&faces.keypoints).enumerate() {
+        if !t.is_nan() {
+            let k = (i % TARGETS) / 2;
+            per[k].0 += ((p - t) as f64).powi(2);
+            per[k].1 += 1;
+        }
+    }
+    let (sq_px, count): (f64, usize) = per.iter().fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    // Normalised units (targets / 48), as training computes them.
+    let sq = sq_px / (48.0 * 48.0);
+    Ok(Report {
+        source,
+        faces: faces.len(),
+        keypoints: KEYPOINTS
+            .iter()
+            .zip(&per)
+            .map(|(k, (s, c))| (*k, if *c > 0 { (s / *c as f64).sqrt() } else { f64::NAN }, *c))
+            .collect(),
+        rmse_px: (sq_px / count.max(1) as f64).sqrt(),
+        euclidean: sq / (2.0 * faces.len() as f64),
+        mse: sq / count.max(1) as f64,
+    })
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        let mut s = format!("{} faces: {}\n", self.faces, self.source);
+        s += &format!("{:<26} {:>9} {:>7}\n", "keypoint", "RMSE px", "values");
+        for (k, r, c) in &self.keypoints {
+            s += &format!("{k:<26} {r:>9.3} {c:>7}\n");
+        }
+        s += &format!("{:<26} {:>9.3}\n", "overall", self.rmse_px);
+        s += &format!("loss: euclidean (Caffe, sum/2N) {:.6}, mse (mean) {:.6}\n", self.euclidean, self.mse);
+        s
+    }
+}
