@@ -1,0 +1,217 @@
+//! test, predict, submit, extract, export, diff and plot on small real runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn mini(file: &str) -> String {
+    let data =
+        std::env::var_os("FKPNET_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"));
+    data.join("faces-mini").join(file).display().to_string()
+}
+
+fn fkpnet(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fkpnet")).args(args).current_dir(cwd).output().expect("runs")
+}
+
+fn ok(args: &[&str], cwd: &Path) -> String {
+    let out = fkpnet(args, cwd);
+    assert!(out.status.success(), "fkpnet {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn err(args: &[&str], cwd: &Path) -> String {
+    let out = fkpnet(args, cwd);
+    // 1: fkpnet's errors, 2: argument errors (clap); a panic would be 101.
+    assert!(matches!(out.status.code(), Some(1 | 2)), "fkpnet {args:?} should fail cleanly: {out:?}");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Two small runs trained once for all tests here: `a` (base_lr 1e-3) and `b`
+/// (base_lr 3e-4, dense 64), both on faces-mini.
+fn runs() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
+    static RUNS: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let s = root().join("solvers/baseline_adam.yaml");
+        let common = [
+            "train",
+            s.to_str().unwrap(),
+            "--runs-dir",
+            "runs",
+            "-q",
+            "--set",
+            "max_iter=40",
+            "--set",
+            "test_interval=10",
+            "--set",
+            "display=5",
+            "--set",
+        ];
+        let data = format!("data.train={}", mini("training.csv"));
+        ok(&[&common[..], &[&data, "--name", "a"]].concat(), dir.path());
+        ok(
+            &[
+                &common[..],
+                &[&data, "--name", "b", "--set", "base_lr=3e-4", "--set", "layers.fc1.num_output=64"],
+            ]
+            .concat(),
+            dir.path(),
+        );
+        let (a, b) = (dir.path().join("runs/a"), dir.path().join("runs/b"));
+        (dir, a, b)
+    })
+}
+
+#[test]
+fn test_reports_per_keypoint_rmse_on_val_or_a_csv() {
+    let (dir, a, _) = runs();
+    let out = ok(&["test", a.to_str().unwrap()], dir.path());
+    assert_eq!(out.lines().filter(|l| l.contains("_")).count() >= 15, true, "{out}");
+    let overall: f64 = out
+        .lines()
+        .find(|l| l.starts_with("overall"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let best = fkpnet::run::read_metrics(&a.join("metrics.csv"))
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.val_loss.map(|l| (l, r.val_rmse_px.unwrap())))
+        .min_by(|x, y| x.0.total_cmp(&y.0))
+        .unwrap()
+        .1;
+    assert!((overall - best).abs() < 2e-3, "test on best weights {overall} vs training's best {best}");
+    assert!(out.contains("euclidean (Caffe, sum/2N)") && out.contains("mse (mean)"));
+    let out =
+        ok(&["test", a.to_str().unwrap(), "--data", &mini("training.csv"), "--weights", "final"], dir.path());
+    assert!(out.contains("300 faces"), "{out}");
+    let e = err(&["test", a.to_str().unwrap(), "--data", &mini("test.csv")], dir.path());
+    assert!(e.contains("no keypoint columns") && e.contains("fkpnet predict"), "{e}");
+    let e = err(&["test", "runs/nope"], dir.path());
+    assert!(e.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn predict_images_and_csv_rows_and_draw_them() {
+    let (dir, a, _) = runs();
+    let d = dir.path();
+    // A colour image of another size: coordinates come back in its own pixels.
+    let img = image::RgbImage::from_fn(192, 150, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+    let face = d.join("face.png");
+    img.save(&face).unwrap();
+    let out = ok(
+        &["predict", a.to_str().unwrap(), face.to_str().unwrap(), &mini("test.csv"), "--draw", "drawn"],
+        d,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1 + 1 + 40, "header, the image, 40 test faces");
+    assert!(lines[0].starts_with("input,left_eye_center_x,left_eye_center_y"));
+    let vals: Vec<f64> = lines[1].split(',').skip(1).map(|v| v.parse().unwrap()).collect();
+    assert_eq!(vals.len(), 30);
+    assert!(vals.iter().step_by(2).all(|x| (-50.0..250.0).contains(x)));
+    assert!(d.join("drawn/face.png").is_file() && d.join("drawn/test_1.png").is_file());
+    assert_eq!(image::open(d.join("drawn/face.png")).unwrap().width(), 192);
+    let json = ok(&["predict", a.to_str().unwrap(), face.to_str().unwrap(), "--format", "json"], d);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["keypoints"]["nose_tip"].as_array().unwrap().len(), 2);
+    std::fs::write(d.join("broken.png"), b"not an image").unwrap();
+    let e = err(&["predict", a.to_str().unwrap(), "broken.png"], d);
+    assert!(e.contains("broken.png") && e.contains("not a readable image"), "{e}");
+}
+
+#[test]
+fn submit_writes_kaggles_format() {
+    let (dir, a, _) = runs();
+    let d = dir.path();
+    ok(&["submit", a.to_str().unwrap(), &mini("test.csv"), &mini("IdLookupTable.csv"), "-o", "sub.csv"], d);
+    let text = std::fs::read_to_string(d.join("sub.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "RowId,Location");
+    assert_eq!(lines.len(), 849);
+    for l in &lines[1..] {
+        let v: f64 = l.split(',').nth(1).unwrap().parse().unwrap();
+        assert!((0.0..=96.0).contains(&v));
+    }
+    std::fs::write(
+        d.join("lookup.csv"),
+        "RowId,ImageId,FeatureName,Location\n1,1,nose_tip_x,\n2,999,nose_tip_x,\n",
+    )
+    .unwrap();
+    let e = err(&["submit", a.to_str().unwrap(), &mini("test.csv"), "lookup.csv", "-o", "s2.csv"], d);
+    assert!(e.contains("lookup.csv:3: ImageId 999 is not in"), "{e}");
+    assert!(!d.join("s2.csv").exists());
+}
+
+#[test]
+fn extract_writes_pngs() {
+    let (dir, _, _) = runs();
+    let d = dir.path();
+    ok(&["extract", &mini("training.csv"), "ex", "--draw", "--limit", "2"], d);
+    let mut files: Vec<String> = std::fs::read_dir(d.join("ex"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["1.png", "2.png"]);
+    assert_eq!(image::open(d.join("ex/1.png")).unwrap().width(), 96);
+    let e = err(&["extract", &mini("test.csv"), "ex2", "--draw"], d);
+    assert!(e.contains("--draw needs a labelled CSV"), "{e}");
+}
+
+#[test]
+fn export_is_self_contained_and_predicts_like_the_run() {
+    let (dir, a, _) = runs();
+    let d = dir.path();
+    ok(&["export", a.to_str().unwrap(), "-o", "exported"], d);
+    let ex = d.join("exported");
+    for f in ["model.safetensors", "net.yaml", "README.md"] {
+        assert!(ex.join(f).is_file(), "{f}");
+    }
+    let readme = std::fs::read_to_string(ex.join("README.md")).unwrap();
+    assert!(
+        readme.contains("(\"fc1\", nn.Linear(9216, 500, bias=True))") && readme.contains("flatten_fc1"),
+        "{readme}"
+    );
+    let mut names: Vec<(String, Vec<i64>)> = tch::Tensor::read_safetensors(ex.join("model.safetensors"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.size()))
+        .collect();
+    names.sort();
+    assert_eq!(names[0], ("fc1.bias".to_string(), vec![500]));
+    assert_eq!(names[1], ("fc1.weight".to_string(), vec![500, 9216]), "nn.Linear's (out, in)");
+    let p1 = ok(&["predict", a.to_str().unwrap(), &mini("test.csv")], d);
+    let p2 = ok(&["predict", ex.to_str().unwrap(), &mini("test.csv")], d);
+    assert_eq!(p1, p2);
+    let e = err(&["export", a.to_str().unwrap(), "-o", "exported"], d);
+    assert!(e.contains("not empty"), "{e}");
+}
+
+#[test]
+fn diff_shows_config_changes_table_and_plot() {
+    let (dir, a, b) = runs();
+    let d = dir.path();
+    let out = ok(&["diff", a.to_str().unwrap(), b.to_str().unwrap(), "-o", "curves.png"], d);
+    assert!(out.contains("base_lr: 0.001 -> 0.0003"), "{out}");
+    assert!(out.contains("layers.fc1.num_output: 500 -> 64"), "{out}");
+    assert!(out.contains("val_rmse_px at common iterations"), "{out}");
+    assert!(out.contains("best val_rmse_px:") && out.contains("is better than"), "{out}");
+    let png = std::fs::read(d.join("curves.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let same = ok(&["diff", a.to_str().unwrap(), a.to_str().unwrap(), "--metric", "train_loss"], d);
+    assert!(same.contains("config a -> a: same"), "{same}");
+    ok(&["plot", a.to_str().unwrap(), b.to_str().unwrap(), "-o", "curves.svg"], d);
+    assert!(std::fs::read_to_string(d.join("curves.svg")).unwrap().contains("<svg"));
+    let e = err(&["diff", a.to_str().unwrap(), "runs/missing"], d);
+    assert!(e.contains("runs/missing: no such run directory"), "{e}");
+    let e = err(&["diff", a.to_str().unwrap(), b.to_str().unwrap(), "--metric", "accuracy"], d);
+    assert!(e.contains("valid: val_rmse_px"), "{e}");
+}
