@@ -15,13 +15,15 @@ fn main() {
     }
 }
 
-/// Rust types for proto/caffe.proto (Caffe prototxt import), generated into OUT_DIR.
+/// Rust types for proto/caffe.proto (Caffe prototxt import) and proto/tensorboard.proto
+/// (TensorBoard event files), generated into OUT_DIR.
 fn caffe_proto() {
-    println!("cargo:rerun-if-changed=proto/caffe.proto");
+    println!("cargo:rerun-if-changed=proto");
     protobuf_codegen::Codegen::new()
         .pure()
         .includes(["proto"])
         .input("proto/caffe.proto")
+        .input("proto/tensorboard.proto")
         .cargo_out_dir("caffe_proto")
         .run_from_script();
 }

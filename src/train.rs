@@ -7,6 +7,7 @@ use crate::data;
 use crate::graph::{Graph, Net};
 use crate::loss;
 use crate::run::caffe_log::CaffeLog;
+use crate::run::tensorboard::EventWriter;
 use crate::run::{self, Metrics, MetricsRow, RunDir};
 use crate::solver::state::{self, Best};
 use crate::solver::{lr, Solver};
@@ -209,6 +210,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     let (mut win_sq, mut win_count) = (0.0, 0.0);
     let mut metrics = Metrics::create(&run.file("metrics.csv"))?;
     let mut log = CaffeLog::create(&run.file("train.log"))?;
+    let mut events = EventWriter::create(&run.path)?;
     log.solving(&graph.name, &format!("{:?}", cfg.lr_policy).to_lowercase())?;
     if let Some(w) = &opts.weights {
         for n in state::load_weights(w, &params, false)? {
@@ -272,13 +274,22 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     let w = graph.loss.loss_weight;
     let loss_name = serde_yaml::to_string(&graph.loss.kind)?.trim().to_string();
 
-    let test = |iter: i64, row: &mut MetricsRow, best: &mut Best, log: &mut CaffeLog| -> Result<()> {
+    let test = |iter: i64,
+                row: &mut MetricsRow,
+                best: &mut Best,
+                log: &mut CaffeLog,
+                events: &mut EventWriter|
+     -> Result<()> {
         if !has_val {
             return Ok(());
         }
         let (vl, vr) = evaluate(&net, &val_x, &val_y, &graph.loss, test_limit);
         log.test(iter, &[("loss", vl, Some(w)), ("rmse_px", vr, None)])?;
         let vl = vl * w;
+        events.scalars(iter, &[("val/loss", vl), ("val/rmse_px", vr)])?;
+        if cfg.histograms {
+            events.histograms(iter, &histogram_tensors(&graph, &net, &params, &val_x))?;
+        }
         row.val_loss = Some(vl);
         row.val_rmse_px = Some(vr);
         if best.is_none_or(|b| vl < b.0) {
@@ -307,7 +318,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         let iter = solver.iter;
         let mut row = MetricsRow { iter, epoch: epoch_of(iter), ..Default::default() };
         if cfg.test_interval > 0 && iter % cfg.test_interval == 0 && (iter > 0 || cfg.test_initialization) {
-            test(iter, &mut row, &mut best, &mut log)?;
+            test(iter, &mut row, &mut best, &mut log, &mut events)?;
             last_val_rmse = row.val_rmse_px;
         }
         // Dropout draws from libtorch's RNG: seed it per iteration so a resumed run
@@ -353,6 +364,8 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             let its = (iter - last_display.1) as f64;
             let ips = if secs > 0.0 { its / secs } else { 0.0 };
             log.display(iter, ips, secs, cfg.display, sl, &[(&loss_name, loss_now / w, Some(w))], rate)?;
+            let train_rmse = row.train_rmse_px.unwrap_or(f64::NAN);
+            events.scalars(iter, &[("train/loss", sl), ("train/rmse_px", train_rmse), ("lr", rate)])?;
             last_display = (Instant::now(), iter);
         }
         solver.step(&params, rate);
@@ -398,7 +411,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     } else {
         // Final test after the last update, as Caffe does.
         let mut row = MetricsRow { iter: cfg.max_iter, epoch: epoch_of(cfg.max_iter), ..Default::default() };
-        test(cfg.max_iter, &mut row, &mut best, &mut log)?;
+        test(cfg.max_iter, &mut row, &mut best, &mut log, &mut events)?;
         if row.val_loss.is_some() {
             row.seconds = seconds;
             metrics.write(&row)?;
@@ -423,6 +436,24 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         seconds,
         interrupted,
     })
+}
+
+/// Weights, biases and activations (of up to 64 val faces) for TensorBoard.
+fn histogram_tensors(
+    graph: &Graph,
+    net: &Net,
+    params: &[crate::graph::Param],
+    val_x: &Tensor,
+) -> Vec<(String, Tensor)> {
+    let _guard = tch::no_grad_guard();
+    let mut out: Vec<(String, Tensor)> =
+        params.iter().map(|p| (p.name.clone(), p.tensor.shallow_clone())).collect();
+    let mut x = val_x.narrow(0, 0, val_x.size()[0].min(64));
+    for (node, layer) in graph.nodes.iter().zip(net.layers()) {
+        x = nn::ModuleT::forward_t(layer, &x, false);
+        out.push((format!("activations/{}", node.name), x.shallow_clone()));
+    }
+    out
 }
 
 fn progress_bar(len: u64, quiet: bool) -> ProgressBar {

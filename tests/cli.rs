@@ -354,3 +354,38 @@ fn every_schema_key_is_documented() {
         assert!(doc.contains(&format!("### `{}`", k.name)), "docs/config.md lacks layer type {}", k.name);
     }
 }
+
+#[test]
+fn base_inheritance_patches_layers_by_name() {
+    let r = root();
+    let out = ok(&["config", "solvers/vgg_drop03_adam.yaml"], &r);
+    let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+    assert_eq!(v["net"]["name"].as_str(), Some("vgg_drop03"));
+    let layers = v["net"]["layers"].as_sequence().unwrap();
+    let drop: Vec<f64> = layers.iter().filter_map(|l| l["dropout_ratio"].as_f64()).collect();
+    assert_eq!(drop, vec![0.3, 0.3]);
+    assert_eq!(layers.len(), 22, "all of vgg.yaml's layers");
+    assert_eq!(v["base_lr"].as_f64(), Some(0.001), "from vgg_adam.yaml");
+    assert!(
+        v["data"]["train"].as_str().unwrap().ends_with("/data/training.csv"),
+        "base's path, relative to the base"
+    );
+    let sgd: serde_yaml::Value =
+        serde_yaml::from_str(&ok(&["config", "solvers/lenet_sgd.yaml"], &r)).unwrap();
+    assert_eq!((sgd["type"].as_str(), sgd["stepsize"].as_i64()), (Some("SGD"), Some(800)));
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vgg = r.join("nets/vgg.yaml");
+    let p = write(
+        d,
+        "bad.yaml",
+        &format!("base: {}\nlayers:\n  - {{name: drop9, dropout_ratio: 0.1}}\n", vgg.display()),
+    );
+    let e = err(&["summary", p.to_str().unwrap()], d);
+    assert!(e.contains("no layer `drop9` in the base net") && e.contains("drop1"), "{e}");
+    write(d, "a.yaml", "base: b.yaml\n");
+    let p = write(d, "b.yaml", "base: a.yaml\n");
+    let e = err(&["summary", p.to_str().unwrap()], d);
+    assert!(e.contains("loop"), "{e}");
+}

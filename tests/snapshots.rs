@@ -247,3 +247,91 @@ fn train_log_has_caffes_line_shapes() {
     assert!(msgs.contains(&"Iteration 12, Testing net (#0)".to_string()));
     assert_eq!(msgs.last().unwrap(), "Optimization Done.");
 }
+
+#[test]
+fn tensorboard_events_hold_scalars_and_histograms() {
+    use fkpnet::caffe::proto::tensorboard::{event::What, summary::value::Value};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let solver = setup(d);
+    ok(
+        &[
+            "train",
+            solver.to_str().unwrap(),
+            "--runs-dir",
+            "runs",
+            "--name",
+            "tb",
+            "-q",
+            "--set",
+            "max_iter=12",
+        ],
+        d,
+    );
+    let file = std::fs::read_dir(d.join("runs/tb"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("events.out.tfevents."))
+        .expect("an events file");
+    let events = fkpnet::run::tensorboard::read_events(&file).unwrap();
+    assert!(matches!(&events[0].what, Some(What::FileVersion(v)) if v == "brain.Event:2"));
+    let mut scalars = Vec::new();
+    let mut histos = Vec::new();
+    for e in &events[1..] {
+        let Some(What::Summary(s)) = &e.what else { panic!("summary expected") };
+        for v in &s.value {
+            match &v.value {
+                Some(Value::SimpleValue(x)) => scalars.push((v.tag.clone(), e.step, *x)),
+                Some(Value::Histo(h)) => {
+                    histos.push((v.tag.clone(), e.step, h.num, h.bucket.iter().sum::<f64>()))
+                }
+                _ => panic!("unexpected value"),
+            }
+        }
+    }
+    let steps = |tag: &str| scalars.iter().filter(|s| s.0 == tag).map(|s| s.1).collect::<Vec<_>>();
+    assert_eq!(steps("val/rmse_px"), vec![0, 6, 12]);
+    assert_eq!(steps("train/loss"), vec![0, 4, 8]);
+    assert_eq!(steps("lr"), vec![0, 4, 8]);
+    let rows = rows(&d.join("runs/tb/metrics.csv"));
+    let first_val = scalars.iter().find(|s| s.0 == "val/rmse_px").unwrap().2 as f64;
+    assert!((first_val - rows[0].val_rmse_px.unwrap()).abs() < 1e-3);
+    for tag in ["fc1.weight", "fc1.bias", "out.weight", "activations/fc1", "activations/out"] {
+        let h: Vec<_> = histos.iter().filter(|h| h.0 == tag).collect();
+        assert_eq!(h.iter().map(|h| h.1).collect::<Vec<_>>(), vec![0, 6, 12], "{tag}");
+        assert!(h.iter().all(|h| (h.2 - h.3).abs() < 0.5), "{tag}: bucket counts add up to num");
+    }
+    // Switched off: scalars only.
+    ok(
+        &[
+            "train",
+            solver.to_str().unwrap(),
+            "--runs-dir",
+            "runs",
+            "--name",
+            "nohist",
+            "-q",
+            "--set",
+            "max_iter=6",
+            "--set",
+            "histograms=false",
+        ],
+        d,
+    );
+    let f = std::fs::read_dir(d.join("runs/nohist"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("tfevents"))
+        .unwrap();
+    let n_histo = fkpnet::run::tensorboard::read_events(&f)
+        .unwrap()
+        .iter()
+        .filter_map(|e| match &e.what {
+            Some(What::Summary(s)) => {
+                Some(s.value.iter().filter(|v| matches!(v.value, Some(Value::Histo(_)))).count())
+            }
+            _ => None,
+        })
+        .sum::<usize>();
+    assert_eq!(n_histo, 0);
+}

@@ -468,6 +468,7 @@ fn convert_solver(
             solver_parameter::SolverMode::CPU => "cpu".into(),
             solver_parameter::SolverMode::GPU => "auto".into(),
         },
+        histograms: true,
     };
     cfg.validate().map_err(|e| anyhow!("{file}: {e}"))?;
     Ok(format!(

@@ -3,7 +3,7 @@
 mod import;
 pub use import::{import, Imported, Options};
 
-/// Types generated from proto/caffe.proto at build time.
+/// Types generated from proto/caffe.proto (and proto/tensorboard.proto) at build time.
 #[allow(clippy::all)]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/caffe_proto/mod.rs"));

@@ -80,11 +80,12 @@ fn dir_of(path: &Path) -> PathBuf {
 pub fn load_solver(path: &Path, sets: &[Override]) -> Result<Resolved> {
     let text = read(path)?;
     let file = path.display();
-    // First pass straight from the text: serde_yaml then reports line and column.
-    serde_yaml::from_str::<SolverConfig>(&text).map_err(|e| anyhow!("{file}: {e}"))?;
-    let mut doc: Value = serde_yaml::from_str(&text).map_err(|e| anyhow!("{file}: {e}"))?;
-    let base = dir_of(path);
-    resolve_paths(&mut doc, &base);
+    let (mut doc, inherited) = load_with_base(path, &text, &mut Vec::new(), true)?;
+    if !inherited {
+        // Straight from the text: serde_yaml then reports line and column.
+        serde_yaml::from_str::<SolverConfig>(&text).map_err(|e| anyhow!("{file}: {e}"))?;
+    }
+    serde_yaml::from_value::<SolverConfig>(doc.clone()).map_err(|e| anyhow!("{file}: {e}"))?;
 
     let cwd = std::env::current_dir()?;
     let (net_sets, solver_sets): (Vec<&Override>, Vec<&Override>) =
@@ -120,11 +121,82 @@ pub fn load_solver(path: &Path, sets: &[Override]) -> Result<Resolved> {
 /// Load a net file and apply net overrides (`layers.fc1.num_output=64`, `loss.type=mse`).
 pub fn load_net(path: &Path, sets: &[Override]) -> Result<(NetConfig, NetSource)> {
     let text = read(path)?;
-    let src = NetSource { path: path.to_path_buf(), text };
-    serde_yaml::from_str::<NetConfig>(&src.text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let doc: Value = serde_yaml::from_str(&src.text)?;
+    let (doc, inherited) = load_with_base(path, &text, &mut Vec::new(), false)?;
+    if !inherited {
+        serde_yaml::from_str::<NetConfig>(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    }
+    // An inherited net's layers come from several files: no single text gives their lines.
+    let src = NetSource { path: path.to_path_buf(), text: if inherited { String::new() } else { text } };
     let net = net_from_value(doc, &src, sets)?;
     Ok((net, src))
+}
+
+/// Parse a config file, resolve its paths against its folder and, if it says
+/// `base: other.yaml`, merge it over that file (recursively). Returns whether any
+/// base was involved.
+fn load_with_base(path: &Path, text: &str, seen: &mut Vec<PathBuf>, solver: bool) -> Result<(Value, bool)> {
+    let file = path.display();
+    let mut doc: Value = serde_yaml::from_str(text).map_err(|e| anyhow!("{file}: {e}"))?;
+    if !doc.is_mapping() {
+        bail!("{file}: expected a mapping of keys (see docs/config.md)");
+    }
+    if solver {
+        resolve_paths(&mut doc, &dir_of(path));
+    }
+    let Some(base) = doc.as_mapping_mut().and_then(|m| m.remove("base")) else {
+        return Ok((doc, false));
+    };
+    let Value::String(base) = base else { bail!("{file}: `base` must be the path of another config file") };
+    let base_path = PathBuf::from(absolute(&dir_of(path), &base));
+    let me = PathBuf::from(absolute(Path::new("."), &path.display().to_string()));
+    if seen.contains(&me) {
+        bail!("{file}: `base` files include each other in a loop");
+    }
+    seen.push(me);
+    let base_text = read(&base_path).with_context(|| format!("{file}: base"))?;
+    let (mut merged, _) = load_with_base(&base_path, &base_text, seen, solver)?;
+    merge(&mut merged, doc).map_err(|e| anyhow!("{file}: {e}"))?;
+    Ok((merged, true))
+}
+
+/// Deep-merge `over` into `base`: mappings key by key; a net's `layers` by layer
+/// name (each item patches the base layer of that name); anything else replaces.
+fn merge(base: &mut Value, over: Value) -> Result<(), String> {
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                let is_layers = k.as_str() == Some("layers");
+                match b.get_mut(&k) {
+                    Some(Value::Sequence(layers)) if is_layers => merge_layers(layers, v)?,
+                    Some(existing) if v.is_mapping() && existing.is_mapping() => merge(existing, v)?,
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+            Ok(())
+        }
+        (b, o) => {
+            *b = o;
+            Ok(())
+        }
+    }
+}
+
+fn merge_layers(layers: &mut [Value], patches: Value) -> Result<(), String> {
+    let Value::Sequence(patches) = patches else { return Err("`layers` must be a list".into()) };
+    let names = layer_names(layers);
+    for p in patches {
+        let name = p
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("each item of `layers` in a file with `base` patches a base layer and needs its `name`")?;
+        let i = names.iter().position(|n| n == name).ok_or_else(|| {
+            format!("no layer `{name}` in the base net to patch; its layers are: {}", names.join(", "))
+        })?;
+        merge(&mut layers[i], p)?;
+    }
+    Ok(())
 }
 
 fn net_from_value(mut doc: Value, src: &NetSource, sets: &[Override]) -> Result<NetConfig> {

@@ -81,6 +81,10 @@ pub struct SolverConfig {
     /// cpu, cuda, cuda:N, or auto (cuda if available).
     #[serde(default = "d_device")]
     pub device: String,
+    /// Histograms of weights, biases and activations in the TensorBoard events file at
+    /// every test.
+    #[serde(default = "d_true")]
+    pub histograms: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

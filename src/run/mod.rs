@@ -2,6 +2,7 @@
 //! overwritten by another run, and files are written atomically (temp + rename).
 
 pub mod caffe_log;
+pub mod tensorboard;
 
 use anyhow::{bail, Context, Result};
 use std::fs;
