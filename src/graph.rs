@@ -4,7 +4,7 @@
 use crate::config::net::{layer_lines, layer_names, LayerCommon};
 use crate::config::schema::did_you_mean;
 use crate::config::{LossConfig, NetConfig, NetSource, ParamMult};
-use crate::layers::{self, shape_str, Layer, ParamDef, Shape};
+use crate::layers::{self, shape_str, BuildOptions, Layer, ParamDef, Shape};
 use anyhow::{bail, Result};
 use serde_yaml::{Mapping, Value};
 use tch::{nn, Tensor};
@@ -38,6 +38,7 @@ pub struct Param {
 /// The built net: one forward function per layer.
 pub struct Net {
     layers: Vec<nn::FuncT<'static>>,
+    pub opts: BuildOptions,
 }
 
 impl Net {
@@ -46,14 +47,37 @@ impl Net {
         &self.layers
     }
 
+    /// Outputs in float32 whatever the precision; the input is put into the net's
+    /// layout first (a no-op when it already is).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         use tch::nn::ModuleT;
-        let mut x = self.layers[0].forward_t(xs, train);
+        let xs = self.input(xs);
+        let mut x = self.layers[0].forward_t(&xs, train);
         for l in &self.layers[1..] {
             x = l.forward_t(&x, train);
         }
-        x
+        x.to_kind(tch::Kind::Float)
     }
+
+    /// A batch in the layout the net computes in.
+    pub fn input(&self, xs: &Tensor) -> Tensor {
+        if self.opts.channels_last && !crate::layers::is_channels_last(xs) {
+            crate::layers::channels_last(xs)
+        } else {
+            xs.shallow_clone()
+        }
+    }
+}
+
+/// Save params as safetensors: contiguous float32 CPU copies (the net may compute in
+/// channels-last or on a GPU; files are always plain NCHW, as PyTorch expects).
+pub fn save_weights(params: &[Param], path: &std::path::Path) -> Result<()> {
+    let named: Vec<(String, Tensor)> = params
+        .iter()
+        .map(|p| (p.name.clone(), p.tensor.detach().to_device(tch::Device::Cpu).contiguous()))
+        .collect();
+    Tensor::write_safetensors(&named, path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
 /// Split a layer mapping into the keys every layer has and its kind's params.
@@ -159,13 +183,23 @@ impl Graph {
 
     /// Make the learnable tensors (filled by their fillers) under `vs` and the forward
     /// functions. Tensors are named `<layer>.<weight|bias>`.
-    pub fn build(&self, vs: &nn::Path) -> (Net, Vec<Param>) {
+    pub fn build(&self, vs: &nn::Path, opts: BuildOptions) -> (Net, Vec<Param>) {
         let mut layers = Vec::new();
         let mut all = Vec::new();
         for n in &self.nodes {
             let p = vs.sub(&n.name);
-            let tensors: Vec<Tensor> =
-                n.params.iter().map(|d| p.var(d.suffix, &d.shape, d.filler.init(&d.shape))).collect();
+            let tensors: Vec<Tensor> = n
+                .params
+                .iter()
+                .map(|d| {
+                    let mut t = p.var(d.suffix, &d.shape, d.filler.init(&d.shape));
+                    if opts.channels_last && t.dim() == 4 {
+                        // Same values, NHWC strides; the solver's buffers follow (zeros_like).
+                        tch::no_grad(|| t.set_data(&crate::layers::channels_last(&t)));
+                    }
+                    t
+                })
+                .collect();
             for (d, (t, m)) in n.params.iter().zip(tensors.iter().zip(&n.mults)) {
                 all.push(Param {
                     name: format!("{}.{}", n.name, d.suffix),
@@ -173,9 +207,9 @@ impl Graph {
                     mult: *m,
                 });
             }
-            layers.push(n.layer.build(&n.input, tensors));
+            layers.push(n.layer.build(&n.input, tensors, &opts));
         }
-        (Net { layers }, all)
+        (Net { layers, opts }, all)
     }
 
     /// The net as resolved YAML: every layer with its defaults filled in.

@@ -4,6 +4,7 @@
 //! params, FLOPs; built into libtorch modules) -> `train` (with `data`, `loss`,
 //! `solver`) -> `run` (the run directory) -> reports.
 
+pub mod bench;
 pub mod caffe;
 pub mod config;
 pub mod data;

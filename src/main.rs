@@ -143,6 +143,26 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         batch: i64,
     },
+    /// Training and inference throughput (images/s), GFLOP/s and peak memory.
+    Bench {
+        /// A net file or a solver file.
+        config: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        batch: i64,
+        #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
+        precision: String,
+        /// auto (the default for the device), nchw or channels_last.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "nchw", "channels_last"])]
+        layout: String,
+        /// Timed training steps after warm-up (inference runs twice as many).
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time forward and backward per layer, like `caffe time`.
     Time {
         /// A net file or a solver file.
@@ -156,6 +176,10 @@ enum Cmd {
         /// cpu, cuda, cuda:N or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
+        #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
+        precision: String,
+        #[arg(long, default_value = "auto", value_parser = ["auto", "nchw", "channels_last"])]
+        layout: String,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
@@ -184,13 +208,35 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Summary { config: path, sets } => {
             print!("{}", load_graph(&path, &sets)?.summary());
         }
-        Cmd::Time { config: path, iterations, batch, device, sets } => {
+        Cmd::Time { config: path, iterations, batch, device, precision, layout, sets } => {
             if batch < 1 || iterations < 1 {
                 anyhow::bail!("--batch and --iterations must be >= 1");
             }
             let g = load_graph(&path, &sets)?;
             let device = train::parse_device(&device)?;
-            print!("{}", fkpnet::timing::time_net(&g, batch, iterations, device).table());
+            let opts = train::build_options(
+                &g,
+                device,
+                serde_yaml::from_str(&precision)?,
+                serde_yaml::from_str(&layout)?,
+            );
+            print!("{}", fkpnet::timing::time_net(&g, batch, iterations, device, opts).table());
+        }
+        Cmd::Bench { config: path, batch, precision, layout, iterations, device, json } => {
+            if batch < 1 || iterations < 1 {
+                anyhow::bail!("--batch and --iterations must be >= 1");
+            }
+            let g = load_graph(&path, &[])?;
+            let device = train::parse_device(&device)?;
+            let precision = serde_yaml::from_str(&precision)?;
+            let layout = serde_yaml::from_str(&layout)?;
+            let build = train::build_options(&g, device, precision, layout);
+            let r = fkpnet::bench::run(&g, &fkpnet::bench::Options { batch, iterations, device, build });
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", r.text());
+            }
         }
         Cmd::Train { solver, sets, name, runs_dir, quiet, snapshot, weights } => {
             let sets = config::parse_sets(&sets)?;

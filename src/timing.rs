@@ -2,6 +2,7 @@
 //! layer and for the whole net, after warm-up.
 
 use crate::graph::Graph;
+use crate::layers::BuildOptions;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -42,14 +43,14 @@ fn mean_ms(device: Device, warmup: usize, iterations: usize, mut f: impl FnMut()
 /// Time each layer on its real input (the output of the layers before it, from a
 /// random batch) and the whole net. A layer's backward time is that of its own
 /// backward pass (weights and, except for the first layer, its input).
-pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device) -> Timing {
+pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, opts: BuildOptions) -> Timing {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
-    let (net, _params) = graph.build(&vs.root());
+    let (net, _params) = graph.build(&vs.root(), opts);
     let layers = net.layers();
     let mut shape = vec![batch];
     shape.extend(&graph.input);
-    let input = Tensor::rand(shape.as_slice(), (Kind::Float, device));
+    let input = net.input(&Tensor::rand(shape.as_slice(), (Kind::Float, device)));
     let warmup = 3.min(iterations).max(1);
 
     let mut x = input.shallow_clone();

@@ -2,16 +2,18 @@
 //! test_initialization) -> forward/backward (iter_size times) -> display -> update ->
 //! snapshot; a final test after the last update.
 
+use crate::config::solver::{Layout, Precision};
 use crate::config::{NetConfig, Resolved};
 use crate::data;
 use crate::graph::{Graph, Net};
+use crate::layers::BuildOptions;
 use crate::loss;
 use crate::run::caffe_log::CaffeLog;
 use crate::run::tensorboard::EventWriter;
 use crate::run::{self, Metrics, MetricsRow, RunDir};
 use crate::solver::state::{self, Best};
 use crate::solver::{lr, Solver};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -126,6 +128,18 @@ impl Batches {
     }
 }
 
+/// Precision and layout in force. `layout: auto` picks channels-last for nets with
+/// conv layers on CPU, where it measured faster (README, "Speed").
+pub fn build_options(graph: &Graph, device: Device, precision: Precision, layout: Layout) -> BuildOptions {
+    let has_conv = graph.nodes.iter().any(|n| n.kind == "conv");
+    let channels_last = match layout {
+        Layout::Nchw => false,
+        Layout::ChannelsLast => true,
+        Layout::Auto => has_conv && device == Device::Cpu,
+    };
+    BuildOptions { bf16: precision == Precision::Bf16, channels_last }
+}
+
 fn check_input(net: &NetConfig) -> Result<()> {
     let want = [1, data::SIDE as i64, data::SIDE as i64];
     if net.input != want {
@@ -203,7 +217,8 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
 
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(device);
-    let (net, params) = graph.build(&vs.root());
+    let build = build_options(&graph, device, cfg.precision, cfg.layout);
+    let (net, params) = graph.build(&vs.root(), build);
     let mut solver = Solver::new(cfg, &params);
     let mut best: Best = None;
     let mut smoothed: VecDeque<f64> = VecDeque::new();
@@ -294,9 +309,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         row.val_rmse_px = Some(vr);
         if best.is_none_or(|b| vl < b.0) {
             *best = Some((vl, vr, iter));
-            run::atomic_write(&run.file("best.safetensors"), |tmp| {
-                vs.save(tmp).context("cannot save best weights")
-            })?;
+            run::atomic_write(&run.file("best.safetensors"), |tmp| crate::graph::save_weights(&params, tmp))?;
         }
         Ok(())
     };
@@ -307,7 +320,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             let stem = format!("{}_iter_{}", cfg.snapshot_prefix, solver.iter);
             let (weights, st) =
                 (run.file(&format!("{stem}.safetensors")), run.file(&format!("{stem}.solverstate")));
-            run::atomic_write(&weights, |tmp| vs.save(tmp).context("cannot save a snapshot"))?;
+            run::atomic_write(&weights, |tmp| crate::graph::save_weights(&params, tmp))?;
             state::save(&st, solver, &params, best, &loop_state)?;
             log.snapshot(&weights, &st)?;
             Ok(st)
@@ -418,7 +431,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         }
         log.done()?;
     }
-    run::atomic_write(&run.file("weights.safetensors"), |tmp| vs.save(tmp).context("cannot save weights"))?;
+    run::atomic_write(&run.file("weights.safetensors"), |tmp| crate::graph::save_weights(&params, tmp))?;
     let epochs = epoch_of(solver.iter);
     let best_txt = best
         .map(|(l, r, i)| format!("best val loss {l:.5} = RMSE {r:.3} px at iteration {i}"))

@@ -469,6 +469,8 @@ fn convert_solver(
             solver_parameter::SolverMode::GPU => "auto".into(),
         },
         histograms: true,
+        precision: Default::default(),
+        layout: Default::default(),
     };
     cfg.validate().map_err(|e| anyhow!("{file}: {e}"))?;
     Ok(format!(

@@ -81,6 +81,14 @@ pub struct SolverConfig {
     /// cpu, cuda, cuda:N, or auto (cuda if available).
     #[serde(default = "d_device")]
     pub device: String,
+    /// fp32, or bf16: conv and dense layers compute in bfloat16 from float32 master
+    /// weights; loss and solver stay float32.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Memory layout of conv activations and weights: auto (the fastest measured for
+    /// the device), nchw, or channels_last. Results and saved weights are the same.
+    #[serde(default)]
+    pub layout: Layout,
     /// Histograms of weights, biases and activations in the TensorBoard events file at
     /// every test.
     #[serde(default = "d_true")]
@@ -134,6 +142,23 @@ pub enum SolverType {
     RMSProp,
     AdaDelta,
     Adam,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    #[default]
+    Auto,
+    Nchw,
+    ChannelsLast,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]

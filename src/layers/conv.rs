@@ -103,12 +103,26 @@ impl Layer for Conv {
         s
     }
 
-    fn build(&self, _input: &[i64], params: Vec<tch::Tensor>) -> nn::FuncT<'static> {
+    fn build(
+        &self,
+        _input: &[i64],
+        params: Vec<tch::Tensor>,
+        opts: &super::BuildOptions,
+    ) -> nn::FuncT<'static> {
         let mut it = params.into_iter();
         let w = it.next().expect("conv weight");
         let b = it.next();
         let (s, p, d, g) = (self.stride, self.pad, self.dilation, self.group);
-        nn::func_t(move |xs, _train| xs.conv2d(&w, b.as_ref(), [s, s], [p, p], [d, d], g))
+        if opts.bf16 {
+            // Casts are differentiable: gradients flow back to the float32 weights.
+            let bf = tch::Kind::BFloat16;
+            nn::func_t(move |xs, _| {
+                let bias = b.as_ref().map(|b| b.to_kind(bf));
+                xs.to_kind(bf).conv2d(&w.to_kind(bf), bias.as_ref(), [s, s], [p, p], [d, d], g)
+            })
+        } else {
+            nn::func_t(move |xs, _train| xs.conv2d(&w, b.as_ref(), [s, s], [p, p], [d, d], g))
+        }
     }
 
     fn pytorch(&self, input: &[i64]) -> String {

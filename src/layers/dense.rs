@@ -58,11 +58,24 @@ impl Layer for Dense {
         s
     }
 
-    fn build(&self, _input: &[i64], params: Vec<tch::Tensor>) -> nn::FuncT<'static> {
+    fn build(
+        &self,
+        _input: &[i64],
+        params: Vec<tch::Tensor>,
+        opts: &super::BuildOptions,
+    ) -> nn::FuncT<'static> {
         let mut it = params.into_iter();
         let w = it.next().expect("dense weight");
         let b = it.next();
-        nn::func_t(move |xs, _| xs.flatten(1, -1).linear(&w, b.as_ref()))
+        if opts.bf16 {
+            let bf = tch::Kind::BFloat16;
+            nn::func_t(move |xs, _| {
+                let bias = b.as_ref().map(|b| b.to_kind(bf));
+                xs.flatten(1, -1).to_kind(bf).linear(&w.to_kind(bf), bias.as_ref())
+            })
+        } else {
+            nn::func_t(move |xs, _| xs.flatten(1, -1).linear(&w, b.as_ref()))
+        }
     }
 
     /// nn.Linear does not flatten by itself: the exporter puts an nn.Flatten before it.

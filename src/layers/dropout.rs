@@ -31,7 +31,12 @@ impl Layer for Dropout {
         format!("p {}", self.dropout_ratio)
     }
 
-    fn build(&self, _input: &[i64], _params: Vec<tch::Tensor>) -> nn::FuncT<'static> {
+    fn build(
+        &self,
+        _input: &[i64],
+        _params: Vec<tch::Tensor>,
+        _opts: &super::BuildOptions,
+    ) -> nn::FuncT<'static> {
         let p = self.dropout_ratio;
         nn::func_t(move |xs, train| xs.dropout(p, train))
     }

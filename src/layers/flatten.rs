@@ -16,7 +16,12 @@ impl Layer for Flatten {
         0
     }
 
-    fn build(&self, _input: &[i64], _params: Vec<tch::Tensor>) -> nn::FuncT<'static> {
+    fn build(
+        &self,
+        _input: &[i64],
+        _params: Vec<tch::Tensor>,
+        _opts: &super::BuildOptions,
+    ) -> nn::FuncT<'static> {
         nn::func_t(|xs, _| xs.flatten(1, -1))
     }
 

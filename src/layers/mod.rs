@@ -23,6 +23,37 @@ pub fn shape_str(s: &[i64]) -> String {
     s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
 }
 
+/// How the net computes (the same weights and results either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BuildOptions {
+    /// Conv and dense layers compute in bfloat16 from float32 master weights (mixed
+    /// precision, as PyTorch's CPU autocast); everything else stays float32.
+    pub bf16: bool,
+    /// Conv weights and activations in NHWC strides (PyTorch's channels_last).
+    pub channels_last: bool,
+}
+
+/// The same logical NCHW tensor with NHWC strides (channels-last); other ranks as they are.
+/// The strides are set explicitly: with one channel (the faces, conv1's weight) the
+/// permute-contiguous-permute idiom keeps NCHW strides, libtorch then picks its NCHW
+/// kernels for the whole first block, and most of the gain is lost.
+pub fn channels_last(x: &tch::Tensor) -> tch::Tensor {
+    let d = x.size();
+    if d.len() != 4 {
+        return x.shallow_clone();
+    }
+    let strides = [d[1] * d[2] * d[3], 1, d[3] * d[1], d[1]];
+    let out = tch::Tensor::empty_strided(&d, &strides, (x.kind(), x.device()));
+    tch::no_grad(|| out.shallow_clone().copy_(x));
+    out
+}
+
+/// Whether a 4-D tensor already has NHWC strides.
+pub fn is_channels_last(x: &tch::Tensor) -> bool {
+    let (s, d) = (x.stride(), x.size());
+    d.len() == 4 && s == [d[1] * d[2] * d[3], 1, d[3] * d[1], d[1]]
+}
+
 /// A learnable tensor of a layer: its name suffix (`weight`, `bias`), shape and filler.
 pub struct ParamDef {
     pub suffix: &'static str,
@@ -44,7 +75,7 @@ pub trait Layer: std::fmt::Debug + Send {
         String::new()
     }
     /// The forward function; `params` are the tensors made from `self.params(input)`.
-    fn build(&self, input: &[i64], params: Vec<tch::Tensor>) -> nn::FuncT<'static>;
+    fn build(&self, input: &[i64], params: Vec<tch::Tensor>, opts: &BuildOptions) -> nn::FuncT<'static>;
     /// The params with every default filled in, for the resolved config.
     fn resolved(&self) -> serde_yaml::Value;
     /// The equivalent PyTorch module (for `fkpnet export`), e.g. `nn.ReLU()`.

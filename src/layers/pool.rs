@@ -117,7 +117,12 @@ impl Layer for Pool {
         format!("{m} k{} s{} p{} {r}", self.kernel_size.unwrap_or(0), self.stride, self.pad)
     }
 
-    fn build(&self, input: &[i64], _params: Vec<tch::Tensor>) -> nn::FuncT<'static> {
+    fn build(
+        &self,
+        input: &[i64],
+        _params: Vec<tch::Tensor>,
+        _opts: &super::BuildOptions,
+    ) -> nn::FuncT<'static> {
         let g = self.geometry(input[1], input[2]).expect("checked by output_shape");
         let ceil = self.round_mode == RoundMode::Ceil;
         let (k, s, p) = ([g.kh, g.kw], [g.stride, g.stride], [g.pad, g.pad]);

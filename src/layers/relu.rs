@@ -27,7 +27,12 @@ impl Layer for Relu {
         }
     }
 
-    fn build(&self, _input: &[i64], _params: Vec<tch::Tensor>) -> nn::FuncT<'static> {
+    fn build(
+        &self,
+        _input: &[i64],
+        _params: Vec<tch::Tensor>,
+        _opts: &super::BuildOptions,
+    ) -> nn::FuncT<'static> {
         let slope = self.negative_slope;
         if slope == 0.0 {
             nn::func_t(|xs, _| xs.relu())

@@ -66,7 +66,7 @@ impl Model {
         }
         let graph = Graph::compile(&net, &src, TARGETS as i64)?;
         let vs = nn::VarStore::new(Device::Cpu);
-        let (net, params) = graph.build(&vs.root());
+        let (net, params) = graph.build(&vs.root(), Default::default());
         load_weights(&file, &params, true)?;
         Ok(Model { graph, net, run, weights: file, _vs: vs })
     }

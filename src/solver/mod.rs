@@ -91,19 +91,25 @@ impl Solver {
             let lr = rate * p.mult.lr_mult;
             let (m, m2, eps) = (self.momentum, self.momentum2, self.delta);
             let caffe = self.flavor == Flavor::Caffe;
+            // The gradient is zeroed after the update, so the rules below use it as
+            // scratch space: in-place ops, no temporaries (this loop runs over every
+            // parameter every iteration).
             match self.kind {
                 SolverType::SGD => {
                     let h = &mut hist[0];
                     if caffe {
                         // V = m V + lr g; w -= V (lr lives inside the history).
+                        let _ = g.g_mul_scalar_(lr);
                         let _ = h.g_mul_scalar_(m);
-                        let _ = h.g_add_(&(&g * lr));
+                        let _ = h.g_add_(&g);
                         let _ = w.g_sub_(h);
                     } else {
                         // PyTorch: B = m B + g; w -= lr B.
                         let _ = h.g_mul_scalar_(m);
                         let _ = h.g_add_(&g);
-                        let _ = w.g_sub_(&(&*h * lr));
+                        let _ = g.copy_(h);
+                        let _ = g.g_mul_scalar_(lr);
+                        let _ = w.g_sub_(&g);
                     }
                 }
                 SolverType::Nesterov => {
@@ -142,18 +148,24 @@ impl Solver {
                 }
                 SolverType::Adam => {
                     let (c1, c2) = (1.0 - m.powf(t), 1.0 - m2.powf(t));
-                    let _ = hist[0].g_mul_scalar_(m);
-                    let _ = hist[0].g_add_(&(&g * (1.0 - m)));
-                    let _ = hist[1].g_mul_scalar_(m2);
-                    let _ = hist[1].g_add_(&(g.square() * (1.0 - m2)));
+                    let _ = hist[0].lerp_(&g, 1.0 - m); // m = b1 m + (1 - b1) g
+                    let _ = g.square_();
+                    let _ = hist[1].lerp_(&g, 1.0 - m2); // v = b2 v + (1 - b2) g^2
+                                                         // g <- the denominator; w += m / (-denominator / step size).
+                    let _ = hist[1].sqrt_out(&g);
                     let step = if caffe {
                         // Caffe: epsilon on the raw sqrt(v), correction folded into the rate.
-                        &hist[0] / (hist[1].sqrt() + eps) * (lr * c2.sqrt() / c1)
+                        lr * c2.sqrt() / c1
                     } else {
                         // PyTorch: epsilon on the bias-corrected sqrt(v).
-                        &hist[0] / (hist[1].sqrt() / c2.sqrt() + eps) * (lr / c1)
+                        let _ = g.g_div_scalar_(c2.sqrt());
+                        lr / c1
                     };
-                    let _ = w.g_sub_(&step);
+                    if step != 0.0 {
+                        let _ = g.g_add_scalar_(eps);
+                        let _ = g.g_mul_scalar_(-1.0 / step);
+                        let _ = w.addcdiv_(&hist[0], &g);
+                    }
                 }
             }
             let _ = g.zero_();

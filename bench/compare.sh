@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Train-step throughput of fkpnet vs the PyTorch reference (../shared/bench), side by
+# side in one run on this machine, alternating the two per net. Prints a markdown
+# table with ratios. Usage: bench/compare.sh [baseline,lenet,vgg] [ROUNDS]
+# Needs the setup (scripts/setup) done; PyTorch runs in the repo's .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nets=${1:-baseline,lenet,vgg}
+rounds=${2:-1}
+ref=${FKPNET_BENCH_REF:-../shared/bench}
+py=.venv/bin/python
+fk=target/release/fkpnet
+[ -x "$fk" ] || scripts/setup
+iters() { case $1 in baseline) echo 200;; lenet) echo 60;; vgg) echo 6;; esac; }
+
+# best of ROUNDS for each cell; machines here are noisy
+declare -A R
+for r in $(seq "$rounds"); do
+  for net in ${nets//,/ }; do
+    for mode in fp32 cl bf16; do
+      v=$(cd "$ref" && PYTHONWARNINGS=ignore "$OLDPWD/$py" throughput.py "$net" "$mode" 2>/dev/null | sed -n 's/.* \([0-9.]*\) img\/s.*/\1/p')
+      k="pt_${net}_$mode"; R[$k]=$(python3 -c "print(max(float('${R[$k]:-0}'), float('$v')))")
+    done
+    for prec in fp32 bf16; do
+      v=$("$fk" bench "nets/$net.yaml" --precision "$prec" --iterations "$(iters "$net")" --json |
+          python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["train_img_per_s"], d["peak_mem_mib"], d["train_gflop_per_s"])')
+      set -- $v
+      k="fk_${net}_$prec"; R[$k]=$(python3 -c "print(max(float('${R[$k]:-0}'), float('$1')))")
+      R[mem_${net}_$prec]=$2; R[gf_${net}_$prec]=$3
+    done
+  done
+done
+
+echo "| net | PyTorch fp32 | PyTorch channels-last | PyTorch bf16 | fkpnet fp32 | fkpnet bf16 | fkpnet fp32 / best PyTorch fp32 | fkpnet bf16 / PyTorch bf16 | fkpnet fp32 GFLOP/s |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for net in ${nets//,/ }; do
+  python3 - "$net" "${R[pt_${net}_fp32]}" "${R[pt_${net}_cl]}" "${R[pt_${net}_bf16]}" "${R[fk_${net}_fp32]}" "${R[fk_${net}_bf16]}" "${R[gf_${net}_fp32]}" <<'PY'
+import sys
+n, pf, pc, pb, ff, fb, gf = sys.argv[1], *map(float, sys.argv[2:])
+best = max(pf, pc)
+print(f"| {n} | {pf:.0f} | {pc:.0f} | {pb:.0f} | {ff:.0f} | {fb:.0f} | {ff/best:.2f}x | {fb/pb:.2f}x | {gf:.0f} |")
+PY
+done
+echo
+echo "images/s of a training step (forward, loss, backward, Adam), batch 64, 1x96x96; best of $rounds round(s);"
+echo "$(nproc) threads, $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

@@ -1,0 +1,145 @@
+//! `fkpnet bench`: training steps (forward, loss, backward, solver update) and
+//! inference per second after warm-up, achieved GFLOP/s from the graph's FLOP count,
+//! and the process's peak memory.
+
+use crate::config::{LossConfig, LossKind, SolverConfig};
+use crate::graph::Graph;
+use crate::layers::BuildOptions;
+use crate::loss;
+use crate::solver::Solver;
+use serde::Serialize;
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+pub struct Options {
+    pub batch: i64,
+    pub iterations: usize,
+    pub device: Device,
+    pub build: BuildOptions,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Result {
+    pub net: String,
+    pub batch: i64,
+    pub precision: &'static str,
+    pub layout: &'static str,
+    pub device: String,
+    pub threads: i32,
+    pub train_ms_per_step: f64,
+    pub train_img_per_s: f64,
+    pub infer_img_per_s: f64,
+    /// 3 x forward FLOPs per image (forward + backward), times images per second.
+    pub train_gflop_per_s: f64,
+    pub infer_gflop_per_s: f64,
+    /// The process's peak resident memory (VmHWM), MiB.
+    pub peak_mem_mib: f64,
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
+
+/// Peak resident set size of this process in MiB (Linux), 0 where unknown.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn run(graph: &Graph, o: &Options) -> Result {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(o.device);
+    let (net, params) = graph.build(&vs.root(), o.build);
+    let yaml = format!(
+        "net: x\ndata: {{train: synthetic}}\ntype: Adam\nbase_lr: 0.001\nmomentum: 0.9\nmax_iter: 1\nbatch_size: {}\n",
+        o.batch
+    );
+    let cfg: SolverConfig = serde_yaml::from_str(&yaml).expect("valid bench solver");
+    let mut solver = Solver::new(&cfg, &params);
+    let mut shape = vec![o.batch];
+    shape.extend(&graph.input);
+    let x = net.input(&Tensor::rand(shape.as_slice(), (Kind::Float, o.device)));
+    let y = Tensor::rand([o.batch, 30], (Kind::Float, o.device));
+    let loss_cfg = LossConfig { kind: LossKind::Mse, loss_weight: 1.0, beta: 1.0 };
+    let mut step = || {
+        let pred = net.forward_t(&x, true);
+        let s = loss::sums(&loss_cfg, &pred, &y);
+        loss::normalise(loss_cfg.kind, &s.loss, &s.count, o.batch).backward();
+        solver.step(&params, 1e-3);
+    };
+    // oneDNN builds its kernels on the first calls; a few more steps settle the allocator.
+    let warmup = 8;
+    for _ in 0..warmup {
+        step();
+    }
+    sync(o.device);
+    let t = Instant::now();
+    for _ in 0..o.iterations {
+        step();
+    }
+    sync(o.device);
+    let train_s = t.elapsed().as_secs_f64() / o.iterations as f64;
+
+    let infer = || {
+        let _g = tch::no_grad_guard();
+        let _ = net.forward_t(&x, false);
+    };
+    for _ in 0..warmup {
+        infer();
+    }
+    sync(o.device);
+    let t = Instant::now();
+    let n_inf = o.iterations * 2;
+    for _ in 0..n_inf {
+        infer();
+    }
+    sync(o.device);
+    let infer_s = t.elapsed().as_secs_f64() / n_inf as f64;
+    let flops = graph.flops() as f64;
+    let train_ips = o.batch as f64 / train_s;
+    let infer_ips = o.batch as f64 / infer_s;
+    Result {
+        net: graph.name.clone(),
+        batch: o.batch,
+        precision: if o.build.bf16 { "bf16" } else { "fp32" },
+        layout: if o.build.channels_last { "channels_last" } else { "nchw" },
+        device: format!("{:?}", o.device).to_lowercase(),
+        threads: tch::get_num_threads(),
+        train_ms_per_step: train_s * 1e3,
+        train_img_per_s: train_ips,
+        infer_img_per_s: infer_ips,
+        train_gflop_per_s: 3.0 * flops * train_ips / 1e9,
+        infer_gflop_per_s: flops * infer_ips / 1e9,
+        peak_mem_mib: peak_rss_mib(),
+    }
+}
+
+impl Result {
+    pub fn text(&self) -> String {
+        format!(
+            "{} batch {} {} {} on {} ({} threads)\n  train_img_per_s   {:.1}  ({:.1} ms/step, {:.1} GFLOP/s)\n  \
+             infer_img_per_s   {:.1}  ({:.1} GFLOP/s)\n  peak_mem_mib      {:.0}\n",
+            self.net,
+            self.batch,
+            self.precision,
+            self.layout,
+            self.device,
+            self.threads,
+            self.train_img_per_s,
+            self.train_ms_per_step,
+            self.train_gflop_per_s,
+            self.infer_img_per_s,
+            self.infer_gflop_per_s,
+            self.peak_mem_mib
+        )
+    }
+}
