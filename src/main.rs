@@ -45,6 +45,9 @@ enum Cmd {
         /// Initialise from trained weights, matched by tensor name (as `caffe train --weights`).
         #[arg(long, value_name = "FILE.safetensors")]
         weights: Option<PathBuf>,
+        /// On a non-finite loss: stop (default) or skip the batch (same as --set on_nan=...).
+        #[arg(long, value_parser = ["stop", "skip"])]
+        on_nan: Option<String>,
     },
     /// Print the fully resolved solver config (overrides applied, net inline).
     Config {
@@ -91,12 +94,16 @@ enum Cmd {
     },
     /// Write the faces of a Kaggle CSV as PNG files (optionally with labels drawn).
     Extract {
+        /// A Kaggle CSV, or `synthetic` for the built-in generator's faces.
         csv: PathBuf,
         dir: PathBuf,
         #[arg(long)]
         draw: bool,
         #[arg(long)]
         limit: Option<usize>,
+        /// Augment the faces as this solver's `data.augment` does (to see what the net sees).
+        #[arg(long, value_name = "SOLVER")]
+        augment: Option<PathBuf>,
     },
     /// A frozen model: model.safetensors, net.yaml and a README with PyTorch code.
     Export {
@@ -238,7 +245,10 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", r.text());
             }
         }
-        Cmd::Train { solver, sets, name, runs_dir, quiet, snapshot, weights } => {
+        Cmd::Train { solver, mut sets, name, runs_dir, quiet, snapshot, weights, on_nan } => {
+            if let Some(v) = on_nan {
+                sets.push(format!("on_nan={v}"));
+            }
             let sets = config::parse_sets(&sets)?;
             let r = config::load_solver(&solver, &sets)?;
             let opts = train::Options { runs_dir, name, quiet, resume: snapshot, weights };
@@ -309,8 +319,12 @@ fn run(cli: Cli) -> Result<()> {
             fkpnet::run::write_text(&out, &text)?;
             eprintln!("wrote {} rows to {}", text.lines().count() - 1, out.display());
         }
-        Cmd::Extract { csv, dir, draw, limit } => {
-            let n = report::predict::extract(&csv, &dir, draw, limit)?;
+        Cmd::Extract { csv, dir, draw, limit, augment } => {
+            let aug = match augment {
+                Some(s) => Some(config::load_solver(&s, &[])?.solver.data.augment),
+                None => None,
+            };
+            let n = report::predict::extract(&csv, &dir, draw, limit, aug.as_ref())?;
             eprintln!("wrote {n} image(s) into {}", dir.display());
         }
         Cmd::Export { run, out, weights } => {

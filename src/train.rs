@@ -2,7 +2,7 @@
 //! test_initialization) -> forward/backward (iter_size times) -> display -> update ->
 //! snapshot; a final test after the last update.
 
-use crate::config::solver::{Layout, Precision};
+use crate::config::solver::{Layout, OnNan, Precision};
 use crate::config::{NetConfig, Resolved};
 use crate::data;
 use crate::graph::{Graph, Net};
@@ -69,12 +69,25 @@ pub fn parse_device(s: &str) -> Result<Device> {
 
 /// Mean loss and pixel RMSE of `net` on the first `limit` faces of a split (all by
 /// default), without autograd.
+/// The net's prediction, averaged with the mirrored prediction of the mirrored faces
+/// when `flip` (test-time augmentation).
+pub fn predict(net: &Net, x: &Tensor, flip: bool) -> Tensor {
+    let pred = net.forward_t(x, false);
+    if flip {
+        let mirrored = crate::data::augment::flip_targets(&net.forward_t(&x.flip([3]), false));
+        (pred + mirrored) / 2.0
+    } else {
+        pred
+    }
+}
+
 pub fn evaluate(
     net: &Net,
     x: &Tensor,
     y: &Tensor,
     cfg: &crate::config::LossConfig,
     limit: Option<i64>,
+    flip: bool,
 ) -> (f64, f64) {
     let _guard = tch::no_grad_guard();
     let n = limit.map_or(x.size()[0], |l| l.min(x.size()[0]));
@@ -82,7 +95,7 @@ pub fn evaluate(
     let (mut total, mut sq, mut count) = (0.0, 0.0, 0.0);
     for start in (0..n).step_by(bs as usize) {
         let len = bs.min(n - start);
-        let pred = net.forward_t(&x.narrow(0, start, len), false);
+        let pred = predict(net, &x.narrow(0, start, len), flip);
         let s = loss::sums(cfg, &pred, &y.narrow(0, start, len));
         total += s.loss.double_value(&[]);
         sq += s.sq.double_value(&[]);
@@ -298,7 +311,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         if !has_val {
             return Ok(());
         }
-        let (vl, vr) = evaluate(&net, &val_x, &val_y, &graph.loss, test_limit);
+        let (vl, vr) = evaluate(&net, &val_x, &val_y, &graph.loss, test_limit, cfg.test.flip);
         log.test(iter, &[("loss", vl, Some(w)), ("rmse_px", vr, None)])?;
         let vl = vl * w;
         events.scalars(iter, &[("val/loss", vl), ("val/rmse_px", vr)])?;
@@ -327,6 +340,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         };
 
     let mut interrupted = None;
+    let mut skipped = 0i64;
     while solver.iter < cfg.max_iter {
         let iter = solver.iter;
         let mut row = MetricsRow { iter, epoch: epoch_of(iter), ..Default::default() };
@@ -338,27 +352,54 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         // draws the same masks as an uninterrupted one.
         tch::manual_seed(seed.wrapping_mul(1_000_003).wrapping_add(iter));
         let mut loss_sum = 0.0;
+        let mut bad_loss = None;
         for j in 0..cfg.iter_size {
             let k = (iter * cfg.iter_size + j) as usize;
             let idx = Tensor::from_slice(&batches.batch(k, bs)).to_device(device);
-            let x = train_x.index_select(0, &idx);
-            let y = train_y.index_select(0, &idx);
+            let mut x = train_x.index_select(0, &idx);
+            let mut y = train_y.index_select(0, &idx);
+            if !cfg.data.augment.is_off() {
+                (x, y) = cfg.data.augment.apply(&x, &y);
+            }
             let pred = net.forward_t(&x, true);
             let loss::Sums { loss: sum, sq, count } = loss::sums(&graph.loss, &pred, &y);
             let l = loss::normalise(graph.loss.kind, &sum, &count, bs as i64) * w;
             l.backward();
             let lv = l.double_value(&[]);
             if !lv.is_finite() {
-                bail!(
-                    "iteration {iter}: the loss became {lv}. Training stopped; {} holds the metrics so far. \
-                     Try a lower base_lr (now {}) or clip_gradients.",
-                    run.path.display(),
-                    cfg.base_lr
-                );
+                bad_loss = Some(lv);
+                break;
             }
             loss_sum += lv;
             win_sq += sq.double_value(&[]);
             win_count += count.double_value(&[]);
+        }
+        if let Some(lv) = bad_loss {
+            let layer = first_non_finite_grad(&params)
+                .map(|p| format!("; the first non-finite gradient is in `{p}`"))
+                .unwrap_or_default();
+            if cfg.on_nan == OnNan::Stop {
+                bail!(
+                    "iteration {iter}: the loss became {lv}{layer}. Training stopped; {} keeps the metrics \
+                     and snapshots so far. Try a lower base_lr (now {}), clip_gradients (e.g. 10), or \
+                     on_nan: skip to drop such batches.",
+                    run.path.display(),
+                    cfg.base_lr
+                );
+            }
+            // on_nan: skip: drop this batch's gradients, count the iteration, go on.
+            tch::no_grad(|| {
+                params.iter().for_each(|p| {
+                    let _ = p.tensor.grad().zero_();
+                })
+            });
+            solver.iter += 1;
+            skipped += 1;
+            log.note(&format!("Iteration {iter}: loss {lv}{layer}; batch skipped (on_nan: skip)"))?;
+            if skipped > 100 && skipped * 2 > solver.iter {
+                bail!("more than half of {} iterations had a non-finite loss; stopping", solver.iter);
+            }
+            continue;
         }
         let loss_now = loss_sum / cfg.iter_size as f64;
         smoothed.push_back(loss_now);
@@ -449,6 +490,17 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         seconds,
         interrupted,
     })
+}
+
+/// The name of the first parameter whose gradient holds a NaN or infinity.
+fn first_non_finite_grad(params: &[crate::graph::Param]) -> Option<String> {
+    tch::no_grad(|| {
+        params.iter().find(|p| {
+            let g = p.tensor.grad();
+            g.defined() && g.isfinite().all().int64_value(&[]) == 0
+        })
+    })
+    .map(|p| p.name.clone())
 }
 
 /// Weights, biases and activations (of up to 64 val faces) for TensorBoard.

@@ -34,7 +34,7 @@ fn pooling_rounds_like_caffe_and_torch_agrees() {
                 let mut l = pool(k, s, p, round);
                 l.pool = method;
                 let want = l.output_shape(&[2, h, h]).unwrap();
-                let m = l.build(&[2, h, h], vec![]);
+                let m = l.build(&[2, h, h], vec![], &Default::default());
                 let y = tch::nn::ModuleT::forward_t(
                     &m,
                     &Tensor::ones([1, 2, h, h], (Kind::Float, tch::Device::Cpu)),
@@ -128,4 +128,48 @@ fn l1_and_smooth_l1_match_their_formulas_and_mask_missing_values() {
     assert!((loss_of(LossKind::L1, 1.0, &pred, &t) - torch_l1).abs() < 1e-6);
     let torch_s = pred.smooth_l1_loss(&t, tch::Reduction::Mean, 0.3).double_value(&[]);
     assert!((loss_of(LossKind::SmoothL1, 0.3, &pred, &t) - torch_s).abs() < 1e-6);
+}
+
+#[test]
+fn channels_last_and_bf16_compute_the_same_net() {
+    let (cfg, src) = fkpnet::config::load_net(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nets/lenet.yaml"),
+        &[],
+    )
+    .unwrap();
+    let g = fkpnet::graph::Graph::compile(&cfg, &src, 30).unwrap();
+    // Tests run in parallel and share libtorch's global RNG: draw everything once here
+    // and copy it into each net, rather than relying on seeds.
+    let x = Tensor::rand([4, 1, 96, 96], (Kind::Float, tch::Device::Cpu));
+    let reference_vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let (_, reference) = g.build(&reference_vs.root(), Default::default());
+    let run = |opts: fkpnet::layers::BuildOptions| {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let (net, params) = g.build(&vs.root(), opts);
+        tch::no_grad(|| {
+            for (p, r) in params.iter().zip(&reference) {
+                p.tensor.shallow_clone().copy_(&r.tensor);
+            }
+        });
+        let y = net.forward_t(&x, false);
+        y.sum(Kind::Float).backward();
+        let conv1_grad = params[0].tensor.grad().contiguous();
+        // Saved weights are plain NCHW whatever the layout.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("w.safetensors");
+        fkpnet::graph::save_weights(&params, &f).unwrap();
+        let saved =
+            Tensor::read_safetensors(&f).unwrap().into_iter().find(|(n, _)| n == "conv2.weight").unwrap().1;
+        assert!(saved.is_contiguous());
+        (y, conv1_grad, saved)
+    };
+    let (y0, g0, w0) = run(Default::default());
+    let (y1, g1, w1) = run(fkpnet::layers::BuildOptions { channels_last: true, bf16: false });
+    assert!(y1.allclose(&y0, 1e-4, 1e-5, false), "channels-last output differs");
+    assert!(g1.allclose(&g0, 1e-3, 1e-5, false), "channels-last gradient differs");
+    assert!(w1.equal(&w0));
+    let (y2, _, _) = run(fkpnet::layers::BuildOptions { channels_last: true, bf16: true });
+    assert_eq!(y2.kind(), Kind::Float, "bf16 nets still output float32");
+    let rel = ((&y2 - &y0).abs().max().double_value(&[])) / y0.abs().max().double_value(&[]);
+    assert!(rel < 0.05, "bf16 within bfloat16 precision: {rel}");
 }

@@ -428,6 +428,7 @@ fn convert_solver(
             labels: Labels::Complete,
             seed: 0,
             synthetic: SyntheticConfig::default(),
+            augment: Default::default(),
         },
         solver_type,
         flavor: Default::default(),
@@ -469,6 +470,8 @@ fn convert_solver(
             solver_parameter::SolverMode::GPU => "auto".into(),
         },
         histograms: true,
+        test: Default::default(),
+        on_nan: Default::default(),
         precision: Default::default(),
         layout: Default::default(),
     };

@@ -89,6 +89,13 @@ pub struct SolverConfig {
     /// the device), nchw, or channels_last. Results and saved weights are the same.
     #[serde(default)]
     pub layout: Layout,
+    /// What a non-finite loss does: stop (with the iteration and the layer), or skip
+    /// the batch and go on.
+    #[serde(default)]
+    pub on_nan: OnNan,
+    /// Evaluation options (`test: {flip: true}`).
+    #[serde(default)]
+    pub test: TestConfig,
     /// Histograms of weights, biases and activations in the TensorBoard events file at
     /// every test.
     #[serde(default = "d_true")]
@@ -114,6 +121,18 @@ pub struct DataConfig {
     /// The built-in generator, used when `train: synthetic`.
     #[serde(default)]
     pub synthetic: SyntheticConfig,
+    /// Training-time augmentation (off by default).
+    #[serde(default, skip_serializing_if = "crate::data::augment::Augment::is_off")]
+    pub augment: crate::data::augment::Augment,
+}
+
+/// How the val split (and `fkpnet test`, `predict`, `submit`) evaluates.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TestConfig {
+    /// Average each prediction with the mirrored prediction of the mirrored face.
+    #[serde(default)]
+    pub flip: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -142,6 +161,14 @@ pub enum SolverType {
     RMSProp,
     AdaDelta,
     Adam,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNan {
+    #[default]
+    Stop,
+    Skip,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
@@ -269,6 +296,7 @@ impl SolverConfig {
         if !(0.0..=1.0).contains(&self.momentum) {
             return Err(format!("momentum must be in [0, 1], got {}", self.momentum));
         }
+        self.data.augment.validate()?;
         if !(self.data.split > 0.0 && self.data.split <= 1.0) {
             return Err(format!("data.split must be in (0, 1], got {}", self.data.split));
         }

@@ -28,8 +28,18 @@ pub fn read_training(path: &Path) -> Result<Faces> {
 
 /// Read any Kaggle-format CSV: training.csv (keypoints + Image) or test.csv
 /// (ImageId + Image). Keypoints are NaN where blank, or everywhere in a file without
-/// keypoint columns.
+/// keypoint columns. A file read before comes from the binary cache (`cache`).
 pub fn read(path: &Path) -> Result<Table> {
+    if let Some(t) = super::cache::load(path) {
+        return Ok(t);
+    }
+    let t = parse(path)?;
+    super::cache::store(path, &t);
+    Ok(t)
+}
+
+/// Parse a Kaggle CSV (no cache).
+pub fn parse(path: &Path) -> Result<Table> {
     let file = path.display();
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)

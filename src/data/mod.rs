@@ -1,6 +1,8 @@
 //! Faces: Kaggle's CSV or the built-in generator -> in-memory dataset -> seeded
 //! train/val split -> tensors on the training device.
 
+pub mod augment;
+pub mod cache;
 pub mod kaggle;
 pub mod synthetic;
 

@@ -79,7 +79,8 @@ impl Model {
         let mut out = Vec::with_capacity(faces.len() * TARGETS);
         for start in (0..n).step_by(256) {
             let len = 256.min(n - start);
-            let y = self.net.forward_t(&x.narrow(0, start, len), false) * 48.0 + 48.0;
+            let flip = self.run.as_ref().is_some_and(|r| r.solver.test.flip);
+            let y = crate::train::predict(&self.net, &x.narrow(0, start, len), flip) * 48.0 + 48.0;
             out.extend(Vec::<f32>::try_from(y.flatten(0, -1)).expect("float predictions"));
         }
         out

@@ -155,8 +155,15 @@ pub fn submit(model: &Model, test_csv: &Path, lookup: &Path) -> Result<String> {
 
 /// `fkpnet extract`: a CSV's faces as 96x96 PNG files, optionally with labels drawn.
 /// `synthetic` instead of a CSV shows the built-in generator's faces.
-pub fn extract(csv: &Path, dir: &Path, draw_labels: bool, limit: Option<usize>) -> Result<usize> {
-    let t = if csv == Path::new("synthetic") {
+/// With `augment`, the faces are first augmented as a training batch would be.
+pub fn extract(
+    csv: &Path,
+    dir: &Path,
+    draw_labels: bool,
+    limit: Option<usize>,
+    augment: Option<&crate::data::augment::Augment>,
+) -> Result<usize> {
+    let mut t = if csv == Path::new("synthetic") {
         let faces = crate::data::synthetic::generate(limit.unwrap_or(16), 0);
         kaggle::Table { ids: (1..=faces.len()).map(|i| i.to_string()).collect(), faces, labelled: true }
     } else {
@@ -167,6 +174,15 @@ pub fn extract(csv: &Path, dir: &Path, draw_labels: bool, limit: Option<usize>) 
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let n = limit.unwrap_or(usize::MAX).min(t.ids.len());
+    if let Some(a) = augment {
+        tch::manual_seed(0);
+        let faces = t.faces.select(&(0..n).collect::<Vec<_>>());
+        let (x, y) = faces.to_tensors(tch::Device::Cpu);
+        let (x, y) = a.apply(&x, &y);
+        let px = (x * 255.0).round().clamp(0.0, 255.0).to_kind(tch::Kind::Uint8).flatten(0, -1);
+        t.faces.pixels = Vec::<u8>::try_from(&px)?;
+        t.faces.keypoints = Vec::<f32>::try_from((y * 48.0 + 48.0).flatten(0, -1))?;
+    }
     for i in 0..n {
         let pixels = &t.faces.pixels[i * PIXELS..(i + 1) * PIXELS];
         let path = dir.join(format!("{}.png", t.ids[i]));

@@ -1,0 +1,119 @@
+//! Training-time augmentation on a batch, on the training device, drawn from
+//! libtorch's RNG (seeded per iteration, so runs and resumes are reproducible):
+//! horizontal flips that also swap the person's left and right keypoints, small
+//! shifts/scales/rotations with the keypoints moved along (a keypoint that leaves
+//! the image is dropped from that batch's loss), brightness and contrast jitter.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Mirror half of the faces (keypoints mirrored and left/right swapped).
+    #[serde(default)]
+    pub flip: bool,
+    /// Largest shift, in pixels, each way.
+    #[serde(default)]
+    pub shift: f64,
+    /// Largest relative scale change (0.1 = 0.9x to 1.1x).
+    #[serde(default)]
+    pub scale: f64,
+    /// Largest rotation, in degrees, each way.
+    #[serde(default)]
+    pub rotate: f64,
+    /// Largest brightness offset (pixel values are 0..1).
+    #[serde(default)]
+    pub brightness: f64,
+    /// Largest relative contrast change around the face's mean.
+    #[serde(default)]
+    pub contrast: f64,
+}
+
+/// Kaggle's keypoint order mirrored: index k of a flipped face is keypoint FLIP[k]
+/// of the original (both eye centres, inner and outer eye corners, inner and outer
+/// brow ends, mouth corners swap; nose tip and lips stay).
+pub const FLIP: [usize; 15] = [1, 0, 4, 5, 2, 3, 8, 9, 6, 7, 10, 12, 11, 13, 14];
+
+/// Mirror normalised targets `[N, 30]`: x -> 95 - x in pixels (pixel centres at
+/// integers), i.e. x_n -> -x_n - 1/48, then swap left and right.
+pub fn flip_targets(y: &Tensor) -> Tensor {
+    let cols: Vec<i64> = FLIP.iter().flat_map(|&k| [2 * k as i64, 2 * k as i64 + 1]).collect();
+    let y = y.index_select(1, &Tensor::from_slice(&cols).to_device(y.device()));
+    let sign = Tensor::from_slice(&[-1.0f32, 1.0]).repeat([15]).to_device(y.device());
+    let shift = Tensor::from_slice(&[-1.0f32 / 48.0, 0.0]).repeat([15]).to_device(y.device());
+    y * sign + shift
+}
+
+impl Augment {
+    pub fn is_off(&self) -> bool {
+        *self == Augment::default()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let nonneg = [
+            ("shift", self.shift),
+            ("scale", self.scale),
+            ("rotate", self.rotate),
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+        ];
+        for (k, v) in nonneg {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(format!("data.augment.{k} must be >= 0, got {v}"));
+            }
+        }
+        if self.scale >= 1.0 || self.contrast >= 1.0 {
+            return Err("data.augment.scale and .contrast must be below 1".into());
+        }
+        Ok(())
+    }
+
+    /// Augment a batch: images `[N, 1, 96, 96]` in [0, 1], targets `[N, 30]` normalised.
+    pub fn apply(&self, x: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
+        let n = x.size()[0];
+        let dev = x.device();
+        let opts = (Kind::Float, dev);
+        let (mut x, mut y) = (x.shallow_clone(), y.shallow_clone());
+        if self.flip {
+            let m = Tensor::rand([n], opts).lt(0.5);
+            let xm = m.view([n, 1, 1, 1]);
+            x = x.flip([3]).where_self(&xm, &x);
+            y = flip_targets(&y).where_self(&m.view([n, 1]), &y);
+        }
+        if self.shift > 0.0 || self.scale > 0.0 || self.rotate > 0.0 {
+            let u = |a: f64| (Tensor::rand([n], opts) * 2.0 - 1.0) * a;
+            let s = u(self.scale) + 1.0;
+            let r = u(self.rotate.to_radians());
+            let (tx, ty) = (u(self.shift / 48.0), u(self.shift / 48.0));
+            // Output point p comes from input point A p + t, with A = R(r) / s; a
+            // keypoint k moves to A^-1 (k - t) = s R(-r) (k - t).
+            let (c, sn) = (r.cos(), r.sin());
+            let theta = Tensor::stack(
+                &[&c / &s, -&sn / &s, tx.shallow_clone(), &sn / &s, &c / &s, ty.shallow_clone()],
+                1,
+            )
+            .view([n, 2, 3]);
+            let grid = Tensor::affine_grid_generator(&theta, [n, 1, 96, 96], false);
+            // Bilinear, border padding (a shifted face continues its edge pixels).
+            x = x.grid_sampler(&grid, 0, 1, false);
+            let kx = y.slice(1, 0, 30, 2) - tx.view([n, 1]);
+            let ky = y.slice(1, 1, 30, 2) - ty.view([n, 1]);
+            let (c, sn, s) = (c.view([n, 1]), sn.view([n, 1]), s.view([n, 1]));
+            let nx = (&kx * &c + &ky * &sn) * &s;
+            let ny = (-&kx * &sn + &ky * &c) * &s;
+            let out = Tensor::stack(&[&nx, &ny], 2).view([n, 30]);
+            // A keypoint that left the image no longer says where it is: drop it.
+            let outside = nx.abs().gt(1.0).logical_or(&ny.abs().gt(1.0));
+            let outside = Tensor::stack(&[&outside, &outside], 2).view([n, 30]);
+            y = out.masked_fill(&outside, f64::NAN);
+        }
+        if self.brightness > 0.0 || self.contrast > 0.0 {
+            let c = (Tensor::rand([n, 1, 1, 1], opts) * 2.0 - 1.0) * self.contrast + 1.0;
+            let b = (Tensor::rand([n, 1, 1, 1], opts) * 2.0 - 1.0) * self.brightness;
+            let mean = x.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
+            x = ((&x - &mean) * c + mean + b).clamp(0.0, 1.0);
+        }
+        (x, y)
+    }
+}

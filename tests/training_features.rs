@@ -1,0 +1,226 @@
+//! Augmentation, test-time flips, the NaN guard, the CSV cache and `fkpnet bench`.
+
+use fkpnet::data::augment::{flip_targets, Augment, FLIP};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tch::{Device, Kind, Tensor};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn mini(file: &str) -> String {
+    let data =
+        std::env::var_os("FKPNET_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"));
+    data.join("faces-mini").join(file).display().to_string()
+}
+
+fn fkpnet(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fkpnet")).args(args).current_dir(cwd).output().expect("runs")
+}
+
+#[test]
+fn flipping_mirrors_x_and_swaps_left_and_right() {
+    // left_eye_center at (60, 30), right_eye_center at (36, 31), nose at (48, 50)
+    let mut px = vec![f32::NAN; 30];
+    px[0..4].copy_from_slice(&[60.0, 30.0, 36.0, 31.0]);
+    px[20..22].copy_from_slice(&[48.0, 50.0]);
+    let y = (Tensor::from_slice(&px).view([1, 30]) - 48.0) / 48.0;
+    let f = Vec::<f32>::try_from((flip_targets(&y) * 48.0 + 48.0).flatten(0, -1)).unwrap();
+    let close = |a: f32, b: f32| (a - b).abs() < 1e-4;
+    // The mirrored right eye (95 - 36 = 59) is now the person's left eye, and vice versa.
+    assert!(close(f[0], 59.0) && close(f[1], 31.0), "{:?}", &f[0..4]);
+    assert!(close(f[2], 35.0) && close(f[3], 30.0));
+    assert!(close(f[20], 47.0) && close(f[21], 50.0));
+    assert!(f[4].is_nan());
+    // An involution: flipping twice gives the original.
+    let twice = flip_targets(&flip_targets(&y));
+    assert!(twice.nan_to_num(0.0, None::<f64>, None::<f64>).allclose(
+        &y.nan_to_num(0.0, None::<f64>, None::<f64>),
+        1e-6,
+        1e-6,
+        false
+    ));
+    let mut seen = FLIP.to_vec();
+    seen.sort();
+    assert_eq!(seen, (0..15).collect::<Vec<_>>());
+    assert!(FLIP.iter().enumerate().all(|(i, &j)| FLIP[j] == i));
+}
+
+#[test]
+fn geometric_augmentation_moves_keypoints_with_the_face() {
+    tch::manual_seed(7);
+    let n = 32;
+    // A bright 3x3 blob at the nose tip (x 40, y 55); every other keypoint missing.
+    let x = Tensor::zeros([n, 1, 96, 96], (Kind::Float, Device::Cpu));
+    let _ = x.narrow(2, 54, 3).narrow(3, 39, 3).fill_(1.0);
+    let mut kp = vec![f32::NAN; 30];
+    kp[20] = 40.0;
+    kp[21] = 55.0;
+    let y = ((Tensor::from_slice(&kp).view([1, 30]) - 48.0) / 48.0).repeat([n, 1]);
+    let aug = Augment { flip: true, shift: 6.0, scale: 0.15, rotate: 20.0, ..Default::default() };
+    let (xa, ya) = aug.apply(&x, &y);
+    let ya = ya * 48.0 + 48.0;
+    let mut moved = 0;
+    for i in 0..n {
+        let img = xa.get(i).get(0);
+        let idx = img.flatten(0, -1).argmax(0, false).int64_value(&[]);
+        let (py, px) = ((idx / 96) as f64, (idx % 96) as f64);
+        let (kx, ky) = (ya.double_value(&[i, 20]), ya.double_value(&[i, 21]));
+        assert!(
+            (kx - px).abs() <= 1.5 && (ky - py).abs() <= 1.5,
+            "face {i}: blob at ({px}, {py}), keypoint at ({kx}, {ky})"
+        );
+        if (kx - 40.0).abs() > 1.0 || (ky - 55.0).abs() > 1.0 {
+            moved += 1;
+        }
+    }
+    assert!(moved > n / 2, "the faces were actually transformed");
+    // A keypoint pushed out of the image is dropped (NaN), not kept at a wrong place.
+    let far = Augment { shift: 90.0, ..Default::default() };
+    let (_, yf) = far.apply(&x, &y);
+    assert!(Vec::<f32>::try_from(yf.select(1, 20)).unwrap().iter().any(|v| v.is_nan()));
+}
+
+#[test]
+fn augmented_training_and_test_time_flips_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = root().join("solvers/baseline_adam.yaml");
+    let out = fkpnet(
+        &[
+            "train",
+            s.to_str().unwrap(),
+            "--runs-dir",
+            "runs",
+            "--name",
+            "aug",
+            "-q",
+            "--set",
+            &format!("data.train={}", mini("training.csv")),
+            "--set",
+            "max_iter=20",
+            "--set",
+            "test_interval=10",
+            "--set",
+            "display=10",
+            "--set",
+            "data.augment={flip: true, shift: 3, rotate: 8, scale: 0.05, brightness: 0.1, contrast: 0.1}",
+            "--set",
+            "test={flip: true}",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = std::fs::read_to_string(d.join("runs/aug/config.yaml")).unwrap();
+    assert!(cfg.contains("augment:") && cfg.contains("flip: true"), "{cfg}");
+    let out = fkpnet(&["test", "runs/aug"], d);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fkpnet(
+        &[
+            "extract",
+            &mini("training.csv"),
+            "seen",
+            "--draw",
+            "--limit",
+            "3",
+            "--augment",
+            d.join("runs/aug/config.yaml").to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(d.join("seen/3.png").is_file());
+    let bad = fkpnet(&["config", s.to_str().unwrap(), "--set", "data.augment={rotate: -5}"], d);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("data.augment.rotate must be >= 0"));
+}
+
+#[test]
+fn a_non_finite_loss_stops_with_a_diagnosis_or_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = root().join("solvers/baseline_adam.yaml");
+    let base = [
+        "train",
+        s.to_str().unwrap(),
+        "--runs-dir",
+        "runs",
+        "-q",
+        "--set",
+        "type=SGD",
+        "--set",
+        "base_lr=1e12",
+        "--set",
+        "max_iter=6",
+        "--set",
+        "test_interval=0",
+        "--set",
+        "display=1",
+    ];
+    let data = format!("data.train={}", mini("training.csv"));
+    let out = fkpnet(&[&base[..], &["--set", &data, "--name", "stop"]].concat(), d);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("iteration ") && e.contains("the loss became") && e.contains("base_lr"), "{e}");
+    assert!(e.contains("first non-finite gradient is in `"), "{e}");
+    assert!(
+        fkpnet::run::read_metrics(&d.join("runs/stop/metrics.csv")).unwrap().len() >= 1,
+        "rows so far kept"
+    );
+    let out = fkpnet(&[&base[..], &["--set", &data, "--name", "skip", "--on-nan", "skip"]].concat(), d);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::read_to_string(d.join("runs/skip/train.log")).unwrap();
+    assert!(log.contains("batch skipped (on_nan: skip)"), "{log}");
+}
+
+#[test]
+fn parsed_csvs_are_cached_and_the_cache_follows_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("FKPNET_CACHE", dir.path().join("cache"));
+    let csv = dir.path().join("t.csv");
+    std::fs::copy(mini("training.csv"), &csv).unwrap();
+    let a = fkpnet::data::kaggle::read(&csv).unwrap();
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("cache")).unwrap().collect();
+    assert_eq!(cached.len(), 1, "one cache file written");
+    let b = fkpnet::data::kaggle::read(&csv).unwrap();
+    assert_eq!(a.faces.pixels, b.faces.pixels);
+    assert_eq!(a.ids, b.ids);
+    let same = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| p == q || (p.is_nan() && q.is_nan()));
+    assert!(same(&a.faces.keypoints, &b.faces.keypoints));
+    // Change the CSV: the cache is stale and the new rows are read.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let first_row = text.lines().nth(1).unwrap().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&csv, format!("{text}{first_row}\n")).unwrap();
+    assert_eq!(fkpnet::data::kaggle::read(&csv).unwrap().ids.len(), a.ids.len() + 1);
+}
+
+#[test]
+fn bench_prints_throughput_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = root().join("nets/lenet.yaml");
+    let out =
+        fkpnet(&["bench", net.to_str().unwrap(), "--iterations", "2", "--batch", "8", "--json"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["train_img_per_s", "infer_img_per_s", "train_gflop_per_s", "peak_mem_mib"] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
+    assert_eq!(v["layout"].as_str(), Some("channels_last"), "conv nets default to channels-last on CPU");
+    let out = fkpnet(
+        &[
+            "bench",
+            net.to_str().unwrap(),
+            "--iterations",
+            "1",
+            "--batch",
+            "4",
+            "--precision",
+            "bf16",
+            "--layout",
+            "nchw",
+        ],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bf16 nchw"));
+}
