@@ -44,3 +44,18 @@ done
 echo
 echo "images/s of a training step (forward, loss, backward, Adam), batch 64, 1x96x96; best of $rounds round(s);"
 echo "$(nproc) threads, $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+
+# Loading Kaggle's training.csv: fkpnet (parse, cache) vs pandas + numpy, same run.
+csv=${FKPNET_BENCH_CSV:-../shared/data/faces/training.csv}
+if [ -f "$csv" ]; then
+  read -r parse cache < <("$fk" bench-data "$csv" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["parse_s"], d["cache_s"])')
+  if "$py" -c "import pandas" 2>/dev/null; then
+    pd=$("$py" bench/pandas_load.py "$csv" 2>/dev/null)
+    echo
+    echo "| loading $(basename "$csv") | seconds | vs pandas |"
+    echo "|---|---|---|"
+    python3 -c "p,c,d=$parse,$cache,$pd; print(f'| pandas.read_csv + numpy Image parsing | {d:.2f} | 1x |'); print(f'| fkpnet, parsing the CSV | {p:.2f} | {d/p:.1f}x |'); print(f'| fkpnet, from its binary cache | {c:.3f} | {d/c:.0f}x |')"
+  else
+    echo; echo "loading $(basename "$csv"): fkpnet parses it in ${parse}s, reads its cache in ${cache}s (pip install pandas into .venv to compare)"
+  fi
+fi

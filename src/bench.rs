@@ -143,3 +143,24 @@ impl Result {
         )
     }
 }
+
+/// Seconds to parse a Kaggle CSV, and to read it back from the binary cache.
+#[derive(Serialize, Debug)]
+pub struct DataResult {
+    pub faces: usize,
+    pub parse_s: f64,
+    pub cache_s: f64,
+}
+
+pub fn data(csv: &std::path::Path) -> anyhow::Result<DataResult> {
+    use crate::data::{cache, kaggle};
+    let t = Instant::now();
+    let table = kaggle::parse(csv)?;
+    let parse_s = t.elapsed().as_secs_f64();
+    cache::store(csv, &table);
+    let t = Instant::now();
+    let again = cache::load(csv).ok_or_else(|| anyhow::anyhow!("the cache could not be written"))?;
+    let cache_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(again.faces.pixels == table.faces.pixels, "cache round trip differs");
+    Ok(DataResult { faces: table.ids.len(), parse_s, cache_s })
+}

@@ -170,6 +170,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Seconds to load a Kaggle CSV: parsing it, and from fkpnet's binary cache.
+    BenchData {
+        csv: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time forward and backward per layer, like `caffe time`.
     Time {
         /// A net file or a solver file.
@@ -364,6 +370,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             report::plot::plot(&runs, metric, &out)?;
             println!("{}", out.display());
+        }
+        Cmd::BenchData { csv, json } => {
+            let r = fkpnet::bench::data(&csv)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{} faces: parse {:.3} s, from cache {:.3} s", r.faces, r.parse_s, r.cache_s);
+            }
         }
         Cmd::Layers => {
             for k in fkpnet::layers::KINDS {
