@@ -6,6 +6,7 @@ use crate::config::{LossConfig, LossKind, SolverConfig};
 use crate::graph::Graph;
 use crate::layers::BuildOptions;
 use crate::loss;
+use crate::timing::sync;
 use crate::solver::Solver;
 use serde::Serialize;
 use std::time::Instant;
@@ -34,12 +35,6 @@ pub struct Result {
     pub infer_gflop_per_s: f64,
     /// The process's peak resident memory (VmHWM), MiB.
     pub peak_mem_mib: f64,
-}
-
-fn sync(device: Device) {
-    if let Device::Cuda(n) = device {
-        tch::Cuda::synchronize(n as i64);
-    }
 }
 
 /// Peak resident set size of this process in MiB (Linux), 0 where unknown.

@@ -20,7 +20,8 @@ pub struct Timing {
     pub batch: i64,
 }
 
-fn sync(device: Device) {
+/// Wait for queued GPU work, so wall-clock timings are real.
+pub fn sync(device: Device) {
     if let Device::Cuda(n) = device {
         tch::Cuda::synchronize(n as i64);
     }

@@ -1,28 +1,12 @@
 //! `fkpnet import-caffe` on Caffe-style prototxt fixtures of the study's nets.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::path::Path;
 
 fn fixture(name: &str) -> String {
     root().join("tests/fixtures/caffe").join(name).display().to_string()
-}
-
-fn fkpnet(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fkpnet")).args(args).current_dir(cwd).output().expect("runs")
-}
-
-fn shapes(summary: &str) -> Vec<String> {
-    summary
-        .lines()
-        .filter(|l| !l.starts_with("net ") && !l.starts_with("layer") && !l.starts_with('-'))
-        .filter(|l| !l.starts_with("input") && !l.starts_with("total"))
-        .filter(|l| !matches!(l.split_whitespace().nth(1), Some("relu" | "dropout")))
-        .map(|l| l.split_whitespace().nth(2).unwrap().to_string())
-        .collect()
 }
 
 fn import_and_summarise(net: &str, dir: &Path) -> Vec<String> {
@@ -31,7 +15,7 @@ fn import_and_summarise(net: &str, dir: &Path) -> Vec<String> {
     let yaml = dir.join(format!("conv/{net}.yaml"));
     let out = fkpnet(&["summary", yaml.to_str().unwrap()], dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    shapes(&String::from_utf8(out.stdout).unwrap())
+    shapes(&String::from_utf8(out.stdout).unwrap(), &["relu", "dropout"])
 }
 
 #[test]

@@ -1,61 +1,16 @@
 //! The `fkpnet` command line as a user drives it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The shared test data (../shared/data beside the checkout; FKPNET_DATA overrides).
-fn shared_data() -> PathBuf {
-    std::env::var_os("FKPNET_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"))
-}
-
-fn mini_csv() -> String {
-    shared_data().join("faces-mini/training.csv").display().to_string()
-}
-
-fn fkpnet(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fkpnet")).args(args).current_dir(cwd).output().expect("runs")
-}
-
-fn ok(args: &[&str], cwd: &Path) -> String {
-    let out = fkpnet(args, cwd);
-    assert!(out.status.success(), "fkpnet {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn err(args: &[&str], cwd: &Path) -> String {
-    let out = fkpnet(args, cwd);
-    assert!(!out.status.success(), "fkpnet {args:?} should fail");
-    assert_eq!(out.status.code(), Some(1), "an error exit, not a panic");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// The output-shape column of `fkpnet summary`, layer rows only.
-fn shapes(summary: &str) -> Vec<String> {
-    summary
-        .lines()
-        .filter(|l| !l.starts_with("net ") && !l.starts_with("layer") && !l.starts_with('-'))
-        .filter(|l| !l.starts_with("input") && !l.starts_with("total"))
-        .filter(|l| !l.split_whitespace().nth(1).is_some_and(|t| t == "relu"))
-        .map(|l| l.split_whitespace().nth(2).unwrap().to_string())
-        .collect()
-}
+use std::path::Path;
 
 #[test]
 fn summary_shapes_match_the_study() {
     let r = root();
     let lenet = ok(&["summary", "nets/lenet.yaml"], &r);
     assert_eq!(
-        shapes(&lenet),
+        shapes(&lenet, &["relu"]),
         "16x94x94 16x47x47 32x45x45 32x22x22 64x20x20 64x10x10 128x8x8 128x4x4 256x2x2 256x1x1 500 500 500 500 30"
             .split(' ')
             .collect::<Vec<_>>()
@@ -64,10 +19,10 @@ fn summary_shapes_match_the_study() {
     let vgg = ok(&["summary", "nets/vgg.yaml"], &r);
     let want = "64x94x94 64x92x92 64x46x46 128x44x44 128x42x42 128x21x21 256x19x19 256x17x17 256x8x8 512 512 512 512 30";
     // dropout rows repeat the dense shape
-    assert_eq!(shapes(&vgg), want.split(' ').collect::<Vec<_>>());
+    assert_eq!(shapes(&vgg, &["relu"]), want.split(' ').collect::<Vec<_>>());
     assert!(vgg.contains("2.02G"), "VGG forward is about 2 GFLOP per image:\n{vgg}");
     let base = ok(&["summary", "nets/baseline.yaml"], &r);
-    assert_eq!(shapes(&base), vec!["500", "30"]);
+    assert_eq!(shapes(&base, &["relu"]), vec!["500", "30"]);
     assert!(base.contains("xavier(fan_in)"), "the filler in force is shown");
     // A solver file shows its net; --set reaches net keys.
     let s = ok(&["summary", "solvers/adam.yaml", "--set", "layers.pool2.round_mode=ceil"], &r);

@@ -1,35 +1,10 @@
 //! test, predict, submit, extract, export, diff and plot on small real runs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
+
+use std::path::PathBuf;
 use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn mini(file: &str) -> String {
-    let data =
-        std::env::var_os("FKPNET_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"));
-    data.join("faces-mini").join(file).display().to_string()
-}
-
-fn fkpnet(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fkpnet")).args(args).current_dir(cwd).output().expect("runs")
-}
-
-fn ok(args: &[&str], cwd: &Path) -> String {
-    let out = fkpnet(args, cwd);
-    assert!(out.status.success(), "fkpnet {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn err(args: &[&str], cwd: &Path) -> String {
-    let out = fkpnet(args, cwd);
-    // 1: fkpnet's errors, 2: argument errors (clap); a panic would be 101.
-    assert!(matches!(out.status.code(), Some(1 | 2)), "fkpnet {args:?} should fail cleanly: {out:?}");
-    String::from_utf8(out.stderr).unwrap()
-}
 
 /// Two small runs trained once for all tests here: `a` (base_lr 1e-3) and `b`
 /// (base_lr 3e-4, dense 64), both on faces-mini.

@@ -1,29 +1,12 @@
 //! Snapshots, resume, finetune, interrupts and the Caffe-style log.
 
+mod common;
+use common::*;
+
 use fkpnet::run::{read_metrics, MetricsRow};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn mini_csv() -> String {
-    let data =
-        std::env::var_os("FKPNET_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"));
-    data.join("faces-mini/training.csv").display().to_string()
-}
-
-fn fkpnet(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fkpnet")).args(args).current_dir(cwd).output().expect("runs")
-}
-
-fn ok(args: &[&str], cwd: &Path) -> String {
-    let out = fkpnet(args, cwd);
-    assert!(out.status.success(), "fkpnet {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A small net with dropout (so resume must also restore the dropout masks) and a
 /// solver with momentum history, snapshots and smoothing.

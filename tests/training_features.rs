@@ -1,23 +1,10 @@
 //! Augmentation, test-time flips, the NaN guard, the CSV cache and `fkpnet bench`.
 
+mod common;
+use common::*;
+
 use fkpnet::data::augment::{flip_targets, Augment, FLIP};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use tch::{Device, Kind, Tensor};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn mini(file: &str) -> String {
-    let data =
-        std::env::var_os("FKPNET_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"));
-    data.join("faces-mini").join(file).display().to_string()
-}
-
-fn fkpnet(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fkpnet")).args(args).current_dir(cwd).output().expect("runs")
-}
 
 #[test]
 fn flipping_mirrors_x_and_swaps_left_and_right() {

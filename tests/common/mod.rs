@@ -1,0 +1,59 @@
+//! Helpers shared by the integration tests: paths, running the `fkpnet` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared test data (../shared/data beside the checkout; FKPNET_DATA overrides).
+pub fn shared_data() -> PathBuf {
+    std::env::var_os("FKPNET_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"))
+}
+
+/// A file of the small Kaggle-format slice.
+pub fn mini(file: &str) -> String {
+    shared_data().join("faces-mini").join(file).display().to_string()
+}
+
+pub fn mini_csv() -> String {
+    mini("training.csv")
+}
+
+pub fn fkpnet(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fkpnet")).args(args).current_dir(cwd).output().expect("runs")
+}
+
+/// Run and expect success; returns stdout.
+pub fn ok(args: &[&str], cwd: &Path) -> String {
+    let out = fkpnet(args, cwd);
+    assert!(out.status.success(), "fkpnet {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Run and expect a clean failure; returns stderr.
+pub fn err(args: &[&str], cwd: &Path) -> String {
+    let out = fkpnet(args, cwd);
+    // 1: fkpnet's errors, 2: argument errors (clap); a panic would be 101.
+    assert!(matches!(out.status.code(), Some(1 | 2)), "fkpnet {args:?} should fail cleanly: {out:?}");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The output-shape column of `fkpnet summary`, for layer rows whose type is not in `skip`.
+pub fn shapes(summary: &str, skip: &[&str]) -> Vec<String> {
+    summary
+        .lines()
+        .filter(|l| !l.starts_with("net ") && !l.starts_with("layer") && !l.starts_with('-'))
+        .filter(|l| !l.starts_with("input") && !l.starts_with("total"))
+        .filter(|l| !l.split_whitespace().nth(1).is_some_and(|t| skip.contains(&t)))
+        .map(|l| l.split_whitespace().nth(2).unwrap().to_string())
+        .collect()
+}
