@@ -2,7 +2,7 @@
 //! test_initialization) -> forward/backward (iter_size times) -> display -> update ->
 //! snapshot; a final test after the last update.
 
-use crate::config::solver::{Layout, OnNan, Precision};
+use crate::config::solver::{Layout, LrPolicy, OnNan, Precision};
 use crate::config::{NetConfig, Resolved};
 use crate::data;
 use crate::graph::{Graph, Net};
@@ -170,6 +170,15 @@ fn resolved_yaml(r: &Resolved, graph: &Graph, seed: i64) -> Result<String> {
     Ok(serde_yaml::to_string(&solver)?)
 }
 
+/// What lr_policy plateau and early_stop count: reductions so far, and tests since
+/// the val loss last improved (overall, and since the last reduction).
+#[derive(Default)]
+struct Schedule {
+    drops: i64,
+    since_best: i64,
+    since_drop: i64,
+}
+
 /// Ctrl-C / SIGTERM count: the first asks the loop to snapshot and stop after the
 /// current iteration, the second exits at once.
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
@@ -236,6 +245,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     let mut best: Best = None;
     let mut smoothed: VecDeque<f64> = VecDeque::new();
     let (mut win_sq, mut win_count) = (0.0, 0.0);
+    let mut sched = Schedule::default();
     let mut metrics = Metrics::create(&run.file("metrics.csv"))?;
     let mut log = CaffeLog::create(&run.file("train.log"))?;
     let mut events = EventWriter::create(&run.path)?;
@@ -250,8 +260,13 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         state::load_weights(&state::weights_of(s), &params, true)?;
         let (b, loop_state) = state::load(s, &mut solver, &params)?;
         best = b;
-        if let [sq, count, losses @ ..] = loop_state.as_slice() {
+        if let [sq, count, drops, since_best, since_drop, losses @ ..] = loop_state.as_slice() {
             (win_sq, win_count) = (*sq, *count);
+            sched = Schedule {
+                drops: *drops as i64,
+                since_best: *since_best as i64,
+                since_drop: *since_drop as i64,
+            };
             smoothed = losses.iter().copied().collect();
         }
         // Carry over what the interrupted run had measured before the snapshot.
@@ -307,9 +322,9 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
                 best: &mut Best,
                 log: &mut CaffeLog,
                 events: &mut EventWriter|
-     -> Result<()> {
+     -> Result<Option<bool>> {
         if !has_val {
-            return Ok(());
+            return Ok(None);
         }
         let (vl, vr) = evaluate(&net, &val_x, &val_y, &graph.loss, test_limit, cfg.test.flip);
         log.test(iter, &[("loss", vl, Some(w)), ("rmse_px", vr, None)])?;
@@ -320,11 +335,12 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         }
         row.val_loss = Some(vl);
         row.val_rmse_px = Some(vr);
-        if best.is_none_or(|b| vl < b.0) {
+        let improved = best.is_none_or(|b| vl < b.0);
+        if improved {
             *best = Some((vl, vr, iter));
             run::atomic_write(&run.file("best.safetensors"), |tmp| crate::graph::save_weights(&params, tmp))?;
         }
-        Ok(())
+        Ok(Some(improved))
     };
     // The display window and smoothed losses travel in the solverstate, so a resumed
     // run reports exactly what the uninterrupted one would.
@@ -341,11 +357,34 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
 
     let mut interrupted = None;
     let mut skipped = 0i64;
+    let mut stopped_early = false;
     while solver.iter < cfg.max_iter {
         let iter = solver.iter;
         let mut row = MetricsRow { iter, epoch: epoch_of(iter), ..Default::default() };
         if cfg.test_interval > 0 && iter % cfg.test_interval == 0 && (iter > 0 || cfg.test_initialization) {
-            test(iter, &mut row, &mut best, &mut log, &mut events)?;
+            if let Some(improved) = test(iter, &mut row, &mut best, &mut log, &mut events)? {
+                (sched.since_best, sched.since_drop) =
+                    if improved { (0, 0) } else { (sched.since_best + 1, sched.since_drop + 1) };
+                if cfg.lr_policy == LrPolicy::Plateau && sched.since_drop >= cfg.patience.unwrap_or(1) {
+                    sched.drops += 1;
+                    sched.since_drop = 0;
+                    log.note(&format!(
+                        "Iteration {iter}: no val improvement for {} tests, lr x gamma",
+                        cfg.patience.unwrap_or(1)
+                    ))?;
+                }
+                if cfg.early_stop > 0 && sched.since_best >= cfg.early_stop {
+                    row.seconds = start.elapsed().as_secs_f64();
+                    metrics.write(&row)?;
+                    report(&progress, &row, cfg.max_iter, opts.quiet);
+                    stopped_early = true;
+                    log.note(&format!(
+                        "Iteration {iter}: early stop, no val improvement for {} tests",
+                        cfg.early_stop
+                    ))?;
+                    break;
+                }
+            }
             last_val_rmse = row.val_rmse_px;
         }
         // Dropout draws from libtorch's RNG: seed it per iteration so a resumed run
@@ -406,7 +445,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         if smoothed.len() > cfg.average_loss as usize {
             smoothed.pop_front();
         }
-        let rate = lr::rate(cfg, iter);
+        let rate = lr::rate(cfg, iter, sched.drops);
         if cfg.display > 0 && iter % cfg.display == 0 {
             let sl = smoothed.iter().sum::<f64>() / smoothed.len() as f64;
             row.train_loss = Some(sl);
@@ -432,7 +471,17 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             snapshot(
                 &solver,
                 best,
-                [vec![win_sq, win_count], smoothed.iter().copied().collect()].concat(),
+                [
+                    vec![
+                        win_sq,
+                        win_count,
+                        sched.drops as f64,
+                        sched.since_best as f64,
+                        sched.since_drop as f64,
+                    ],
+                    smoothed.iter().copied().collect(),
+                ]
+                .concat(),
                 &mut log,
             )?;
         }
@@ -445,7 +494,17 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             interrupted = Some(snapshot(
                 &solver,
                 best,
-                [vec![win_sq, win_count], smoothed.iter().copied().collect()].concat(),
+                [
+                    vec![
+                        win_sq,
+                        win_count,
+                        sched.drops as f64,
+                        sched.since_best as f64,
+                        sched.since_drop as f64,
+                    ],
+                    smoothed.iter().copied().collect(),
+                ]
+                .concat(),
                 &mut log,
             )?);
             break;
@@ -462,6 +521,12 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             r.solver_path.display(),
             st.display()
         ));
+    } else if stopped_early {
+        say(&format!(
+            "early stop at iteration {}: no val improvement for {} tests",
+            solver.iter, cfg.early_stop
+        ));
+        log.done()?;
     } else {
         // Final test after the last update, as Caffe does.
         let mut row = MetricsRow { iter: cfg.max_iter, epoch: epoch_of(cfg.max_iter), ..Default::default() };

@@ -155,7 +155,7 @@ fn lr_policies() {
     let at = |c: &SolverConfig, p: LrPolicy, it: i64| {
         let mut c = c.clone();
         c.lr_policy = p;
-        lr::rate(&c, it)
+        lr::rate(&c, it, 0)
     };
     close(at(&c, LrPolicy::Fixed, 37), 0.01);
     close(at(&c, LrPolicy::Step, 9), 0.01);
@@ -169,4 +169,16 @@ fn lr_policies() {
     close(at(&c, LrPolicy::Poly, 50), 0.01 * 0.25);
     close(at(&c, LrPolicy::Sigmoid, 10), 0.005);
     close(at(&c, LrPolicy::Sigmoid, 12), 0.01 / (1.0 + (-0.5f64 * 2.0).exp()));
+    close(at(&c, LrPolicy::Cosine, 0), 0.01);
+    close(at(&c, LrPolicy::Cosine, 50), 0.005);
+    close(at(&c, LrPolicy::Cosine, 100), 0.0);
+    let mut p = c.clone();
+    p.lr_policy = LrPolicy::Plateau;
+    close(lr::rate(&p, 7, 2), 0.01 * 0.25);
+    // Warm-up ramps any policy linearly over the first warmup_iter iterations.
+    let mut w = c.clone();
+    w.warmup_iter = 4;
+    close(lr::rate(&w, 0, 0), 0.0025);
+    close(lr::rate(&w, 3, 0), 0.01);
+    close(lr::rate(&w, 4, 0), 0.01);
 }

@@ -211,3 +211,64 @@ fn bench_prints_throughput_as_json() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("bf16 nchw"));
 }
+
+#[test]
+fn early_stop_and_plateau_watch_the_val_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = root().join("solvers/baseline_adam.yaml");
+    let data = format!("data.train={}", mini("training.csv"));
+    // base_lr 0: the val loss never improves after the first test.
+    let common = [
+        "train",
+        s.to_str().unwrap(),
+        "--runs-dir",
+        "runs",
+        "--set",
+        &data,
+        "--set",
+        "base_lr=0",
+        "--set",
+        "max_iter=40",
+        "--set",
+        "test_interval=2",
+        "--set",
+        "display=2",
+    ];
+    let out = fkpnet(&[&common[..], &["--name", "es", "--set", "early_stop=2"]].concat(), d);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert!(e.contains("early stop at iteration 4"), "{e}");
+    let rows = fkpnet::run::read_metrics(&d.join("runs/es/metrics.csv")).unwrap();
+    assert_eq!(rows.last().unwrap().iter, 4);
+    assert!(d.join("runs/es/best.safetensors").is_file() && d.join("runs/es/weights.safetensors").is_file());
+    let out = fkpnet(
+        &[
+            &common[..],
+            &[
+                "--name",
+                "pl",
+                "-q",
+                "--set",
+                "lr_policy=plateau",
+                "--set",
+                "gamma=0.5",
+                "--set",
+                "patience=1",
+                "--set",
+                "max_iter=6",
+            ],
+        ]
+        .concat(),
+        d,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::read_to_string(d.join("runs/pl/train.log")).unwrap();
+    assert_eq!(
+        log.matches("lr x gamma").count(),
+        2,
+        "tests at 2 and 4 did not improve (the final one at 6 ends training):\n{log}"
+    );
+    let e = err(&["config", s.to_str().unwrap(), "--set", "lr_policy=plateau"], d);
+    assert!(e.contains("needs `gamma`"), "{e}");
+}

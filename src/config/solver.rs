@@ -29,6 +29,16 @@ pub struct SolverConfig {
     pub stepvalue: Vec<i64>,
     /// Number of updates to run.
     pub max_iter: i64,
+    /// Ramp the rate linearly from base/warmup_iter up over the first warmup_iter iterations.
+    #[serde(default)]
+    pub warmup_iter: i64,
+    /// Tests without val improvement before lr_policy plateau multiplies by gamma.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<i64>,
+    /// Stop when the val loss has not improved for this many tests (0 = off); the
+    /// best weights are in best.safetensors.
+    #[serde(default)]
+    pub early_stop: i64,
     /// SGD/Nesterov momentum, Adam's beta1, AdaDelta's rho.
     #[serde(default)]
     pub momentum: f64,
@@ -207,6 +217,10 @@ pub enum LrPolicy {
     Multistep,
     Poly,
     Sigmoid,
+    /// base_lr * (1 + cos(pi * iter / max_iter)) / 2.
+    Cosine,
+    /// base_lr * gamma ^ k, k = times the val loss went `patience` tests without improving.
+    Plateau,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
@@ -327,6 +341,17 @@ impl SolverConfig {
                 need("gamma", self.gamma.is_some())?;
                 need("stepsize", self.stepsize.is_some())?;
             }
+            LrPolicy::Cosine => {}
+            LrPolicy::Plateau => {
+                need("gamma", self.gamma.is_some())?;
+                need("patience", self.patience.is_some_and(|p| p > 0))?;
+                need("test_interval", self.test_interval > 0)?;
+            }
+        }
+        nonneg("warmup_iter", self.warmup_iter)?;
+        nonneg("early_stop", self.early_stop)?;
+        if self.early_stop > 0 && self.test_interval == 0 {
+            return Err("early_stop counts tests: set test_interval too".into());
         }
         Ok(())
     }

@@ -3,7 +3,17 @@
 use crate::config::solver::LrPolicy;
 use crate::config::SolverConfig;
 
-pub fn rate(cfg: &SolverConfig, iter: i64) -> f64 {
+/// The rate at `iter`; `drops` is how often lr_policy plateau has reduced it.
+pub fn rate(cfg: &SolverConfig, iter: i64, drops: i64) -> f64 {
+    let r = policy_rate(cfg, iter, drops);
+    if iter < cfg.warmup_iter {
+        r * (iter + 1) as f64 / cfg.warmup_iter as f64
+    } else {
+        r
+    }
+}
+
+fn policy_rate(cfg: &SolverConfig, iter: i64, drops: i64) -> f64 {
     let base = cfg.base_lr;
     let gamma = cfg.gamma.unwrap_or(1.0);
     let power = cfg.power.unwrap_or(1.0);
@@ -19,5 +29,9 @@ pub fn rate(cfg: &SolverConfig, iter: i64) -> f64 {
         }
         LrPolicy::Poly => base * (1.0 - it / cfg.max_iter.max(1) as f64).max(0.0).powf(power),
         LrPolicy::Sigmoid => base / (1.0 + (-gamma * (it - cfg.stepsize.unwrap_or(0) as f64)).exp()),
+        LrPolicy::Cosine => {
+            base * 0.5 * (1.0 + (std::f64::consts::PI * (it / cfg.max_iter.max(1) as f64).min(1.0)).cos())
+        }
+        LrPolicy::Plateau => base * gamma.powi(drops as i32),
     }
 }
