@@ -233,6 +233,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         }
     }
 
+    run::check_writable(&opts.runs_dir)?;
     let split = data::load(&cfg.data)?;
     let run = RunDir::create(&opts.runs_dir, opts.name.as_deref(), &default_run_name(r))?;
     run::write_text(&run.file("config.yaml"), &resolved_yaml(r, &graph, seed)?)?;

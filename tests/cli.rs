@@ -344,3 +344,14 @@ fn base_inheritance_patches_layers_by_name() {
     let e = err(&["summary", p.to_str().unwrap()], d);
     assert!(e.contains("loop"), "{e}");
 }
+
+#[test]
+fn an_unwritable_runs_dir_fails_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A file where the runs directory should be: nothing can be created under it.
+    write(d, "runs", "not a directory");
+    let s = root().join("solvers/baseline_adam.yaml");
+    let e = err(&["train", s.to_str().unwrap(), "--runs-dir", "runs/x", "--set", "data.train=synthetic"], d);
+    assert!(e.contains("cannot write run directories in runs/x") && e.contains("--runs-dir"), "{e}");
+}

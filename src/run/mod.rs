@@ -51,6 +51,22 @@ impl RunDir {
     }
 }
 
+/// Fail early, before data is loaded and minutes are spent, when run directories
+/// cannot be written in `runs_dir`.
+pub fn check_writable(runs_dir: &Path) -> Result<()> {
+    let bad = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "cannot write run directories in {}: {e} (choose another --runs-dir)",
+            runs_dir.display()
+        )
+    };
+    fs::create_dir_all(runs_dir).map_err(bad)?;
+    let probe = runs_dir.join(format!(".fkpnet-write-test-{}", std::process::id()));
+    fs::write(&probe, b"ok").map_err(bad)?;
+    fs::remove_file(&probe).map_err(bad)?;
+    Ok(())
+}
+
 /// Write `path` via a temp file in the same directory and a rename, so a reader (or
 /// a crash) never sees a half-written file. `write` gets the temp path.
 pub fn atomic_write(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
