@@ -179,6 +179,14 @@ struct Schedule {
     since_drop: i64,
 }
 
+/// The loop's running state as the solverstate stores it:
+/// [display-window squared error, its count, plateau drops, tests since best,
+/// tests since the last drop, smoothed losses...].
+fn loop_state(win_sq: f64, win_count: f64, sched: &Schedule, smoothed: &VecDeque<f64>) -> Vec<f64> {
+    let head = [win_sq, win_count, sched.drops as f64, sched.since_best as f64, sched.since_drop as f64];
+    head.into_iter().chain(smoothed.iter().copied()).collect()
+}
+
 /// Ctrl-C / SIGTERM count: the first asks the loop to snapshot and stop after the
 /// current iteration, the second exits at once.
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
@@ -469,22 +477,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             report(&progress, &row, cfg.max_iter, opts.quiet);
         }
         if cfg.snapshot > 0 && solver.iter % cfg.snapshot == 0 {
-            snapshot(
-                &solver,
-                best,
-                [
-                    vec![
-                        win_sq,
-                        win_count,
-                        sched.drops as f64,
-                        sched.since_best as f64,
-                        sched.since_drop as f64,
-                    ],
-                    smoothed.iter().copied().collect(),
-                ]
-                .concat(),
-                &mut log,
-            )?;
+            snapshot(&solver, best, loop_state(win_sq, win_count, &sched, &smoothed), &mut log)?;
         }
         progress.set_position(solver.iter as u64);
         if let Some(l) = last_train_loss {
@@ -492,22 +485,8 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             progress.set_message(format!("loss {l:.4}{v}"));
         }
         if SIGNALS.load(Ordering::SeqCst) > 0 && solver.iter < cfg.max_iter {
-            interrupted = Some(snapshot(
-                &solver,
-                best,
-                [
-                    vec![
-                        win_sq,
-                        win_count,
-                        sched.drops as f64,
-                        sched.since_best as f64,
-                        sched.since_drop as f64,
-                    ],
-                    smoothed.iter().copied().collect(),
-                ]
-                .concat(),
-                &mut log,
-            )?);
+            interrupted =
+                Some(snapshot(&solver, best, loop_state(win_sq, win_count, &sched, &smoothed), &mut log)?);
             break;
         }
     }
