@@ -173,3 +173,20 @@ fn channels_last_and_bf16_compute_the_same_net() {
     let rel = ((&y2 - &y0).abs().max().double_value(&[])) / y0.abs().max().double_value(&[]);
     assert!(rel < 0.05, "bf16 within bfloat16 precision: {rel}");
 }
+
+#[test]
+fn prelu_learns_a_slope_per_channel() {
+    use fkpnet::layers::prelu::Prelu;
+    let l: Prelu = serde_yaml::from_str("{}").unwrap();
+    assert_eq!(l.output_shape(&[3, 4, 4]).unwrap(), vec![3, 4, 4]);
+    assert_eq!(l.params(&[3, 4, 4])[0].shape, vec![3]);
+    let shared: Prelu = serde_yaml::from_str("{channel_shared: true}").unwrap();
+    assert_eq!(shared.params(&[3, 4, 4])[0].shape, vec![1]);
+    let a = Tensor::from_slice(&[0.25f32, 0.5, 1.0]);
+    let m = l.build(&[3, 1, 1], vec![a], &Default::default());
+    let x = Tensor::from_slice(&[-4.0f32, -4.0, -4.0]).view([1, 3, 1, 1]);
+    let y = tch::nn::ModuleT::forward_t(&m, &x, false);
+    assert_eq!(Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(), vec![-1.0, -2.0, -4.0]);
+    let pos = tch::nn::ModuleT::forward_t(&m, &x.abs(), false);
+    assert_eq!(Vec::<f32>::try_from(pos.flatten(0, -1)).unwrap(), vec![4.0, 4.0, 4.0]);
+}

@@ -8,6 +8,7 @@ pub mod dropout;
 pub mod filler;
 pub mod flatten;
 pub mod pool;
+pub mod prelu;
 pub mod relu;
 
 use crate::config::schema::struct_fields;
@@ -113,6 +114,7 @@ pub const KINDS: &[Kind] = &[
     kind!("pool", pool::Pool, "max or average pooling (Caffe: Pooling)"),
     kind!("dense", dense::Dense, "fully connected, flattens its input (Caffe: InnerProduct)"),
     kind!("relu", relu::Relu, "rectifier, leaky with negative_slope (Caffe: ReLU)"),
+    kind!("prelu", prelu::Prelu, "rectifier with learned negative slopes (Caffe: PReLU)"),
     kind!("dropout", dropout::Dropout, "inverted dropout, identity at test time (Caffe: Dropout)"),
     kind!("flatten", flatten::Flatten, "flattens CxHxW to a vector (Caffe: Flatten)"),
 ];
