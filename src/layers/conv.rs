@@ -1,5 +1,5 @@
 use super::filler::{deserialize_filler, Filler};
-use super::{chw, positive, to_yaml, Layer, ParamDef, Shape};
+use super::{chw, positive, Layer, ParamDef, Shape};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
@@ -113,16 +113,19 @@ impl Layer for Conv {
         let w = it.next().expect("conv weight");
         let b = it.next();
         let (s, p, d, g) = (self.stride, self.pad, self.dilation, self.group);
-        if opts.bf16 {
-            // Casts are differentiable: gradients flow back to the float32 weights.
-            let bf = tch::Kind::BFloat16;
-            nn::func_t(move |xs, _| {
-                let bias = b.as_ref().map(|b| b.to_kind(bf));
-                xs.to_kind(bf).conv2d(&w.to_kind(bf), bias.as_ref(), [s, s], [p, p], [d, d], g)
-            })
-        } else {
-            nn::func_t(move |xs, _train| xs.conv2d(&w, b.as_ref(), [s, s], [p, p], [d, d], g))
-        }
+        let o = *opts;
+        // Casts are differentiable: in bf16, gradients flow back to the float32 weights.
+        nn::func_t(move |xs, _| {
+            let bias = b.as_ref().map(|b| super::compute_kind(b, &o));
+            super::compute_kind(xs, &o).conv2d(
+                &super::compute_kind(&w, &o),
+                bias.as_ref(),
+                [s, s],
+                [p, p],
+                [d, d],
+                g,
+            )
+        })
     }
 
     fn pytorch(&self, input: &[i64]) -> String {
@@ -137,9 +140,5 @@ impl Layer for Conv {
             self.group,
             if self.bias_term { "True" } else { "False" }
         )
-    }
-
-    fn resolved(&self) -> serde_yaml::Value {
-        to_yaml(self)
     }
 }

@@ -1,5 +1,5 @@
 use super::filler::{deserialize_filler, Filler};
-use super::{positive, to_yaml, Layer, ParamDef, Shape};
+use super::{positive, Layer, ParamDef, Shape};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
@@ -67,15 +67,11 @@ impl Layer for Dense {
         let mut it = params.into_iter();
         let w = it.next().expect("dense weight");
         let b = it.next();
-        if opts.bf16 {
-            let bf = tch::Kind::BFloat16;
-            nn::func_t(move |xs, _| {
-                let bias = b.as_ref().map(|b| b.to_kind(bf));
-                xs.flatten(1, -1).to_kind(bf).linear(&w.to_kind(bf), bias.as_ref())
-            })
-        } else {
-            nn::func_t(move |xs, _| xs.flatten(1, -1).linear(&w, b.as_ref()))
-        }
+        let o = *opts;
+        nn::func_t(move |xs, _| {
+            let bias = b.as_ref().map(|b| super::compute_kind(b, &o));
+            super::compute_kind(&xs.flatten(1, -1), &o).linear(&super::compute_kind(&w, &o), bias.as_ref())
+        })
     }
 
     /// nn.Linear does not flatten by itself: the exporter puts an nn.Flatten before it.
@@ -86,9 +82,5 @@ impl Layer for Dense {
             self.num_output,
             if self.bias_term { "True" } else { "False" }
         )
-    }
-
-    fn resolved(&self) -> serde_yaml::Value {
-        to_yaml(self)
     }
 }

@@ -1,4 +1,4 @@
-use super::{to_yaml, Layer, Shape};
+use super::{Layer, Shape};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
@@ -43,9 +43,5 @@ impl Layer for Dropout {
 
     fn pytorch(&self, _input: &[i64]) -> String {
         format!("nn.Dropout({})", self.dropout_ratio)
-    }
-
-    fn resolved(&self) -> serde_yaml::Value {
-        to_yaml(self)
     }
 }

@@ -1,4 +1,4 @@
-use super::{to_yaml, Layer, Shape};
+use super::{Layer, Shape};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
@@ -27,9 +27,5 @@ impl Layer for Flatten {
 
     fn pytorch(&self, _input: &[i64]) -> String {
         "nn.Flatten()".into()
-    }
-
-    fn resolved(&self) -> serde_yaml::Value {
-        to_yaml(self)
     }
 }

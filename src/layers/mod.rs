@@ -62,7 +62,28 @@ pub struct ParamDef {
     pub filler: filler::Filler,
 }
 
-pub trait Layer: std::fmt::Debug + Send {
+/// A layer's params as YAML with every default filled in (for the resolved config);
+/// every kind gets it from its `Serialize` impl.
+pub trait Resolved {
+    fn resolved(&self) -> serde_yaml::Value;
+}
+
+impl<T: Serialize> Resolved for T {
+    fn resolved(&self) -> serde_yaml::Value {
+        serde_yaml::to_value(self).expect("layer params are plain data")
+    }
+}
+
+/// Cast to bfloat16 when the net computes in it (conv and dense inputs, weights, bias).
+pub fn compute_kind(t: &tch::Tensor, opts: &BuildOptions) -> tch::Tensor {
+    if opts.bf16 {
+        t.to_kind(tch::Kind::BFloat16)
+    } else {
+        t.shallow_clone()
+    }
+}
+
+pub trait Layer: std::fmt::Debug + Send + Resolved {
     /// Output shape for one sample, or why this input does not fit the layer.
     fn output_shape(&self, input: &[i64]) -> Result<Shape, String>;
     /// Learnable tensors, in Caffe's blob order (weight, then bias).
@@ -77,8 +98,6 @@ pub trait Layer: std::fmt::Debug + Send {
     }
     /// The forward function; `params` are the tensors made from `self.params(input)`.
     fn build(&self, input: &[i64], params: Vec<tch::Tensor>, opts: &BuildOptions) -> nn::FuncT<'static>;
-    /// The params with every default filled in, for the resolved config.
-    fn resolved(&self) -> serde_yaml::Value;
     /// The equivalent PyTorch module (for `fkpnet export`), e.g. `nn.ReLU()`.
     fn pytorch(&self, input: &[i64]) -> String;
 }
@@ -95,11 +114,6 @@ fn parse<T: Layer + DeserializeOwned + 'static>(
     v: serde_yaml::Value,
 ) -> Result<Box<dyn Layer>, serde_yaml::Error> {
     Ok(Box::new(serde_yaml::from_value::<T>(v)?))
-}
-
-/// Serialize a layer's params (used by `Layer::resolved` impls).
-pub fn to_yaml<T: Serialize>(t: &T) -> serde_yaml::Value {
-    serde_yaml::to_value(t).expect("layer params are plain data")
 }
 
 macro_rules! kind {

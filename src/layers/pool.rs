@@ -1,4 +1,4 @@
-use super::{chw, positive, to_yaml, Layer, Shape};
+use super::{chw, positive, Layer, Shape};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
@@ -146,9 +146,5 @@ impl Layer for Pool {
                 g.stride, g.pad
             ),
         }
-    }
-
-    fn resolved(&self) -> serde_yaml::Value {
-        to_yaml(self)
     }
 }

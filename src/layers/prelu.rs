@@ -1,5 +1,5 @@
 use super::filler::{deserialize_filler, Filler};
-use super::{to_yaml, Layer, ParamDef, Shape};
+use super::{Layer, ParamDef, Shape};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
@@ -50,9 +50,5 @@ impl Layer for Prelu {
 
     fn pytorch(&self, input: &[i64]) -> String {
         format!("nn.PReLU({})", if self.channel_shared { 1 } else { input[0] })
-    }
-
-    fn resolved(&self) -> serde_yaml::Value {
-        to_yaml(self)
     }
 }

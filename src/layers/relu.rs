@@ -1,4 +1,4 @@
-use super::{to_yaml, Layer, Shape};
+use super::{Layer, Shape};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
@@ -47,9 +47,5 @@ impl Layer for Relu {
         } else {
             format!("nn.LeakyReLU({})", self.negative_slope)
         }
-    }
-
-    fn resolved(&self) -> serde_yaml::Value {
-        to_yaml(self)
     }
 }
