@@ -4,7 +4,7 @@
 use crate::config::net::{layer_lines, layer_names, LayerCommon};
 use crate::config::schema::did_you_mean;
 use crate::config::{LossConfig, NetConfig, NetSource, ParamMult};
-use crate::layers::{self, shape_str, BuildOptions, Layer, ParamDef, Shape};
+use crate::layers::{self, shape_str, BuildOptions, Layer, MergeFn, ParamDef, Shape};
 use anyhow::{bail, Result};
 use serde_yaml::{Mapping, Value};
 use tch::{nn, Tensor};
@@ -13,8 +13,12 @@ pub struct Node {
     pub name: String,
     pub kind: &'static str,
     pub layer: Box<dyn Layer>,
-    /// lr_mult/decay_mult per learnable blob (weight, bias), defaults filled in.
+    /// lr_mult/decay_mult per tensor in `params` (buffers keep the defaults).
     pub mults: Vec<ParamMult>,
+    /// Blobs read: 0 is the net's input, k + 1 the output of node k.
+    pub bottoms: Vec<usize>,
+    /// Their shapes; `input` is the first.
+    pub inputs: Vec<Shape>,
     pub input: Shape,
     pub output: Shape,
     pub params: Vec<ParamDef>,
@@ -28,35 +32,85 @@ pub struct Graph {
     pub loss: LossConfig,
 }
 
-/// A learnable tensor of a built net, with its solver multipliers.
+/// A tensor of a built net, with its solver multipliers. `learn: false` marks a
+/// buffer (running statistics): saved and loaded, never updated by the solver.
 pub struct Param {
     pub name: String,
     pub tensor: Tensor,
     pub mult: ParamMult,
+    pub learn: bool,
 }
 
-/// The built net: one forward function per layer.
+enum Op {
+    One(nn::FuncT<'static>),
+    Merge(MergeFn),
+}
+
+/// One layer of the built net: which blobs it reads and its forward function.
+struct Step {
+    bottoms: Vec<usize>,
+    op: Op,
+    /// Blobs no later step reads, freed after this one (keeps eval memory flat).
+    frees: Vec<usize>,
+}
+
+/// The built net: one forward function per layer over numbered blobs (0 = input).
 pub struct Net {
-    layers: Vec<nn::FuncT<'static>>,
+    steps: Vec<Step>,
     pub opts: BuildOptions,
 }
 
 impl Net {
-    /// The per-layer forward functions, in order (for per-layer timing).
-    pub fn layers(&self) -> &[nn::FuncT<'static>] {
-        &self.layers
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Run layer `i` on `bottoms` (its input blobs, in its order).
+    pub fn apply(&self, i: usize, bottoms: &[&Tensor], train: bool) -> Tensor {
+        use tch::nn::ModuleT;
+        match &self.steps[i].op {
+            Op::One(f) => f.forward_t(bottoms[0], train),
+            Op::Merge(f) => f(bottoms),
+        }
+    }
+
+    /// The blobs layer `i` reads.
+    pub fn bottoms(&self, i: usize) -> &[usize] {
+        &self.steps[i].bottoms
+    }
+
+    /// Every blob of a forward pass (index 0 the input in the net's layout, k + 1 the
+    /// output of layer k), for histograms and per-layer timing.
+    pub fn forward_all(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut blobs = vec![self.input(xs)];
+        for i in 0..self.steps.len() {
+            let ins: Vec<&Tensor> = self.steps[i].bottoms.iter().map(|&b| &blobs[b]).collect();
+            let y = self.apply(i, &ins, train);
+            blobs.push(y);
+        }
+        blobs
     }
 
     /// Outputs in float32 whatever the precision; the input is put into the net's
     /// layout first (a no-op when it already is).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        use tch::nn::ModuleT;
-        let xs = self.input(xs);
-        let mut x = self.layers[0].forward_t(&xs, train);
-        for l in &self.layers[1..] {
-            x = l.forward_t(&x, train);
+        let mut blobs: Vec<Option<Tensor>> = vec![Some(self.input(xs))];
+        for (i, step) in self.steps.iter().enumerate() {
+            let y = {
+                let ins: Vec<&Tensor> =
+                    step.bottoms.iter().map(|&b| blobs[b].as_ref().expect("read before freed")).collect();
+                self.apply(i, &ins, train)
+            };
+            for &b in &step.frees {
+                blobs[b] = None;
+            }
+            blobs.push(Some(y));
         }
-        x.to_kind(tch::Kind::Float)
+        blobs.pop().flatten().expect("the last layer's output").to_kind(tch::Kind::Float)
     }
 
     /// A batch in the layout the net computes in.
@@ -86,7 +140,7 @@ pub fn parse_layer(v: &Value) -> Result<(LayerCommon, Box<dyn Layer>), String> {
     let (mut common, mut params) = (Mapping::new(), Mapping::new());
     for (k, val) in map {
         match k.as_str() {
-            Some("type" | "name" | "param") => common.insert(k.clone(), val.clone()),
+            Some("type" | "name" | "param" | "bottom" | "top") => common.insert(k.clone(), val.clone()),
             _ => params.insert(k.clone(), val.clone()),
         };
     }
@@ -117,7 +171,11 @@ impl Graph {
         if net.layers.is_empty() {
             bail!("{file}: the net has no layers");
         }
-        let mut shape = net.input.clone();
+        // Blob names: `data`/`input` is the net's input; each layer's output is known by
+        // its name and its `top`, the latest layer with a name holding it.
+        let mut blobs: std::collections::HashMap<String, usize> =
+            [("data".to_string(), 0), ("input".to_string(), 0)].into();
+        let mut shapes: Vec<Shape> = vec![net.input.clone()];
         let mut nodes: Vec<Node> = Vec::new();
         for (i, v) in net.layers.iter().enumerate() {
             let at = match lines.get(i) {
@@ -128,32 +186,85 @@ impl Graph {
             if nodes.iter().any(|n| n.name == names[i]) {
                 bail!("{at}: the name `{}` is used twice; layer names must be unique", names[i]);
             }
-            let output = layer
-                .output_shape(&shape)
-                .map_err(|e| anyhow::anyhow!("{at} ({}), input {}: {e}", common.kind, shape_str(&shape)))?;
-            let params = layer.params(&shape);
-            if common.param.len() > params.len() {
+            let bottoms: Vec<usize> = if common.bottom.is_empty() {
+                vec![i]
+            } else {
+                let mut known: Vec<&str> = blobs.keys().map(|k| k.as_str()).collect();
+                known.sort();
+                common
+                    .bottom
+                    .iter()
+                    .map(|b| {
+                        blobs.get(b).copied().ok_or_else(|| {
+                            let hint = did_you_mean(b, &known).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                            anyhow::anyhow!(
+                                "{at}: bottom `{b}` is not the name or top of an earlier layer{hint}; known: {}",
+                                known.join(", ")
+                            )
+                        })
+                    })
+                    .collect::<Result<_>>()?
+            };
+            let inputs: Vec<Shape> = bottoms.iter().map(|&b| shapes[b].clone()).collect();
+            let shape_err = |e: String| {
+                let ins: Vec<String> = inputs.iter().map(|s| shape_str(s)).collect();
+                anyhow::anyhow!("{at} ({}), input {}: {e}", common.kind, ins.join(" + "))
+            };
+            let (output, flops) = if inputs.len() == 1 {
+                let out = layer.output_shape(&inputs[0]).map_err(shape_err)?;
+                let flops = layer.flops(&inputs[0], &out);
+                (out, flops)
+            } else {
+                let merge = layer.merge().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{at}: a {} layer takes one bottom, got {}; concat and eltwise join several",
+                        common.kind,
+                        inputs.len()
+                    )
+                })?;
+                let out = merge.merge_shape(&inputs).map_err(shape_err)?;
+                let flops = merge.merge_flops(&inputs, &out);
+                (out, flops)
+            };
+            let params = layer.params(&inputs[0]);
+            let learnable = params.iter().filter(|p| p.learn).count();
+            if common.param.len() > learnable {
                 bail!(
-                    "{at}: {} `param` entries given, but the layer has {} learnable blobs",
-                    common.param.len(),
-                    params.len()
+                    "{at}: {} `param` entries given, but the layer has {learnable} learnable blobs",
+                    common.param.len()
                 );
             }
-            let mut mults = common.param.clone();
-            mults.resize(params.len(), ParamMult::default());
-            let flops = layer.flops(&shape, &output);
+            let mut given = common.param.iter();
+            let mults =
+                params
+                    .iter()
+                    .map(|p| {
+                        if p.learn {
+                            given.next().copied().unwrap_or_default()
+                        } else {
+                            ParamMult::default()
+                        }
+                    })
+                    .collect();
+            blobs.insert(names[i].clone(), i + 1);
+            if let Some(top) = &common.top {
+                blobs.insert(top.clone(), i + 1);
+            }
+            shapes.push(output.clone());
             nodes.push(Node {
                 name: names[i].clone(),
                 kind: layers::kind(&common.kind).expect("parsed").name,
                 layer,
                 mults,
-                input: shape,
-                output: output.clone(),
+                bottoms,
+                input: inputs[0].clone(),
+                inputs,
+                output,
                 params,
                 flops,
             });
-            shape = output;
         }
+        let shape = shapes.last().expect("non-empty").clone();
         if shape != [outputs] {
             let last = nodes.last().expect("non-empty");
             bail!(
@@ -173,8 +284,20 @@ impl Graph {
         Ok(Graph { name: net.name.clone(), input: net.input.clone(), nodes, loss: loss.clone() })
     }
 
+    /// Learnable values (buffers such as running statistics do not count, as in PyTorch).
     pub fn num_params(&self) -> i64 {
-        self.nodes.iter().flat_map(|n| &n.params).map(|p| p.shape.iter().product::<i64>()).sum()
+        self.nodes
+            .iter()
+            .flat_map(|n| &n.params)
+            .filter(|p| p.learn)
+            .map(|p| p.shape.iter().product::<i64>())
+            .sum()
+    }
+
+    /// Whether every layer reads just the layer before (no skip connections), so the
+    /// net is a plain `nn.Sequential`.
+    pub fn is_sequential(&self) -> bool {
+        self.nodes.iter().enumerate().all(|(i, n)| n.bottoms == [i])
     }
 
     pub fn flops(&self) -> i64 {
@@ -184,15 +307,22 @@ impl Graph {
     /// Make the learnable tensors (filled by their fillers) under `vs` and the forward
     /// functions. Tensors are named `<layer>.<weight|bias>`.
     pub fn build(&self, vs: &nn::Path, opts: BuildOptions) -> (Net, Vec<Param>) {
-        let mut layers = Vec::new();
+        let mut steps = Vec::new();
         let mut all = Vec::new();
-        for n in &self.nodes {
+        let last_use = |b: usize| self.nodes.iter().rposition(|n| n.bottoms.contains(&b));
+        for (i, n) in self.nodes.iter().enumerate() {
             let p = vs.sub(&n.name);
             let tensors: Vec<Tensor> = n
                 .params
                 .iter()
                 .map(|d| {
-                    let mut t = p.var(d.suffix, &d.shape, d.filler.init(&d.shape));
+                    let mut t = if d.learn {
+                        p.var(d.suffix, &d.shape, d.filler.init(&d.shape))
+                    } else {
+                        let t = p.zeros_no_train(d.suffix, &d.shape);
+                        tch::no_grad(|| t.shallow_clone().init(d.filler.init(&d.shape)));
+                        t
+                    };
                     if opts.channels_last && t.dim() == 4 {
                         // Same values, NHWC strides; the solver's buffers follow (zeros_like).
                         tch::no_grad(|| t.set_data(&crate::layers::channels_last(&t)));
@@ -205,11 +335,20 @@ impl Graph {
                     name: format!("{}.{}", n.name, d.suffix),
                     tensor: t.shallow_clone(),
                     mult: *m,
+                    learn: d.learn,
                 });
             }
-            layers.push(n.layer.build(&n.input, tensors, &opts));
+            let op = if n.bottoms.len() == 1 {
+                Op::One(n.layer.build(&n.input, tensors, &opts))
+            } else {
+                Op::Merge(n.layer.merge().expect("checked in compile").build_merge(&n.inputs, &opts))
+            };
+            let mut frees: Vec<usize> =
+                n.bottoms.iter().copied().filter(|&b| last_use(b) == Some(i)).collect();
+            frees.dedup();
+            steps.push(Step { bottoms: n.bottoms.clone(), op, frees });
         }
-        (Net { layers, opts }, all)
+        (Net { steps, opts }, all)
     }
 
     /// The net as resolved YAML: every layer with its defaults filled in.
@@ -217,12 +356,19 @@ impl Graph {
         let layers: Vec<Value> = self
             .nodes
             .iter()
-            .map(|n| {
+            .enumerate()
+            .map(|(i, n)| {
                 let mut m = Mapping::new();
                 m.insert("type".into(), n.kind.into());
                 m.insert("name".into(), n.name.clone().into());
-                if n.mults.iter().any(|p| *p != ParamMult::default()) {
-                    m.insert("param".into(), serde_yaml::to_value(&n.mults).expect("plain data"));
+                let learned: Vec<ParamMult> =
+                    n.params.iter().zip(&n.mults).filter(|(d, _)| d.learn).map(|(_, m)| *m).collect();
+                if learned.iter().any(|p| *p != ParamMult::default()) {
+                    m.insert("param".into(), serde_yaml::to_value(&learned).expect("plain data"));
+                }
+                if n.bottoms != [i] {
+                    let names: Vec<Value> = n.bottoms.iter().map(|&b| self.blob_name(b).into()).collect();
+                    m.insert("bottom".into(), Value::Sequence(names));
                 }
                 if let Value::Mapping(params) = n.layer.resolved() {
                     m.extend(params);
@@ -233,6 +379,15 @@ impl Graph {
         let net =
             NetConfig { name: self.name.clone(), input: self.input.clone(), layers, loss: self.loss.clone() };
         serde_yaml::to_value(net).expect("plain data")
+    }
+
+    /// Blob `b` by its layer's name (`data` for the input): unique, unlike tops.
+    pub fn blob_name(&self, b: usize) -> String {
+        if b == 0 {
+            "data".into()
+        } else {
+            self.nodes[b - 1].name.clone()
+        }
     }
 
     /// The `fkpnet summary` table.
@@ -246,9 +401,14 @@ impl Graph {
             "details".into(),
         ]];
         rows.push(["input".into(), "".into(), shape_str(&self.input), "".into(), "".into(), "".into()]);
-        for n in &self.nodes {
-            let params: i64 = n.params.iter().map(|p| p.shape.iter().product::<i64>()).sum();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let params: i64 =
+                n.params.iter().filter(|p| p.learn).map(|p| p.shape.iter().product::<i64>()).sum();
             let mut details = n.layer.details();
+            if n.bottoms != [i] {
+                let from: Vec<String> = n.bottoms.iter().map(|&b| self.blob_name(b)).collect();
+                details = format!("<- {} {details}", from.join(" + ")).trim_end().to_string();
+            }
             for (d, m) in n.params.iter().zip(&n.mults) {
                 if *m != ParamMult::default() {
                     details += &format!(" {}:lr*{},decay*{}", d.suffix, m.lr_mult, m.decay_mult);

@@ -48,26 +48,31 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let (net, _params) = graph.build(&vs.root(), opts);
-    let layers = net.layers();
     let mut shape = vec![batch];
     shape.extend(&graph.input);
     let input = net.input(&Tensor::rand(shape.as_slice(), (Kind::Float, device)));
     let warmup = 3.min(iterations).max(1);
 
-    let mut x = input.shallow_clone();
+    let blobs = tch::no_grad(|| net.forward_all(&input, true));
     let mut out = Vec::new();
-    for (i, (node, layer)) in graph.nodes.iter().zip(layers).enumerate() {
-        let xi = if i == 0 { x.detach() } else { x.detach().set_requires_grad(true) };
+    for (i, node) in graph.nodes.iter().enumerate() {
+        // The layer's real inputs, detached; all but the net's input need their gradient.
+        let xs: Vec<Tensor> = net
+            .bottoms(i)
+            .iter()
+            .map(|&b| if b == 0 { blobs[0].detach() } else { blobs[b].detach().set_requires_grad(true) })
+            .collect();
+        let refs: Vec<&Tensor> = xs.iter().collect();
         let forward_ms = mean_ms(device, warmup, iterations, || {
-            let _ = nn::ModuleT::forward_t(layer, &xi, true);
+            let _ = net.apply(i, &refs, true);
         });
-        let backward_ms = if xi.requires_grad() || !node.params.is_empty() {
+        let backward_ms = if xs.iter().any(|x| x.requires_grad()) || !node.params.is_empty() {
             let mut total = 0.0;
             for _ in 0..warmup {
-                nn::ModuleT::forward_t(layer, &xi, true).sum(Kind::Float).backward();
+                net.apply(i, &refs, true).sum(Kind::Float).backward();
             }
             for _ in 0..iterations {
-                let y = nn::ModuleT::forward_t(layer, &xi, true).sum(Kind::Float);
+                let y = net.apply(i, &refs, true).sum(Kind::Float);
                 sync(device);
                 let t = Instant::now();
                 y.backward();
@@ -78,7 +83,6 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
         } else {
             0.0
         };
-        x = tch::no_grad(|| nn::ModuleT::forward_t(layer, &xi, true));
         out.push(LayerTime { name: node.name.clone(), kind: node.kind, forward_ms, backward_ms });
     }
     let forward_ms = mean_ms(device, warmup, iterations, || {

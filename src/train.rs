@@ -558,9 +558,8 @@ fn histogram_tensors(
     let _guard = tch::no_grad_guard();
     let mut out: Vec<(String, Tensor)> =
         params.iter().map(|p| (p.name.clone(), p.tensor.shallow_clone())).collect();
-    let mut x = val_x.narrow(0, 0, val_x.size()[0].min(64));
-    for (node, layer) in graph.nodes.iter().zip(net.layers()) {
-        x = nn::ModuleT::forward_t(layer, &x, false);
+    let blobs = net.forward_all(&val_x.narrow(0, 0, val_x.size()[0].min(64)), false);
+    for (node, x) in graph.nodes.iter().zip(&blobs[1..]) {
         out.push((format!("activations/{}", node.name), x.shallow_clone()));
     }
     out

@@ -58,6 +58,28 @@ pub struct LayerCommon {
     /// Per learnable blob (weight, bias): Caffe's `param { lr_mult decay_mult }`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub param: Vec<ParamMult>,
+    /// The input(s), by layer name or `top` name (`data` = the net's input), as Caffe's
+    /// `bottom`; one name or a list. Default: the layer before.
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub bottom: Vec<String>,
+    /// Another name for this layer's output, as Caffe's `top` (a later layer with the
+    /// same `top` takes the name over, so in-place Caffe layers read as they do there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<String>,
+}
+
+/// `bottom: conv1` or `bottom: [conv1, pool2]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]

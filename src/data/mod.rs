@@ -114,16 +114,26 @@ pub fn load(cfg: &DataConfig) -> Result<Split> {
         }
         kaggle::read_training(path)?
     };
-    let keep: Vec<usize> =
-        (0..faces.len()).filter(|&i| cfg.labels == Labels::Masked || faces.is_complete(i)).collect();
-    if keep.is_empty() {
+    // Val is always the same seeded share of the complete faces, so a `complete` and a
+    // `masked` run are scored on the same faces; `masked` adds the partly annotated
+    // faces to training only.
+    let complete: Vec<usize> = (0..faces.len()).filter(|&i| faces.is_complete(i)).collect();
+    if complete.is_empty() && cfg.labels == Labels::Complete {
         bail!("{}: no fully annotated faces (labels: complete); use labels: masked", cfg.train);
     }
-    let (train, val) = split_indices(&keep, cfg.split, cfg.seed);
+    let (mut train, val) = if complete.is_empty() {
+        split_indices(&(0..faces.len()).collect::<Vec<_>>(), cfg.split, cfg.seed)
+    } else {
+        split_indices(&complete, cfg.split, cfg.seed)
+    };
+    if cfg.labels == Labels::Masked && !complete.is_empty() {
+        train.extend((0..faces.len()).filter(|&i| !faces.is_complete(i)));
+    }
+    let keep = if cfg.labels == Labels::Masked { faces.len() } else { complete.len() };
     Ok(Split {
         train: faces.select(&train),
         val: faces.select(&val),
-        source: format!("{} ({} of {} faces, labels {:?})", cfg.train, keep.len(), faces.len(), cfg.labels)
+        source: format!("{} ({} of {} faces, labels {:?})", cfg.train, keep, faces.len(), cfg.labels)
             .replace("Complete", "complete")
             .replace("Masked", "masked"),
     })

@@ -71,12 +71,14 @@ impl Layer for Conv {
             suffix: "weight",
             shape: vec![self.num_output, c, self.kernel_size, self.kernel_size],
             filler: self.weight_filler.clone(),
+            learn: true,
         }];
         if self.bias_term {
             p.push(ParamDef {
                 suffix: "bias",
                 shape: vec![self.num_output],
                 filler: self.bias_filler.clone(),
+                learn: true,
             });
         }
         p

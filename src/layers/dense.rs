@@ -34,12 +34,14 @@ impl Layer for Dense {
             suffix: "weight",
             shape: vec![self.num_output, inputs],
             filler: self.weight_filler.clone(),
+            learn: true,
         }];
         if self.bias_term {
             p.push(ParamDef {
                 suffix: "bias",
                 shape: vec![self.num_output],
                 filler: self.bias_filler.clone(),
+                learn: true,
             });
         }
         p

@@ -2,9 +2,12 @@
 //! defaults), output shape, FLOPs and build. Adding a kind = its file + one line in
 //! `KINDS`.
 
+pub mod batchnorm;
+pub mod concat;
 pub mod conv;
 pub mod dense;
 pub mod dropout;
+pub mod eltwise;
 pub mod filler;
 pub mod flatten;
 pub mod pool;
@@ -55,11 +58,14 @@ pub fn is_channels_last(x: &tch::Tensor) -> bool {
     d.len() == 4 && s == [d[1] * d[2] * d[3], 1, d[3] * d[1], d[1]]
 }
 
-/// A learnable tensor of a layer: its name suffix (`weight`, `bias`), shape and filler.
+/// A tensor a layer keeps: its name suffix (`weight`, `bias`), shape and filler.
+/// `learn: false` marks a buffer (BatchNorm's running statistics): saved and loaded
+/// with the weights, never touched by the solver.
 pub struct ParamDef {
     pub suffix: &'static str,
     pub shape: Vec<i64>,
     pub filler: filler::Filler,
+    pub learn: bool,
 }
 
 /// A layer's params as YAML with every default filled in (for the resolved config);
@@ -83,7 +89,25 @@ pub fn compute_kind(t: &tch::Tensor, opts: &BuildOptions) -> tch::Tensor {
     }
 }
 
+/// The forward function of a kind that joins several bottoms.
+pub type MergeFn = Box<dyn Fn(&[&tch::Tensor]) -> tch::Tensor + Send>;
+
+/// What a kind that takes several bottoms (concat, eltwise) adds to `Layer`. With one
+/// bottom such a kind is the identity, through `Layer`'s own methods.
+pub trait Merge {
+    /// Output shape for these bottoms, or why they do not fit together.
+    fn merge_shape(&self, inputs: &[Shape]) -> Result<Shape, String>;
+    fn merge_flops(&self, inputs: &[Shape], output: &[i64]) -> i64;
+    fn build_merge(&self, inputs: &[Shape], opts: &BuildOptions) -> MergeFn;
+    /// The PyTorch expression joining the named inputs, e.g. `torch.cat([a, b], 1)`.
+    fn pytorch_merge(&self, args: &[String]) -> String;
+}
+
 pub trait Layer: std::fmt::Debug + Send + Resolved {
+    /// Kinds that join several bottoms return themselves; all others take exactly one.
+    fn merge(&self) -> Option<&dyn Merge> {
+        None
+    }
     /// Output shape for one sample, or why this input does not fit the layer.
     fn output_shape(&self, input: &[i64]) -> Result<Shape, String>;
     /// Learnable tensors, in Caffe's blob order (weight, then bias).
@@ -129,7 +153,18 @@ pub const KINDS: &[Kind] = &[
     kind!("dense", dense::Dense, "fully connected, flattens its input (Caffe: InnerProduct)"),
     kind!("relu", relu::Relu, "rectifier, leaky with negative_slope (Caffe: ReLU)"),
     kind!("prelu", prelu::Prelu, "rectifier with learned negative slopes (Caffe: PReLU)"),
+    kind!(
+        "batchnorm",
+        batchnorm::BatchNorm,
+        "batch normalisation with optional scale/shift (Caffe: BatchNorm + Scale)"
+    ),
     kind!("dropout", dropout::Dropout, "inverted dropout, identity at test time (Caffe: Dropout)"),
+    kind!("concat", concat::Concat, "joins its bottoms along an axis, channels by default (Caffe: Concat)"),
+    kind!(
+        "eltwise",
+        eltwise::Eltwise,
+        "sum, product or max of its bottoms, for skip connections (Caffe: Eltwise)"
+    ),
     kind!("flatten", flatten::Flatten, "flattens CxHxW to a vector (Caffe: Flatten)"),
 ];
 

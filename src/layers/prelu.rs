@@ -26,7 +26,7 @@ impl Layer for Prelu {
 
     fn params(&self, input: &[i64]) -> Vec<ParamDef> {
         let n = if self.channel_shared { 1 } else { input[0] };
-        vec![ParamDef { suffix: "weight", shape: vec![n], filler: self.filler.clone() }]
+        vec![ParamDef { suffix: "weight", shape: vec![n], filler: self.filler.clone(), learn: true }]
     }
 
     fn flops(&self, _input: &[i64], output: &[i64]) -> i64 {

@@ -3,31 +3,67 @@
 //! resolved `net.yaml`, and a README with the PyTorch code that loads it.
 
 use super::model::Model;
+use crate::graph::Graph;
 use crate::run::write_text;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
-/// PyTorch code building the same net with the same parameter names.
+/// PyTorch code building the same net with the same parameter names: an
+/// `nn.Sequential` for a chain of layers, an `nn.Module` with a `forward` for nets with
+/// skip connections.
 pub fn pytorch_code(model: &Model) -> String {
+    let g = &model.graph;
+    let net = if g.is_sequential() { sequential(g) } else { module(g) };
+    format!(
+        "import torch\nimport torch.nn as nn\nfrom collections import OrderedDict\n\
+         from safetensors.torch import load_file\n\n\
+         {net}\
+         model.load_state_dict(load_file(\"model.safetensors\"))\nmodel.eval()\n\n\
+         # faces: float tensor (N, {}, {}, {}) with grey values / 255\n\
+         # keypoints in pixels (Kaggle's column order): model(faces) * 48 + 48\n",
+        g.input[0], g.input[1], g.input[2]
+    )
+}
+
+fn sequential(g: &Graph) -> String {
     let mut items = Vec::new();
-    for n in &model.graph.nodes {
+    for n in &g.nodes {
         // nn.Linear does not flatten; a parameter-free Flatten before it keeps names.
         if n.kind == "dense" && n.input.len() > 1 {
             items.push(format!("    (\"flatten_{}\", nn.Flatten()),", n.name));
         }
         items.push(format!("    (\"{}\", {}),", n.name, n.layer.pytorch(&n.input)));
     }
+    format!("model = nn.Sequential(OrderedDict([\n{}\n]))\n", items.join("\n"))
+}
+
+/// Modules are registered under the layer names (any string), so the state dict's keys
+/// are fkpnet's tensor names; blobs are local variables `b0` (input), `b1`, ...
+fn module(g: &Graph) -> String {
+    let mut init = Vec::new();
+    let mut forward = vec!["        b0 = x".to_string()];
+    for (i, n) in g.nodes.iter().enumerate() {
+        let args: Vec<String> = n.bottoms.iter().map(|b| format!("b{b}")).collect();
+        let expr = match n.layer.merge() {
+            Some(m) if args.len() > 1 => m.pytorch_merge(&args),
+            _ => {
+                init.push(format!("        self.add_module({:?}, {})", n.name, n.layer.pytorch(&n.input)));
+                let x = if n.kind == "dense" && n.input.len() > 1 {
+                    format!("torch.flatten({}, 1)", args[0])
+                } else {
+                    args[0].clone()
+                };
+                format!("self._modules[{:?}]({x})", n.name)
+            }
+        };
+        forward.push(format!("        b{} = {expr}  # {}", i + 1, n.name));
+    }
     format!(
-        "import torch\nimport torch.nn as nn\nfrom collections import OrderedDict\n\
-         from safetensors.torch import load_file\n\n\
-         model = nn.Sequential(OrderedDict([\n{}\n]))\n\
-         model.load_state_dict(load_file(\"model.safetensors\"))\nmodel.eval()\n\n\
-         # faces: float tensor (N, {}, {}, {}) with grey values / 255\n\
-         # keypoints in pixels (Kaggle's column order): model(faces) * 48 + 48\n",
-        items.join("\n"),
-        model.graph.input[0],
-        model.graph.input[1],
-        model.graph.input[2]
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n{}\n\n    \
+         def forward(self, x):\n{}\n        return b{}\n\n\nmodel = Net()\n",
+        init.join("\n"),
+        forward.join("\n"),
+        g.nodes.len()
     )
 }
 

@@ -33,8 +33,11 @@ impl Solver {
             SolverType::Adam | SolverType::AdaDelta => 2,
             _ => 1,
         };
-        let history =
-            params.iter().map(|p| (0..buffers).map(|_| p.tensor.zeros_like().detach()).collect()).collect();
+        // Buffers (running statistics) get no history: the solver never touches them.
+        let history = params
+            .iter()
+            .map(|p| (0..if p.learn { buffers } else { 0 }).map(|_| p.tensor.zeros_like().detach()).collect())
+            .collect();
         Solver {
             kind: cfg.solver_type,
             flavor: cfg.flavor,
@@ -56,6 +59,7 @@ impl Solver {
         tch::no_grad(|| {
             params
                 .iter()
+                .filter(|p| p.learn)
                 .map(|p| p.tensor.grad().square().sum(Kind::Float).double_value(&[]))
                 .sum::<f64>()
                 .sqrt()
@@ -75,6 +79,9 @@ impl Solver {
         }
         let t = (self.iter + 1) as f64;
         for (p, hist) in params.iter().zip(self.history.iter_mut()) {
+            if !p.learn {
+                continue;
+            }
             let mut w = p.tensor.shallow_clone();
             let mut g = w.grad();
             if scale != 1.0 {

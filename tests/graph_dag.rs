@@ -1,0 +1,274 @@
+//! BatchNorm (Caffe's running statistics), skip connections and concatenation through
+//! `bottom`/`top`, each with a gradient check against finite differences.
+
+mod common;
+
+use common::*;
+use fkpnet::config::load_net;
+use fkpnet::graph::Graph;
+use fkpnet::layers::Layer;
+use tch::{Kind, Tensor};
+
+fn graph(dir: &std::path::Path, text: &str) -> anyhow::Result<Graph> {
+    let path = write(dir, "net.yaml", text);
+    let (net, src) = load_net(&path, &[])?;
+    Graph::compile(&net, &src, 30)
+}
+
+fn graph_err(dir: &std::path::Path, text: &str) -> String {
+    match graph(dir, text) {
+        Ok(_) => panic!("compiled, but should not:\n{text}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// Central differences of sum(f(x) * r) against autograd's dx, in float32.
+fn grad_check(f: &dyn Fn(&[Tensor]) -> Tensor, xs: &[Tensor]) {
+    tch::manual_seed(3);
+    let xs: Vec<Tensor> = xs.iter().map(|x| x.detach().set_requires_grad(true)).collect();
+    let y = f(&xs);
+    let r = Tensor::randn(y.size(), (Kind::Float, tch::Device::Cpu));
+    (&y * &r).sum(Kind::Float).backward();
+    let h = 1e-2;
+    for (k, x) in xs.iter().enumerate() {
+        let analytic = x.grad().flatten(0, -1);
+        let n = x.numel() as i64;
+        for i in (0..n).step_by((n as usize / 12).max(1)) {
+            let value = |d: f64| {
+                let moved: Vec<Tensor> = xs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| {
+                        let t = t.detach().copy();
+                        if j == k {
+                            let _ = t.flatten(0, -1).get(i).g_add_scalar_(d);
+                        }
+                        t
+                    })
+                    .collect();
+                tch::no_grad(|| (f(&moved) * &r).sum(Kind::Double).double_value(&[]))
+            };
+            let numeric = (value(h) - value(-h)) / (2.0 * h);
+            let a = analytic.double_value(&[i]);
+            assert!(
+                (a - numeric).abs() <= 2e-2 * (1.0 + numeric.abs()),
+                "input {k} value {i}: autograd {a}, numeric {numeric}"
+            );
+        }
+    }
+}
+
+#[test]
+fn batchnorm_keeps_caffes_running_statistics_and_normalises() {
+    use fkpnet::layers::batchnorm::BatchNorm;
+    let l: BatchNorm = serde_yaml::from_str("{moving_average_fraction: 0.5}").unwrap();
+    assert_eq!(l.output_shape(&[2, 3, 3]).unwrap(), vec![2, 3, 3]);
+    let defs = l.params(&[2, 3, 3]);
+    let names: Vec<_> = defs.iter().map(|d| (d.suffix, d.learn)).collect();
+    assert_eq!(
+        names,
+        [
+            ("weight", true),
+            ("bias", true),
+            ("running_mean", false),
+            ("running_var", false),
+            ("num_batches_tracked", false)
+        ]
+    );
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let p: Vec<Tensor> = defs
+        .iter()
+        .map(|d| {
+            vs.root()
+                .zeros_no_train(d.suffix, &d.shape)
+                .fill_(if d.suffix.contains("var") || d.suffix == "weight" { 1.0 } else { 0.0 })
+        })
+        .collect();
+    let (mean, var, count) = (p[2].shallow_clone(), p[3].shallow_clone(), p[4].shallow_clone());
+    let m = l.build(&[2, 3, 3], p, &Default::default());
+    let run = |x: &Tensor, train| tch::nn::ModuleT::forward_t(&m, x, train);
+    tch::manual_seed(0);
+    let b1 = Tensor::randn([4, 2, 3, 3], (Kind::Float, tch::Device::Cpu)) * 3.0 + 5.0;
+    let b2 = Tensor::randn([4, 2, 3, 3], (Kind::Float, tch::Device::Cpu)) - 2.0;
+    let y = run(&b1, true);
+    // Training: each channel normalised with its batch statistics.
+    let ch_mean = y.mean_dim(&[0i64, 2, 3][..], false, Kind::Float);
+    let ch_var = y.var_dim(&[0i64, 2, 3][..], false, false);
+    assert!(ch_mean.abs().max().double_value(&[]) < 1e-5);
+    assert!((ch_var - 1.0).abs().max().double_value(&[]) < 1e-3);
+    // First batch counts fully (Caffe's scale factor is 1 after one batch) ...
+    let stats = |b: &Tensor| {
+        (b.mean_dim(&[0i64, 2, 3][..], false, Kind::Float), b.var_dim(&[0i64, 2, 3][..], true, false))
+    };
+    let (m1, v1) = stats(&b1);
+    assert!((&mean - &m1).abs().max().double_value(&[]) < 1e-5);
+    assert!((&var - &v1).abs().max().double_value(&[]) < 1e-4, "unbiased variance, as Caffe and PyTorch");
+    // ... then (f * sum + batch) / (f * factor + 1): with f = 0.5, (0.5 m1 + m2) / 1.5.
+    let _ = run(&b2, true);
+    let (m2, v2) = stats(&b2);
+    let want_mean = (&m1 * 0.5 + &m2) / 1.5;
+    let want_var = (&v1 * 0.5 + &v2) / 1.5;
+    assert!((&mean - want_mean).abs().max().double_value(&[]) < 1e-5);
+    assert!((&var - want_var).abs().max().double_value(&[]) < 1e-4);
+    assert_eq!(count.double_value(&[]), 2.0);
+    // Test phase: the running statistics, nothing updated.
+    let before = mean.copy();
+    let t = run(&b2, false);
+    let want = (&b2 - mean.view([1, 2, 1, 1])) / (var.view([1, 2, 1, 1]) + 1e-5).sqrt();
+    assert!((t - want).abs().max().double_value(&[]) < 1e-4);
+    assert!(before.equal(&mean) && count.double_value(&[]) == 2.0);
+    // Out-of-range settings are errors, not silent defaults.
+    let bad: BatchNorm = serde_yaml::from_str("{moving_average_fraction: 1.5}").unwrap();
+    assert!(bad.output_shape(&[2, 3, 3]).unwrap_err().contains("[0, 1)"));
+}
+
+#[test]
+fn batchnorm_eltwise_and_concat_gradients_match_finite_differences() {
+    use fkpnet::layers::{concat::Concat, eltwise::Eltwise, Merge};
+    tch::manual_seed(1);
+    let opts = Default::default();
+    let a = Tensor::randn([2, 3, 2, 2], (Kind::Float, tch::Device::Cpu));
+    let b = Tensor::randn([2, 3, 2, 2], (Kind::Float, tch::Device::Cpu));
+    let c = Tensor::randn([2, 1, 2, 2], (Kind::Float, tch::Device::Cpu));
+    let sum: Eltwise = serde_yaml::from_str("{operation: sum, coeff: [1, -0.5]}").unwrap();
+    let f = sum.build_merge(&[vec![3, 2, 2], vec![3, 2, 2]], &opts);
+    let y = f(&[&a, &b]);
+    assert!(y.allclose(&(&a - &b * 0.5), 1e-6, 1e-6, false));
+    grad_check(&|x: &[Tensor]| f(&[&x[0], &x[1]]), &[a.copy(), b.copy()]);
+    let prod: Eltwise = serde_yaml::from_str("{operation: prod}").unwrap();
+    let f = prod.build_merge(&[vec![3, 2, 2], vec![3, 2, 2]], &opts);
+    grad_check(&|x: &[Tensor]| f(&[&x[0], &x[1]]), &[a.copy(), b.copy()]);
+    let max: Eltwise = serde_yaml::from_str("{operation: max}").unwrap();
+    let f = max.build_merge(&[vec![3, 2, 2], vec![3, 2, 2]], &opts);
+    assert!(f(&[&a, &b]).equal(&a.maximum(&b)));
+    let cat: Concat = serde_yaml::from_str("{}").unwrap();
+    assert_eq!(cat.merge_shape(&[vec![3, 2, 2], vec![1, 2, 2]]).unwrap(), vec![4, 2, 2]);
+    assert!(cat.merge_shape(&[vec![3, 2, 2], vec![1, 3, 2]]).unwrap_err().contains("differ outside axis 1"));
+    let f = cat.build_merge(&[vec![3, 2, 2], vec![1, 2, 2]], &opts);
+    let y = f(&[&a, &c]);
+    assert!(y.narrow(1, 3, 1).equal(&c) && y.narrow(1, 0, 3).equal(&a));
+    grad_check(&|x: &[Tensor]| f(&[&x[0], &x[1]]), &[a.copy(), c.copy()]);
+    // BatchNorm in training mode: the gradient flows through the batch statistics.
+    use fkpnet::layers::batchnorm::BatchNorm;
+    let bn: BatchNorm = serde_yaml::from_str("{affine: false}").unwrap();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let p: Vec<Tensor> =
+        bn.params(&[3, 2, 2]).iter().map(|d| vs.root().zeros_no_train(d.suffix, &d.shape)).collect();
+    let m = bn.build(&[3, 2, 2], p, &opts);
+    grad_check(&|x: &[Tensor]| tch::nn::ModuleT::forward_t(&m, &x[0], true), &[a.copy() * 2.0 + 1.0]);
+}
+
+const RESIDUAL: &str = "name: tiny_res
+input: [1, 8, 8]
+layers:
+  - {type: conv, name: c1, num_output: 4, kernel_size: 3, pad: 1}
+  - {type: batchnorm, name: bn1, moving_average_fraction: 0.9}
+  - {type: relu, name: r1, top: c1}
+  - {type: conv, name: c2, num_output: 4, kernel_size: 3, pad: 1}
+  - {type: eltwise, name: sum, bottom: [c2, c1]}
+  - {type: concat, name: cat, bottom: [sum, data]}
+  - {type: pool, name: p, pool: max, kernel_size: 2, stride: 2}
+  - {type: dense, name: out, num_output: 30}
+loss: {type: mse}
+";
+
+#[test]
+fn skip_connections_compile_build_and_report_their_bottoms() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(dir.path(), RESIDUAL).unwrap();
+    assert!(!g.is_sequential());
+    // `top: c1` on the relu: later `c1` means the relu's output, as in Caffe.
+    let sum = &g.nodes[4];
+    assert_eq!(sum.bottoms, vec![4, 3]);
+    assert_eq!(g.nodes[5].output, vec![5, 8, 8]);
+    let s = g.summary();
+    assert!(s.contains("<- c2 + r1 sum") && s.contains("<- sum + data axis 1"), "{s}");
+    // Buffers are not parameters: BN adds 4 + 4 learnable values.
+    let want = (4 * 9 + 4) + 8 + (4 * 4 * 9 + 4) + (30 * 5 * 16 + 30);
+    assert_eq!(g.num_params(), want);
+    // The resolved net names every bottom by layer and compiles to the same graph.
+    let again = graph(dir.path(), &serde_yaml::to_string(&g.resolved()).unwrap()).unwrap();
+    assert_eq!(
+        again.nodes.iter().map(|n| n.bottoms.clone()).collect::<Vec<_>>(),
+        g.nodes.iter().map(|n| n.bottoms.clone()).collect::<Vec<_>>()
+    );
+    // Forward and backward through the graph reach every parameter.
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let (net, params) = g.build(&vs.root(), Default::default());
+    let x = Tensor::rand([3, 1, 8, 8], (Kind::Float, tch::Device::Cpu));
+    let y = net.forward_t(&x, true);
+    assert_eq!(y.size(), [3, 30]);
+    y.sum(Kind::Float).backward();
+    for p in params.iter().filter(|p| p.learn) {
+        assert!(p.tensor.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0, "{} got no gradient", p.name);
+    }
+    assert!(params.iter().any(|p| p.name == "bn1.running_var" && !p.learn));
+}
+
+#[test]
+fn bad_bottoms_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = graph_err(dir.path(), &RESIDUAL.replace("bottom: [c2, c1]", "bottom: [c2, cl]"));
+    assert!(
+        e.contains("bottom `cl` is not the name or top of an earlier layer")
+            && e.contains("did you mean `c1`"),
+        "{e}"
+    );
+    assert!(e.contains("net.yaml:") && e.contains("layer `sum`"), "{e}");
+    let e = graph_err(
+        dir.path(),
+        &RESIDUAL.replace("name: c2, num_output: 4", "name: c2, bottom: [c1, data], num_output: 4"),
+    );
+    assert!(e.contains("a conv layer takes one bottom, got 2"), "{e}");
+    let e = graph_err(dir.path(), &RESIDUAL.replace("bottom: [c2, c1]", "bottom: [c2, data]"));
+    assert!(e.contains("bottoms 4x8x8, 1x8x8 differ"), "{e}");
+    // A later layer is not visible yet: no cycles.
+    let e = graph_err(dir.path(), &RESIDUAL.replace("bottom: [c2, c1]", "bottom: [c2, cat]"));
+    assert!(e.contains("bottom `cat`"), "{e}");
+}
+
+#[test]
+fn a_residual_net_with_batchnorm_trains_saves_and_tests_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "net.yaml",
+        &RESIDUAL
+            .replace("[1, 8, 8]", "[1, 96, 96]")
+            .replace("kernel_size: 2, stride: 2", "kernel_size: 8, stride: 8"),
+    );
+    write(
+        d,
+        "solver.yaml",
+        &format!(
+            "net: net.yaml\ndata: {{train: {}, labels: complete}}\ntype: Adam\nbase_lr: 0.01\n\
+             batch_size: 8\nmax_iter: 12\ntest_interval: 6\ndisplay: 6\n",
+            mini_csv()
+        ),
+    );
+    ok(&["train", "solver.yaml", "--runs-dir", "runs", "--name", "r", "-q"], d);
+    let rows = fkpnet::run::read_metrics(&d.join("runs/r/metrics.csv")).unwrap();
+    let best = rows.iter().filter_map(|r| r.val_rmse_px).fold(f64::INFINITY, f64::min);
+    // `test` rebuilds the net from the run dir: the same number only if the running
+    // statistics were saved and loaded with the weights.
+    let out = ok(&["test", "runs/r"], d);
+    let overall: f64 = out
+        .lines()
+        .find(|l| l.starts_with("overall"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((overall - best).abs() < 2e-3, "test {overall} vs training's best {best}: {out}");
+    ok(&["export", "runs/r", "-o", "exp"], d);
+    let code = std::fs::read_to_string(d.join("exp/README.md")).unwrap();
+    assert!(
+        code.contains("class Net(nn.Module)")
+            && code.contains("torch.cat([b5, b0], 1)")
+            && code.contains("b5 = b4 + b3"),
+        "{code}"
+    );
+}
