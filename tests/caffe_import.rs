@@ -81,6 +81,31 @@ fn the_solver_converts_and_trains() {
 }
 
 #[test]
+fn a_resnet_block_with_batchnorm_scale_eltwise_and_concat_converts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = fkpnet(&["import-caffe", &fixture("resnet_block.prototxt"), "-o", "conv"], d);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let notes = String::from_utf8(out.stderr).unwrap();
+    assert!(notes.contains("layer `scale_conv1`: folded into the BatchNorm"), "{notes}");
+    let yaml = std::fs::read_to_string(d.join("conv/resblock.yaml")).unwrap();
+    // BatchNorm + Scale -> one batchnorm; Scale without bias_term keeps the shift at 0.
+    assert!(yaml.contains("{type: batchnorm, name: bn_conv1, moving_average_fraction: 0.9, eps: 0.00001, affine: true, top: conv1}"), "{yaml}");
+    assert!(yaml.contains("param: [{lr_mult: 1, decay_mult: 1}, {lr_mult: 0, decay_mult: 0}]"), "{yaml}");
+    assert!(!yaml.contains("Scale") && !yaml.contains("name: scale"), "{yaml}");
+    // In-place layers: `conv1` after the ReLU is the ReLU's output, as in Caffe.
+    let summary = ok(&["summary", "conv/resblock.yaml"], d);
+    assert!(
+        summary.contains("<- conv1_relu + bn2a sum") && summary.contains("<- res2 + conv1_relu axis 1"),
+        "{summary}"
+    );
+    assert_eq!(
+        shapes(&summary, &[]),
+        ["8x48x48", "8x48x48", "8x48x48", "8x48x48", "8x48x48", "8x48x48", "16x48x48", "16x6x6", "30"]
+    );
+}
+
+#[test]
 fn bad_prototxt_gives_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -90,10 +115,24 @@ fn bad_prototxt_gives_clear_errors() {
         p.display().to_string()
     };
     let input = "name: \"t\"\nlayer {\n  name: \"data\"\n  type: \"Input\"\n  top: \"data\"\n  input_param { shape { dim: 1 dim: 1 dim: 96 dim: 96 } }\n}\n";
-    let bn = write("bn.prototxt", &format!("{input}layer {{\n  name: \"bn1\"\n  type: \"BatchNorm\"\n  bottom: \"data\"\n  top: \"bn1\"\n}}\n"));
+    let bn = write(
+        "bn.prototxt",
+        &format!(
+            "{input}layer {{\n  name: \"bn1\"\n  type: \"LRN\"\n  bottom: \"data\"\n  top: \"bn1\"\n}}\n"
+        ),
+    );
     let e = String::from_utf8(fkpnet(&["import-caffe", &bn, "-o", "o"], d).stderr).unwrap();
-    assert!(e.contains("bn.prototxt:9: layer `bn1`: layer type `BatchNorm` is not supported"), "{e}");
+    assert!(e.contains("bn.prototxt:9: layer `bn1`: layer type `LRN` is not supported"), "{e}");
     assert!(e.contains("supported: Input"), "{e}");
+    let scale = write(
+        "scale.prototxt",
+        &format!("{input}layer {{\n  name: \"s\"\n  type: \"Scale\"\n  bottom: \"data\"\n  top: \"s\"\n}}\n"),
+    );
+    let e = String::from_utf8(fkpnet(&["import-caffe", &scale, "-o", "o"], d).stderr).unwrap();
+    assert!(
+        e.contains("layer `s`: a Scale layer is supported only right after a BatchNorm (as its affine part)"),
+        "{e}"
+    );
 
     let unknown = write("unknown.prototxt", &format!("{input}layer {{\n  name: \"c\"\n  type: \"Convolution\"\n  bottom: \"data\"\n  top: \"c\"\n  convolution_param {{ num_output: 4 kernel_size: 3 bogus: 1 }}\n}}\n"));
     let e = String::from_utf8(fkpnet(&["import-caffe", &unknown, "-o", "o"], d).stderr).unwrap();

@@ -38,8 +38,8 @@ pub struct Imported {
     pub notes: Vec<String>,
 }
 
-const SUPPORTED: &str =
-    "Input, Data, HDF5Data, Convolution, Pooling, InnerProduct, ReLU, Dropout, Flatten, EuclideanLoss";
+const SUPPORTED: &str = "Input, Data, HDF5Data, Convolution, Pooling, InnerProduct, ReLU, Dropout, Flatten, \
+     BatchNorm, Scale (after BatchNorm), Concat, Eltwise, EuclideanLoss";
 
 /// A layer's line in the prototxt: the line of its `name: "..."`, searched in order.
 fn layer_lines(text: &str, layers: &[LayerParameter]) -> Vec<usize> {
@@ -226,6 +226,43 @@ fn convert_layer(l: &LayerParameter, at: &str, notes: &mut Vec<String>) -> Resul
             put("name", l.name().into());
             put("dropout_ratio", num(l.dropout_param.as_ref().map_or(0.5, |p| p.dropout_ratio()) as f64));
         }
+        "BatchNorm" => {
+            let p = l.batch_norm_param.as_ref().cloned().unwrap_or_default();
+            put("type", "batchnorm".into());
+            put("name", l.name().into());
+            put("moving_average_fraction", num(p.moving_average_fraction() as f64));
+            put("eps", num(p.eps() as f64));
+            if p.use_global_stats.is_some() {
+                put("use_global_stats", p.use_global_stats().into());
+            }
+            // Caffe's BatchNorm only normalises; a following Scale adds the affine part.
+            put("affine", false.into());
+            // Its three blobs are statistics, which Caffe nets freeze with
+            // `param { lr_mult: 0 }`: in fkpnet they are buffers the solver never touches.
+            return Ok(m);
+        }
+        "Concat" => {
+            let p = l.concat_param.as_ref().cloned().unwrap_or_default();
+            put("type", "concat".into());
+            put("name", l.name().into());
+            let axis = if p.axis.is_some() { p.axis() as i64 } else { p.concat_dim() as i64 };
+            put("axis", axis.into());
+        }
+        "Eltwise" => {
+            use super::proto::caffe::eltwise_parameter::EltwiseOp;
+            let p = l.eltwise_param.as_ref().cloned().unwrap_or_default();
+            put("type", "eltwise".into());
+            put("name", l.name().into());
+            let op = match p.operation() {
+                EltwiseOp::PROD => "prod",
+                EltwiseOp::SUM => "sum",
+                EltwiseOp::MAX => "max",
+            };
+            put("operation", op.into());
+            if !p.coeff.is_empty() {
+                put("coeff", Value::Sequence(p.coeff.iter().map(|c| num(*c as f64)).collect()));
+            }
+        }
         "Flatten" => {
             if let Some(p) = l.flatten_param.as_ref() {
                 if p.axis() != 1 || p.end_axis() != -1 {
@@ -246,6 +283,50 @@ fn convert_layer(l: &LayerParameter, at: &str, notes: &mut Vec<String>) -> Resul
         m.insert("param".into(), p);
     }
     Ok(m)
+}
+
+/// Caffe's Scale after a BatchNorm is the BatchNorm's affine part: fold it in
+/// (a Scale without bias_term keeps the shift at 0 with lr_mult 0, which is the same).
+fn fold_scale(
+    l: &LayerParameter,
+    at: &str,
+    layers: &mut [Value],
+    top: &Option<String>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let Some(Value::Mapping(bn)) = layers.last_mut() else {
+        bail!("{at}: a Scale layer is supported only right after a BatchNorm (as its affine part)");
+    };
+    if bn.get("type").and_then(|t| t.as_str()) != Some("batchnorm") || l.bottom.first() != top.as_ref() {
+        bail!("{at}: a Scale layer is supported only right after a BatchNorm, taking its top (as its affine part)");
+    }
+    let p = l.scale_param.as_ref().cloned().unwrap_or_default();
+    if p.axis() != 1 || p.num_axes() != 1 {
+        bail!("{at}: scale_param axis 1 / num_axes 1 (per channel) only");
+    }
+    if p.filler.is_some() || p.bias_filler.is_some() {
+        notes.push(format!("{at}: Scale fillers ignored: fkpnet starts the scale at 1 and the shift at 0"));
+    }
+    bn.insert("affine".into(), true.into());
+    let mut mults: Vec<Value> = params(l).and_then(|v| v.as_sequence().cloned()).unwrap_or_default();
+    if !p.bias_term() {
+        while mults.is_empty() {
+            mults.push(serde_yaml::from_str("{lr_mult: 1, decay_mult: 1}")?);
+        }
+        mults.truncate(1);
+        mults.push(serde_yaml::from_str("{lr_mult: 0, decay_mult: 0}")?);
+    }
+    if !mults.is_empty() {
+        bn.insert("param".into(), Value::Sequence(mults));
+    }
+    if let Some(t) = l.top.first() {
+        let name = bn.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+        if *t != name {
+            bn.insert("top".into(), t.clone().into());
+        }
+    }
+    notes.push(format!("{at}: folded into the BatchNorm before it as `affine: true`"));
+    Ok(())
 }
 
 /// YAML flow style for one layer: `{type: conv, name: conv1, ...}`.
@@ -292,6 +373,8 @@ fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Result<N
         input = Some(net.input_dim[1..].iter().map(|d| *d as i64).collect());
     }
     let mut top: Option<String> = net.input.first().cloned();
+    // The data layer's top: fkpnet calls the net's input `data`.
+    let mut input_top: Option<String> = top.clone();
     let (mut batch, mut test_batch) = (None, None);
     let mut layers = Vec::new();
     let mut loss: Option<(f64, usize)> = None;
@@ -316,6 +399,7 @@ fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Result<N
                 }
                 input = Some(dims[1..].to_vec());
                 top = l.top.first().cloned();
+                input_top = top.clone();
                 continue;
             }
             "Data" | "HDF5Data" => {
@@ -328,6 +412,7 @@ fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Result<N
                     ));
                 }
                 top = l.top.first().cloned();
+                input_top = top.clone();
                 continue;
             }
             "EuclideanLoss" => {
@@ -343,16 +428,33 @@ fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Result<N
             }
             _ => {}
         }
+        if l.type_() == "Scale" {
+            fold_scale(l, &at(i), &mut layers, &top, notes)?;
+            top = l.top.first().cloned();
+            continue;
+        }
+        let mut layer = convert_layer(l, &at(i), notes)?;
+        // Caffe's graph as it is: bottoms by top name (the data layer's top is fkpnet's
+        // `data`), written only where they are not simply the layer before.
+        let data_top =
+            |b: &String| if Some(b) == input_top.as_ref() { "data".to_string() } else { b.clone() };
+        if l.bottom.is_empty() {
+            bail!("{}: the layer has no bottom", at(i));
+        }
         if l.bottom.len() != 1 || l.bottom.first() != top.as_ref() {
-            bail!(
-                "{}: bottom {:?}: only a chain of layers is supported, each taking the previous one's top `{}`",
-                at(i),
-                l.bottom,
-                top.clone().unwrap_or_default()
+            let names: Vec<Value> = l.bottom.iter().map(|b| data_top(b).into()).collect();
+            layer.insert(
+                "bottom".into(),
+                if names.len() == 1 { names[0].clone() } else { Value::Sequence(names) },
             );
         }
+        if let Some(t) = l.top.first() {
+            if t != l.name() {
+                layer.insert("top".into(), t.clone().into());
+            }
+        }
         top = l.top.first().cloned();
-        layers.push(Value::Mapping(convert_layer(l, &at(i), notes)?));
+        layers.push(Value::Mapping(layer));
     }
     let input = input
         .ok_or_else(|| anyhow!("{file}: no input shape: add an Input layer, or a Data/HDF5Data layer"))?;
