@@ -14,5 +14,6 @@ pub mod loss;
 pub mod report;
 pub mod run;
 pub mod solver;
+pub mod sweep;
 pub mod timing;
 pub mod train;

@@ -49,6 +49,27 @@ enum Cmd {
         #[arg(long, value_parser = ["stop", "skip"])]
         on_nan: Option<String>,
     },
+    /// Train every combination of the swept values, one after another, then compare
+    /// them as `diff` does: `fkpnet sweep S --set base_lr=1e-3,3e-4 --set layers.fc1.num_output=256,500`.
+    Sweep {
+        solver: PathBuf,
+        /// KEY=V1,V2,...: a swept key (values split at commas outside [] and {}); a single
+        /// value is a fixed override for every run.
+        #[arg(long = "set", value_name = "KEY=V1,V2", required = true)]
+        sets: Vec<String>,
+        /// Run names are PREFIX-key=value-...; default: the solver file's name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "runs")]
+        runs_dir: PathBuf,
+        #[arg(long, short)]
+        quiet: bool,
+        /// Write the overlaid curves here (.png, or .svg).
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = "val_rmse_px")]
+        metric: Metric,
+    },
     /// Print the fully resolved solver config (overrides applied, net inline).
     Config {
         solver: PathBuf,
@@ -340,26 +361,33 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Diff { runs, out, metric } => {
             let runs = runs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
-            let (metric, note) = report::diff::effective_metric(&runs, metric);
-            for other in &runs[1..] {
-                let lines = report::diff::config_diff(&runs[0].config, &other.config);
-                println!(
-                    "config {} -> {}:{}",
-                    runs[0].name,
-                    other.name,
-                    if lines.is_empty() { " same" } else { "" }
+            compare(&runs, metric, out.as_deref())?;
+        }
+        Cmd::Sweep { solver, sets, name, runs_dir, quiet, out, metric } => {
+            let (swept, fixed): (Vec<String>, Vec<String>) =
+                sets.into_iter().partition(|s| fkpnet::sweep::parse_axis(s).is_ok_and(|(_, v)| v.len() > 1));
+            let prefix = name.unwrap_or_else(|| {
+                solver.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep").to_string()
+            });
+            let plan = fkpnet::sweep::plan(&solver, &fixed, &swept, &prefix, &runs_dir)?;
+            eprintln!("sweep: {} runs, one after another:", plan.runs.len());
+            for (n, _) in &plan.runs {
+                eprintln!("  {}", runs_dir.join(n).display());
+            }
+            let (dirs, interrupted) = fkpnet::sweep::run(&plan, &runs_dir, quiet)?;
+            let runs = dirs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
+            if runs.len() > 1 {
+                compare(&runs, metric, out.as_deref())?;
+            }
+            if let Some(snap) = interrupted {
+                eprintln!(
+                    "sweep interrupted after {} of {} runs; resume the last with fkpnet train {} --snapshot {}",
+                    dirs.len(),
+                    plan.runs.len(),
+                    dirs.last().map(|d| d.join("config.yaml").display().to_string()).unwrap_or_default(),
+                    snap.display()
                 );
-                for l in lines {
-                    println!("  {l}");
-                }
-            }
-            if let Some(n) = note {
-                println!("note: {n}");
-            }
-            print!("{}", report::diff::table(&runs, metric));
-            if let Some(out) = out {
-                report::plot::plot(&runs, metric, &out)?;
-                println!("plot: {}", out.display());
+                std::process::exit(130);
             }
         }
         Cmd::Plot { runs, out, metric } => {
@@ -398,4 +426,25 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `fkpnet diff`'s output: each run's config against the first, the table, the plot.
+fn compare(runs: &[Run], metric: Metric, out: Option<&std::path::Path>) -> Result<()> {
+    let (metric, note) = report::diff::effective_metric(runs, metric);
+    for other in &runs[1..] {
+        let lines = report::diff::config_diff(&runs[0].config, &other.config);
+        println!("config {} -> {}:{}", runs[0].name, other.name, if lines.is_empty() { " same" } else { "" });
+        for l in lines {
+            println!("  {l}");
+        }
+    }
+    if let Some(n) = note {
+        println!("note: {n}");
+    }
+    print!("{}", report::diff::table(runs, metric));
+    if let Some(out) = out {
+        report::plot::plot(runs, metric, out)?;
+        println!("plot: {}", out.display());
+    }
+    Ok(())
 }

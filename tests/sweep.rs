@@ -1,0 +1,83 @@
+//! `fkpnet sweep`: the grid, checked up front, trained in order, compared as `diff`.
+
+mod common;
+
+use common::*;
+use fkpnet::sweep::{grid, parse_axis, run_name};
+
+#[test]
+fn axes_split_at_top_level_commas_and_grid_is_every_combination() {
+    assert_eq!(
+        parse_axis("base_lr=1e-3, 3e-4").unwrap(),
+        ("base_lr".into(), vec!["1e-3".into(), "3e-4".into()])
+    );
+    let (k, v) = parse_axis("stepvalue=[100,200],[300]").unwrap();
+    assert_eq!((k.as_str(), v), ("stepvalue", vec!["[100,200]".to_string(), "[300]".to_string()]));
+    assert!(parse_axis("base_lr").unwrap_err().to_string().contains("KEY=V1,V2"));
+    assert!(parse_axis("base_lr=1e-3,").is_err());
+    let g = grid(&[parse_axis("a=1,2").unwrap(), parse_axis("b.c=x,y,z").unwrap()]);
+    assert_eq!(g.len(), 6);
+    assert_eq!(g[0], ["a=1", "b.c=x"]);
+    assert_eq!(g[5], ["a=2", "b.c=z"]);
+    assert_eq!(run_name("lenet", &g[1]), "lenet-a=1-c=y");
+    assert_eq!(run_name("p", &["data.augment={flip: true}".to_string()]), "p-augment=_flip__true_");
+}
+
+#[test]
+fn sweep_checks_every_variant_first_then_trains_and_compares() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let solver = root().join("solvers/adam.yaml");
+    let s = solver.to_str().unwrap();
+    let data = format!("data.train={}", mini_csv());
+    // A bad value anywhere in the grid: an error naming it, and nothing trained.
+    let e = err(&["sweep", s, "--set", &data, "--set", "base_lr=1e-3,fast", "--runs-dir", "runs"], d);
+    assert!(e.contains("base_lr=fast") && e.contains("base_lr"), "{e}");
+    assert!(!d.join("runs").exists() || std::fs::read_dir(d.join("runs")).unwrap().next().is_none());
+    let e = err(&["sweep", s, "--set", &data, "--runs-dir", "runs"], d);
+    assert!(e.contains("nothing to sweep"), "{e}");
+    let out = ok(
+        &[
+            "sweep",
+            s,
+            "--set",
+            &data,
+            "--set",
+            "max_iter=4",
+            "--set",
+            "test_interval=2",
+            "--set",
+            "batch_size=16",
+            "--set",
+            "layers.fc1.num_output=32,64",
+            "--runs-dir",
+            "runs",
+            "--name",
+            "sw",
+            "-q",
+        ],
+        d,
+    );
+    for n in ["sw-num_output=32", "sw-num_output=64"] {
+        let cfg = std::fs::read_to_string(d.join("runs").join(n).join("config.yaml")).unwrap();
+        assert!(cfg.contains(&format!("num_output: {}", &n[14..])), "{n}: {cfg}");
+    }
+    assert!(out.contains("layers.fc1.num_output: 32 -> 64") && out.contains("best"), "{out}");
+    // The same sweep again would overwrite: refused before training.
+    let e = err(
+        &[
+            "sweep",
+            s,
+            "--set",
+            &data,
+            "--set",
+            "layers.fc1.num_output=32,64",
+            "--runs-dir",
+            "runs",
+            "--name",
+            "sw",
+        ],
+        d,
+    );
+    assert!(e.contains("already exists"), "{e}");
+}
