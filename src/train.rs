@@ -242,6 +242,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     }
 
     run::check_writable(&opts.runs_dir)?;
+    run::check_space(&opts.runs_dir, run_bytes(&graph, cfg), run::free_bytes(&opts.runs_dir))?;
     let split = data::load(&cfg.data)?;
     let run = RunDir::create(&opts.runs_dir, opts.name.as_deref(), &default_run_name(r))?;
     run::write_text(&run.file("config.yaml"), &resolved_yaml(r, &graph, seed)?)?;
@@ -535,6 +536,22 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         seconds,
         interrupted,
     })
+}
+
+/// About how many bytes a run writes: float32 weights (final, best, each snapshot),
+/// each snapshot's solver history, and a margin for logs and event files.
+fn run_bytes(graph: &Graph, cfg: &crate::config::SolverConfig) -> u64 {
+    let weights =
+        4 * graph.nodes.iter().flat_map(|n| &n.params).map(|p| p.shape.iter().product::<i64>()).sum::<i64>()
+            as u64;
+    let snapshots = if cfg.snapshot > 0 { (cfg.max_iter / cfg.snapshot) as u64 } else { 0 };
+    let history =
+        if matches!(cfg.solver_type, crate::config::SolverType::Adam | crate::config::SolverType::AdaDelta) {
+            2
+        } else {
+            1
+        };
+    weights * (2 + snapshots * (1 + history)) + (1 << 20)
 }
 
 /// The name of the first parameter whose gradient holds a NaN or infinity.

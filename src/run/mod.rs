@@ -67,14 +67,48 @@ pub fn check_writable(runs_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Bytes an unprivileged process may still write on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed out-struct of the right type.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Refuse to start when the run's files (weights, snapshots, logs) would not fit, so
+/// a full disk is reported now and not hours into training.
+pub fn check_space(dir: &Path, needed: u64, free: Option<u64>) -> Result<()> {
+    let mb = |b: u64| b as f64 / 1e6;
+    match free {
+        Some(free) if free < needed => bail!(
+            "{} has {:.1} MB free, but this run writes about {:.1} MB (weights, snapshots, logs); \
+             free some space or choose another --runs-dir",
+            dir.display(),
+            mb(free),
+            mb(needed)
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Write `path` via a temp file in the same directory and a rename, so a reader (or
-/// a crash) never sees a half-written file. `write` gets the temp path.
+/// a crash) never sees a half-written file. `write` gets the temp path; a failed write
+/// (a full disk) leaves the old file as it was and removes the temp file.
 pub fn atomic_write(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     // Keep the extension last: VarStore::save picks the format from it.
     let tmp = path.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
-    write(&tmp)?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+    let done = write(&tmp).and_then(|()| {
+        fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+    });
+    if done.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    done
 }
 
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
@@ -113,11 +147,12 @@ impl Metrics {
         Ok(Metrics { file })
     }
 
+    /// One `write` call per row, so a killed process leaves whole rows (and at most
+    /// one cut-off last line, which `read_metrics` skips).
     pub fn write(&mut self, r: &MetricsRow) -> Result<()> {
         let o = |v: Option<f64>| v.map(|x| format!("{x:.6e}")).unwrap_or_default();
-        writeln!(
-            self.file,
-            "{},{:.3},{},{},{},{},{},{:.2}",
+        let line = format!(
+            "{},{:.3},{},{},{},{},{},{:.2}\n",
             r.iter,
             r.epoch,
             o(r.lr),
@@ -126,15 +161,20 @@ impl Metrics {
             o(r.val_loss),
             o(r.val_rmse_px),
             r.seconds
-        )?;
+        );
+        self.file.write_all(line.as_bytes())?;
         self.file.flush()?;
         Ok(())
     }
 }
 
-/// Read a metrics.csv back (for reports and tests).
+/// Read a metrics.csv back (for reports, resumes and tests). A last line without its
+/// newline is a row cut off by a crash: it is left out.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
-    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !text.ends_with('\n') {
+        text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
+    }
     let mut lines = text.lines();
     let header = lines.next().unwrap_or("");
     if header != METRICS_HEADER {
