@@ -70,8 +70,14 @@ pub fn parse(path: &Path) -> Result<Table> {
 
     let mut faces = Faces::default();
     let mut ids = Vec::new();
-    let mut rec = csv::ByteRecord::new();
-    while rdr.read_byte_record(&mut rec).map_err(|e| anyhow!("{file}: {e}"))? {
+    // Records first (the CSV scan is sequential), then the Image fields, the bulk of
+    // the file, parsed on every core; the first bad row in file order is reported.
+    let mut records: Vec<(u64, csv::ByteRecord)> = Vec::new();
+    loop {
+        let mut rec = csv::ByteRecord::new();
+        if !rdr.read_byte_record(&mut rec).map_err(|e| anyhow!("{file}: {e}"))? {
+            break;
+        }
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         for (c, name) in cols.iter().zip(&names) {
             let field = rec.get(*c).unwrap_or(b"");
@@ -94,18 +100,46 @@ pub fn parse(path: &Path) -> Result<Table> {
         if !labelled {
             faces.keypoints.extend([f32::NAN; TARGETS]);
         }
-        parse_image(rec.get(image).unwrap_or(b""), &mut faces.pixels)
-            .map_err(|e| anyhow!("{file}:{line}: column Image: {e}"))?;
         ids.push(match id_col {
             Some(c) => String::from_utf8_lossy(rec.get(c).unwrap_or(b"")).trim().to_string(),
             None => ids.len().saturating_add(1).to_string(),
         });
+        records.push((line, rec));
     }
+    faces.pixels =
+        parse_images(&records, image).map_err(|(line, e)| anyhow!("{file}:{line}: column Image: {e}"))?;
     if faces.is_empty() {
         bail!("{file}: no faces (the file has a header but no rows)");
     }
     debug_assert_eq!(faces.pixels.len(), faces.len() * PIXELS);
     Ok(Table { faces, ids, labelled })
+}
+
+/// The Image column of every record, parsed in parallel chunks in file order; the
+/// error of the first bad row (its line) if any.
+fn parse_images(records: &[(u64, csv::ByteRecord)], image: usize) -> Result<Vec<u8>, (u64, String)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+    let chunk = records.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<u8>, (u64, String)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .map(|rs| {
+                s.spawn(move || {
+                    let mut out = Vec::with_capacity(rs.len() * PIXELS);
+                    for (line, rec) in rs {
+                        parse_image(rec.get(image).unwrap_or(b""), &mut out).map_err(|e| (*line, e))?;
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("the pixel parser does not panic")).collect()
+    });
+    let mut pixels = Vec::with_capacity(records.len() * PIXELS);
+    for p in parts {
+        pixels.extend_from_slice(&p?);
+    }
+    Ok(pixels)
 }
 
 /// Parse 9,216 space-separated integers 0..=255 onto `out` (a hand loop: this is the
