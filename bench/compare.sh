@@ -18,8 +18,10 @@ declare -A R
 for r in $(seq "$rounds"); do
   for net in ${nets//,/ }; do
     for mode in fp32 cl bf16; do
-      v=$(cd "$ref" && PYTHONWARNINGS=ignore "$OLDPWD/$py" throughput.py "$net" "$mode" 2>/dev/null | sed -n 's/.* \([0-9.]*\) img\/s.*/\1/p')
+      out=$(cd "$ref" && PYTHONWARNINGS=ignore "$OLDPWD/$py" "$OLDPWD/bench/peak_rss.py" "$net" "$mode" 2>/dev/null)
+      v=$(sed -n 's/.* \([0-9.]*\) img\/s.*/\1/p' <<<"$out")
       k="pt_${net}_$mode"; R[$k]=$(python3 -c "print(max(float('${R[$k]:-0}'), float('$v')))")
+      R[ptmem_${net}_$mode]=$(sed -n 's/^peak_mib //p' <<<"$out")
     done
     for prec in fp32 bf16; do
       v=$("$fk" bench "nets/$net.yaml" --precision "$prec" --iterations "$(iters "$net")" --json |
@@ -31,18 +33,19 @@ for r in $(seq "$rounds"); do
   done
 done
 
-echo "| net | PyTorch fp32 | PyTorch channels-last | PyTorch bf16 | fkpnet fp32 | fkpnet bf16 | fkpnet fp32 / best PyTorch fp32 | fkpnet bf16 / PyTorch bf16 | fkpnet fp32 GFLOP/s |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| net | PyTorch fp32 | PyTorch channels-last | PyTorch bf16 | fkpnet fp32 | fkpnet bf16 | fkpnet fp32 / best PyTorch fp32 | fkpnet bf16 / PyTorch bf16 | fkpnet fp32 GFLOP/s | peak MiB PyTorch cl / fkpnet fp32 |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for net in ${nets//,/ }; do
-  python3 - "$net" "${R[pt_${net}_fp32]}" "${R[pt_${net}_cl]}" "${R[pt_${net}_bf16]}" "${R[fk_${net}_fp32]}" "${R[fk_${net}_bf16]}" "${R[gf_${net}_fp32]}" <<'PY'
+  python3 - "$net" "${R[pt_${net}_fp32]}" "${R[pt_${net}_cl]}" "${R[pt_${net}_bf16]}" "${R[fk_${net}_fp32]}" "${R[fk_${net}_bf16]}" "${R[gf_${net}_fp32]}" "${R[ptmem_${net}_cl]}" "${R[mem_${net}_fp32]}" <<'PY'
 import sys
-n, pf, pc, pb, ff, fb, gf = sys.argv[1], *map(float, sys.argv[2:])
+n, pf, pc, pb, ff, fb, gf, pm, fm = sys.argv[1], *map(float, sys.argv[2:])
 best = max(pf, pc)
-print(f"| {n} | {pf:.0f} | {pc:.0f} | {pb:.0f} | {ff:.0f} | {fb:.0f} | {ff/best:.2f}x | {fb/pb:.2f}x | {gf:.0f} |")
+print(f"| {n} | {pf:.0f} | {pc:.0f} | {pb:.0f} | {ff:.0f} | {fb:.0f} | {ff/best:.2f}x | {fb/pb:.2f}x | {gf:.0f} | {pm:.0f} / {fm:.0f} |")
 PY
 done
 echo
 echo "images/s of a training step (forward, loss, backward, Adam), batch 64, 1x96x96; best of $rounds round(s);"
+echo "peak MiB: the whole process's peak resident memory (PyTorch: its channels-last run; fkpnet: VmHWM of its fp32 bench);"
 echo "$(nproc) threads, $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
 # Loading Kaggle's training.csv: fkpnet (parse, cache) vs pandas + numpy, same run.
