@@ -17,7 +17,7 @@ fn cfg(kind: SolverType) -> SolverConfig {
 /// One scalar parameter starting at `w0`.
 fn param(w0: f64, mult: ParamMult) -> Param {
     let t = Tensor::from_slice(&[w0]).set_requires_grad(true);
-    Param { name: "w".into(), tensor: t, mult }
+    Param { name: "w".into(), tensor: t, mult, learn: true }
 }
 
 /// Set the gradient to `g` (by backpropagating g * w) and take one step.
@@ -181,4 +181,26 @@ fn lr_policies() {
     close(lr::rate(&w, 0, 0), 0.0025);
     close(lr::rate(&w, 3, 0), 0.01);
     close(lr::rate(&w, 4, 0), 0.01);
+}
+
+#[test]
+fn buffers_get_no_history_and_no_update_even_with_weight_decay() {
+    let mut c = cfg(SolverType::Adam);
+    c.weight_decay = 0.1;
+    let w = param(1.0, ParamMult::default());
+    let stats = Param {
+        name: "bn.running_mean".into(),
+        tensor: Tensor::from_slice(&[3.0f64]),
+        mult: ParamMult::default(),
+        learn: false,
+    };
+    let params = [w, stats];
+    let mut s = Solver::new(&c, &params);
+    assert_eq!(s.history[1].len(), 0, "no Adam moments for a buffer");
+    (&params[0].tensor * 2.0).sum(Kind::Double).backward();
+    s.step(&params, 0.1);
+    assert!(params[0].tensor.double_value(&[0]) < 1.0, "the weight moved");
+    assert_eq!(params[1].tensor.double_value(&[0]), 3.0, "the statistics did not");
+    // The norm skips the buffer (it has no gradient at all) and sees the zeroed grad.
+    assert_eq!(Solver::grad_norm(&params), 0.0);
 }
