@@ -44,6 +44,20 @@ const TOKENS: &[&str] = &[
     "round_mode: ceil",
     "global_pooling: true",
     "base: lenet.yaml",
+    "type: batchnorm",
+    "type: eltwise",
+    "type: concat",
+    "bottom: [res3b_bn, data]",
+    "bottom: pool2",
+    "top: pool3",
+    "operation: max",
+    "coeff: [1, 2, 3]",
+    "axis: 2",
+    "moving_average_fraction: 1",
+    "type: \"BatchNorm\"",
+    "type: \"Scale\"",
+    "type: \"Eltwise\"",
+    "type: \"Concat\"",
     "layers:",
     "input: [1, 2]",
     "layer {",
@@ -117,18 +131,29 @@ fn scratch() -> (tempfile::TempDir, PathBuf) {
 
 proptest! {
     #[test]
-    fn net_configs_never_panic(seed in 0usize..2, e in edits()) {
+    fn net_configs_never_panic(seed in 0usize..3, e in edits()) {
         let (_keep, d) = scratch();
-        let name = ["lenet.yaml", "adam_solver.yaml"][seed];
+        let name = ["lenet.yaml", "adam_solver.yaml", "resnet.yaml"][seed];
         let path = d.join(format!("fuzzed_{name}"));
         std::fs::write(&path, mutate(&corpus(name), &e)).unwrap();
-        let loaded = if seed == 0 {
+        let loaded = if seed != 1 {
             fkpnet::config::load_net(&path, &[])
         } else {
             fkpnet::config::load_solver(&path, &[]).map(|r| (r.net, r.net_source))
         };
         if let Ok((net, src)) = loaded {
-            let _ = fkpnet::graph::Graph::compile(&net, &src, 30);
+            // A net that compiles must also build and run on one face (small ones only,
+            // to keep the cases fast): shape inference and libtorch must agree.
+            if let Ok(g) = fkpnet::graph::Graph::compile(&net, &src, 30) {
+                if g.num_params() < 3_000_000 && g.flops() < 1_000_000_000 {
+                    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+                    let (n, _) = g.build(&vs.root(), Default::default());
+                    let mut shape = vec![2];
+                    shape.extend(&g.input);
+                    let y = n.forward_t(&tch::Tensor::zeros(shape.as_slice(), (tch::Kind::Float, tch::Device::Cpu)), true);
+                    prop_assert_eq!(y.size(), vec![2, 30]);
+                }
+            }
         }
     }
 
@@ -142,12 +167,13 @@ proptest! {
     }
 
     #[test]
-    fn prototxt_never_panics(seed in 0usize..2, e in edits()) {
+    fn prototxt_never_panics(seed in 0usize..3, e in edits()) {
         let (_keep, d) = scratch();
         let net = d.join("fuzzed.prototxt");
         let solver = d.join("fuzzed_solver.prototxt");
-        if seed == 0 {
-            std::fs::write(&net, mutate(&corpus("lenet.prototxt"), &e)).unwrap();
+        if seed != 1 {
+            let name = ["lenet.prototxt", "", "resnet_block.prototxt"][seed];
+            std::fs::write(&net, mutate(&corpus(name), &e)).unwrap();
             let _ = fkpnet::caffe::import(&net, None, &Default::default());
         } else {
             std::fs::write(&net, corpus("lenet.prototxt")).unwrap();
