@@ -11,6 +11,10 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// CPU threads libtorch uses (default: all cores). Give each of several trainings
+    /// on one machine its share: oversubscribed cores run them several times slower.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+    threads: Option<i32>,
 }
 
 #[derive(Subcommand)]
@@ -238,6 +242,9 @@ fn load_graph(path: &std::path::Path, sets: &[String]) -> Result<Graph> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        tch::set_num_threads(n);
+    }
     match cli.cmd {
         Cmd::Summary { config: path, sets } => {
             print!("{}", load_graph(&path, &sets)?.summary());

@@ -355,3 +355,17 @@ fn an_unwritable_runs_dir_fails_before_training() {
     let e = err(&["train", s.to_str().unwrap(), "--runs-dir", "runs/x", "--set", "data.train=synthetic"], d);
     assert!(e.contains("cannot write run directories in runs/x") && e.contains("--runs-dir"), "{e}");
 }
+
+#[test]
+fn threads_option_sets_libtorchs_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = root().join("nets/baseline.yaml");
+    let out = ok(
+        &["bench", net.to_str().unwrap(), "--iterations", "1", "--batch", "2", "--json", "--threads", "1"],
+        dir.path(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["threads"], 1, "{out}");
+    let e = err(&["--threads", "0", "summary", net.to_str().unwrap()], dir.path());
+    assert!(e.contains("--threads"), "{e}");
+}
