@@ -415,8 +415,9 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Layers => {
+            let width = fkpnet::layers::KINDS.iter().map(|k| k.name.len()).max().unwrap_or(0);
             for k in fkpnet::layers::KINDS {
-                println!("{:<8} {}  keys: {}", k.name, k.about, (k.fields)().join(", "));
+                println!("{:<width$}  {}  keys: {}", k.name, k.about, (k.fields)().join(", "));
             }
         }
     }
