@@ -369,3 +369,22 @@ fn threads_option_sets_libtorchs_thread_count() {
     let e = err(&["--threads", "0", "summary", net.to_str().unwrap()], dir.path());
     assert!(e.contains("--threads"), "{e}");
 }
+
+#[test]
+fn layers_lists_every_kind_with_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&["layers"], dir.path());
+    for k in fkpnet::layers::KINDS {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(k.name))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains(k.about) && line.contains(&(k.fields)().join(", ")), "{line}");
+    }
+    // One column for the descriptions, whatever the name lengths.
+    let starts: std::collections::HashSet<usize> = out
+        .lines()
+        .map(|l| l.find("  ").unwrap() + l[l.find("  ").unwrap()..].find(|c: char| c != ' ').unwrap())
+        .collect();
+    assert_eq!(starts.len(), 1, "{out}");
+}
