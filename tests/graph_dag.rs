@@ -248,20 +248,11 @@ fn a_residual_net_with_batchnorm_trains_saves_and_tests_the_same() {
         ),
     );
     ok(&["train", "solver.yaml", "--runs-dir", "runs", "--name", "r", "-q"], d);
-    let rows = fkpnet::run::read_metrics(&d.join("runs/r/metrics.csv")).unwrap();
-    let best = rows.iter().filter_map(|r| r.val_rmse_px).fold(f64::INFINITY, f64::min);
+    let best = best_val_rmse(&d.join("runs/r"));
     // `test` rebuilds the net from the run dir: the same number only if the running
     // statistics were saved and loaded with the weights.
     let out = ok(&["test", "runs/r"], d);
-    let overall: f64 = out
-        .lines()
-        .find(|l| l.starts_with("overall"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let overall = overall_rmse(&out);
     assert!((overall - best).abs() < 2e-3, "test {overall} vs training's best {best}: {out}");
     ok(&["export", "runs/r", "-o", "exp"], d);
     let code = std::fs::read_to_string(d.join("exp/README.md")).unwrap();

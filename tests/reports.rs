@@ -47,22 +47,8 @@ fn test_reports_per_keypoint_rmse_on_val_or_a_csv() {
     let (dir, a, _) = runs();
     let out = ok(&["test", a.to_str().unwrap()], dir.path());
     assert_eq!(out.lines().filter(|l| l.contains("_")).count() >= 15, true, "{out}");
-    let overall: f64 = out
-        .lines()
-        .find(|l| l.starts_with("overall"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let best = fkpnet::run::read_metrics(&a.join("metrics.csv"))
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.val_loss.map(|l| (l, r.val_rmse_px.unwrap())))
-        .min_by(|x, y| x.0.total_cmp(&y.0))
-        .unwrap()
-        .1;
+    let overall = overall_rmse(&out);
+    let best = best_val_rmse(&a);
     assert!((overall - best).abs() < 2e-3, "test on best weights {overall} vs training's best {best}");
     assert!(out.contains("euclidean (Caffe, sum/2N)") && out.contains("mse (mean)"));
     let out =

@@ -57,3 +57,24 @@ pub fn shapes(summary: &str, skip: &[&str]) -> Vec<String> {
         .map(|l| l.split_whitespace().nth(2).unwrap().to_string())
         .collect()
 }
+
+/// The `overall` RMSE (px) that `fkpnet test` prints.
+pub fn overall_rmse(test_output: &str) -> f64 {
+    test_output
+        .lines()
+        .find(|l| l.starts_with("overall"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no overall RMSE in:\n{test_output}"))
+}
+
+/// The val RMSE (px) at the run's lowest val loss: what `best.safetensors` holds.
+pub fn best_val_rmse(run: &Path) -> f64 {
+    fkpnet::run::read_metrics(&run.join("metrics.csv"))
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.val_loss.map(|l| (l, r.val_rmse_px.unwrap())))
+        .min_by(|x, y| x.0.total_cmp(&y.0))
+        .unwrap()
+        .1
+}
