@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use fkpnet::report::{self, diff::Metric, diff::Run, model::Model, model::Weights};
+use fkpnet::report::{self, diff::Metric, diff::Run, model::Ensemble, model::Model, model::Weights};
 use fkpnet::{config, graph::Graph, train};
 use std::path::PathBuf;
 
@@ -90,6 +90,9 @@ enum Cmd {
         #[arg(long)]
         data: Option<PathBuf>,
         /// best, final, or a .safetensors file.
+        /// Also load these runs (or exports) and average all the predictions: an ensemble.
+        #[arg(long, value_name = "RUN")]
+        ensemble: Vec<PathBuf>,
         #[arg(long, default_value = "best")]
         weights: Weights,
     },
@@ -104,6 +107,9 @@ enum Cmd {
         draw: Option<PathBuf>,
         #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
         format: String,
+        /// Also load these runs (or exports) and average all the predictions: an ensemble.
+        #[arg(long, value_name = "RUN")]
+        ensemble: Vec<PathBuf>,
         #[arg(long, default_value = "best")]
         weights: Weights,
     },
@@ -114,6 +120,9 @@ enum Cmd {
         lookup_csv: PathBuf,
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
+        /// Also load these runs (or exports) and average all the predictions: an ensemble.
+        #[arg(long, value_name = "RUN")]
+        ensemble: Vec<PathBuf>,
         #[arg(long, default_value = "best")]
         weights: Weights,
     },
@@ -331,12 +340,12 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", out.join(name).display());
             }
         }
-        Cmd::Test { run, data, weights } => {
-            let model = Model::load(&run, &weights)?;
+        Cmd::Test { run, data, ensemble, weights } => {
+            let model = Ensemble::load(&run, &ensemble, &weights)?;
             print!("{}", report::test::run(&model, data.as_deref())?.table());
         }
-        Cmd::Predict { run, inputs, draw, format, weights } => {
-            let model = Model::load(&run, &weights)?;
+        Cmd::Predict { run, inputs, draw, format, ensemble, weights } => {
+            let model = Ensemble::load(&run, &ensemble, &weights)?;
             let preds = report::predict::predict(&model, &inputs)?;
             match format.as_str() {
                 "json" => print!("{}", report::predict::to_json(&preds)),
@@ -347,8 +356,8 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("drew {} image(s) into {}", files.len(), dir.display());
             }
         }
-        Cmd::Submit { run, test_csv, lookup_csv, out, weights } => {
-            let model = Model::load(&run, &weights)?;
+        Cmd::Submit { run, test_csv, lookup_csv, out, ensemble, weights } => {
+            let model = Ensemble::load(&run, &ensemble, &weights)?;
             let text = report::predict::submit(&model, &test_csv, &lookup_csv)?;
             fkpnet::run::write_text(&out, &text)?;
             eprintln!("wrote {} rows to {}", text.lines().count() - 1, out.display());

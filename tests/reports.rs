@@ -111,6 +111,50 @@ fn submit_writes_kaggles_format() {
     assert!(!d.join("s2.csv").exists());
 }
 
+fn predicted_values(out: &str) -> Vec<f64> {
+    out.lines().skip(1).flat_map(|l| l.split(',').skip(1).map(|v| v.parse::<f64>().unwrap())).collect()
+}
+
+#[test]
+fn an_ensemble_averages_its_members_predictions() {
+    let (dir, a, b) = runs();
+    let d = dir.path();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let pa = predicted_values(&ok(&["predict", a, &mini("test.csv")], d));
+    let pb = predicted_values(&ok(&["predict", b, &mini("test.csv")], d));
+    let both = predicted_values(&ok(&["predict", a, &mini("test.csv"), "--ensemble", b], d));
+    assert_eq!(both.len(), 40 * 30);
+    assert!(pa.iter().zip(&pb).any(|(x, y)| (x - y).abs() > 0.1), "the members must differ for this test");
+    for ((x, y), m) in pa.iter().zip(&pb).zip(&both) {
+        // Printed with 2 decimals: the mean of rounded values is within 0.01 of the rounded mean.
+        assert!((m - (x + y) / 2.0).abs() <= 0.011, "ensemble {m} vs members {x}, {y}");
+    }
+    // test scores the mean prediction on the members' shared val split.
+    let out = ok(&["test", a, "--ensemble", b], d);
+    assert!(out.contains("ensemble of 2 runs"), "{out}");
+    let (ra, rb, rab) =
+        (overall_rmse(&ok(&["test", a], d)), overall_rmse(&ok(&["test", b], d)), overall_rmse(&out));
+    // Averaging can only help on the squared error (convexity): never worse than the worse member.
+    assert!(rab <= ra.max(rb) + 1e-6 && rab != ra && rab != rb, "{ra} {rb} -> {rab}");
+    ok(&["submit", a, &mini("test.csv"), &mini("IdLookupTable.csv"), "-o", "ens.csv", "--ensemble", b], d);
+    assert_eq!(std::fs::read_to_string(d.join("ens.csv")).unwrap().lines().count(), 849);
+    // A member validated on other faces would be scored on faces it trained on.
+    let c = d.join("other_split");
+    std::fs::create_dir_all(&c).unwrap();
+    for f in ["best.safetensors", "weights.safetensors"] {
+        std::fs::copy(PathBuf::from(b).join(f), c.join(f)).unwrap();
+    }
+    let cfg = std::fs::read_to_string(PathBuf::from(b).join("config.yaml")).unwrap();
+    assert!(cfg.contains("  split: 0.9\n"));
+    std::fs::write(c.join("config.yaml"), cfg.replace("  split: 0.9\n", "  split: 0.8\n")).unwrap();
+    let e = err(&["test", a, "--ensemble", c.to_str().unwrap()], d);
+    assert!(e.contains("validated on different faces") && e.contains("--data"), "{e}");
+    let out = ok(&["test", a, "--ensemble", c.to_str().unwrap(), "--data", &mini("training.csv")], d);
+    assert!(out.contains("300 faces") && out.contains("ensemble of 2 runs"), "{out}");
+    let e = err(&["test", a, "--ensemble", b, "--weights", "x.safetensors"], d);
+    assert!(e.contains("--weights best or --weights final"), "{e}");
+}
+
 #[test]
 fn extract_writes_pngs() {
     let (dir, _, _) = runs();

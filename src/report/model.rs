@@ -86,3 +86,81 @@ impl Model {
         out
     }
 }
+
+/// One model or several whose predictions are averaged (an ensemble: `fkpnet test A
+/// --ensemble B`). Each member applies its own test-time flip averaging first.
+pub struct Ensemble {
+    pub models: Vec<Model>,
+    /// Where each member was loaded from.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Ensemble {
+    pub fn load(first: &Path, more: &[PathBuf], weights: &Weights) -> Result<Ensemble> {
+        if !more.is_empty() {
+            if let Weights::File(f) = weights {
+                bail!(
+                    "--weights {} names one file, but an ensemble loads each run's own weights: \
+                     use --weights best or --weights final",
+                    f.display()
+                );
+            }
+        }
+        let dirs: Vec<PathBuf> = std::iter::once(first.to_path_buf()).chain(more.iter().cloned()).collect();
+        let models = dirs.iter().map(|d| Model::load(d, weights)).collect::<Result<Vec<_>>>()?;
+        Ok(Ensemble { models, dirs })
+    }
+
+    /// The run whose val split `fkpnet test` scores. With several members, every one must
+    /// have been validated on the same faces (same data file, split and seed): otherwise a
+    /// member would be scored on faces it trained on.
+    pub fn val_run(&self) -> Result<&Resolved> {
+        let mut runs = self.models.iter().zip(&self.dirs).map(|(m, d)| match &m.run {
+            Some(r) => Ok((r, d)),
+            None => bail!("{} is an export and has no val split: give --data CSV", d.display()),
+        });
+        let (first, first_dir) = runs.next().expect("at least one model")?;
+        let key = |r: &Resolved| {
+            let d = &r.solver.data;
+            (
+                d.train.clone(),
+                d.split.to_bits(),
+                d.seed,
+                serde_yaml::to_string(&d.synthetic).unwrap_or_default(),
+            )
+        };
+        for run in runs {
+            let (r, d) = run?;
+            if key(r) != key(first) {
+                let (a, b) = (&first.solver.data, &r.solver.data);
+                bail!(
+                    "{} and {} were validated on different faces (data.train {} / {}, split {} / {}, \
+                     seed {} / {}): an ensemble's val RMSE would count faces a member trained on. \
+                     Give --data CSV with faces none of them trained on",
+                    first_dir.display(),
+                    d.display(),
+                    a.train,
+                    b.train,
+                    a.split,
+                    b.split,
+                    a.seed,
+                    b.seed
+                );
+            }
+        }
+        Ok(first)
+    }
+
+    /// Keypoints in pixels, 30 per face: the mean of the members' predictions.
+    pub fn predict_px(&self, faces: &Faces) -> Vec<f32> {
+        let mut sum = self.models[0].predict_px(faces);
+        for m in &self.models[1..] {
+            for (s, p) in sum.iter_mut().zip(m.predict_px(faces)) {
+                *s += p;
+            }
+        }
+        let n = self.models.len() as f32;
+        sum.iter_mut().for_each(|s| *s /= n);
+        sum
+    }
+}

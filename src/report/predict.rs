@@ -2,7 +2,7 @@
 //! (Kaggle's submission format) and `fkpnet extract` (a CSV's faces as PNG files).
 
 use super::draw;
-use super::model::Model;
+use super::model::Ensemble;
 use crate::data::{kaggle, target_columns, Faces, KEYPOINTS, PIXELS, SIDE, TARGETS};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -38,7 +38,7 @@ fn load_image(p: &Path) -> Result<(Vec<u8>, image::RgbImage)> {
     Ok((small.into_raw(), image::DynamicImage::ImageLuma8(grey).to_rgb8()))
 }
 
-pub fn predict(model: &Model, inputs: &[PathBuf]) -> Result<Vec<Prediction>> {
+pub fn predict(model: &Ensemble, inputs: &[PathBuf]) -> Result<Vec<Prediction>> {
     let mut out = Vec::new();
     for p in inputs {
         let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("input").to_string();
@@ -119,7 +119,7 @@ pub fn draw_all(preds: &[Prediction], dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Kaggle's submission: `RowId,Location` for every IdLookupTable row, clipped to [0, 96].
-pub fn submit(model: &Model, test_csv: &Path, lookup: &Path) -> Result<String> {
+pub fn submit(model: &Ensemble, test_csv: &Path, lookup: &Path) -> Result<String> {
     let t = kaggle::read(test_csv)?;
     let kp = model.predict_px(&t.faces);
     let row_of: HashMap<&str, usize> = t.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();

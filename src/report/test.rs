@@ -1,7 +1,7 @@
 //! `fkpnet test`: RMSE in pixels per keypoint and overall, and the loss in both
 //! conventions, on the run's val split or on any labelled Kaggle CSV.
 
-use super::model::Model;
+use super::model::Ensemble;
 use crate::data::{self, kaggle, Faces, KEYPOINTS, TARGETS};
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -16,7 +16,7 @@ pub struct Report {
     pub mse: f64,
 }
 
-pub fn run(model: &Model, csv: Option<&Path>) -> Result<Report> {
+pub fn run(model: &Ensemble, csv: Option<&Path>) -> Result<Report> {
     let (faces, source): (Faces, String) = match csv {
         Some(p) => {
             let t = kaggle::read(p)?;
@@ -30,15 +30,17 @@ pub fn run(model: &Model, csv: Option<&Path>) -> Result<Report> {
             (t.faces, p.display().to_string())
         }
         None => {
-            let Some(r) = &model.run else {
-                bail!("an export has no val split: give --data CSV");
-            };
+            let r = model.val_run()?;
             let split = data::load(&r.solver.data)?;
             if split.val.is_empty() {
                 bail!("the run has no val split (data.split = 1): give --data CSV");
             }
             (split.val, format!("val split of {}", split.source))
         }
+    };
+    let source = match model.models.len() {
+        1 => source,
+        n => format!("{source} (ensemble of {n} runs, predictions averaged)"),
     };
     let pred = model.predict_px(&faces);
     let mut per = vec![(0.0f64, 0usize); KEYPOINTS.len()];
