@@ -64,7 +64,7 @@ pub fn run(graph: &Graph, o: &Options) -> Result {
     shape.extend(&graph.input);
     let x = net.input(&Tensor::rand(shape.as_slice(), (Kind::Float, o.device)));
     let y = Tensor::rand([o.batch, 30], (Kind::Float, o.device));
-    let loss_cfg = LossConfig { kind: LossKind::Mse, loss_weight: 1.0, beta: 1.0 };
+    let loss_cfg = LossConfig::of(LossKind::Mse);
     let mut step = || {
         let pred = net.forward_t(&x, true);
         let s = loss::sums(&loss_cfg, &pred, &y);

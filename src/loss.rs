@@ -7,6 +7,10 @@
 //! | mse | d^2 | number of present values |
 //! | l1 | abs(d) | number of present values |
 //! | smooth_l1 (PyTorch's, `beta`) | 0.5 d^2 / beta if abs(d) < beta, else abs(d) - 0.5 beta | number of present values |
+//! | wing (Feng et al. 2018; `w`, `epsilon` in px) | w ln(1 + abs(d)/epsilon) if abs(d) < w, else abs(d) - C | number of present values |
+//!
+//! Wing's C = w - w ln(1 + w/epsilon) joins the two parts; d, w and epsilon enter in
+//! target units (px / 48), so the loss is the paper's pixel loss / 48, on l1's scale.
 
 use crate::config::{LossConfig, LossKind};
 use tch::{Kind, Tensor};
@@ -35,6 +39,13 @@ pub fn sums(cfg: &LossConfig, pred: &Tensor, target: &Tensor) -> Sums {
             // Masked values have d = 0 and contribute 0 on either branch.
             (a.square() * (0.5 / beta)).where_self(&a.lt(beta), &(&a - 0.5 * beta)).sum(Kind::Float)
         }
+        LossKind::Wing => {
+            let (w, eps) = (cfg.w / PX, cfg.epsilon / PX);
+            let c = w - w * (1.0 + w / eps).ln();
+            let a = diff.abs();
+            // Masked values have d = 0: ln(1) = 0 on the logarithmic branch.
+            ((&a / eps).log1p() * w).where_self(&a.lt(w), &(&a - c)).sum(Kind::Float)
+        }
     };
     Sums { loss, sq, count: present.sum(Kind::Float) }
 }
@@ -49,7 +60,7 @@ pub fn normalise(kind: LossKind, loss_sum: &Tensor, count: &Tensor, n: i64) -> T
 
 /// Squared error summed over present values, and how many values were present.
 pub fn squared_error(pred: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
-    let s = sums(&LossConfig { kind: LossKind::Mse, loss_weight: 1.0, beta: 1.0 }, pred, target);
+    let s = sums(&LossConfig::of(LossKind::Mse), pred, target);
     (s.sq, s.count)
 }
 

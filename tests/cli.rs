@@ -117,6 +117,15 @@ fn set_overrides_are_checked() {
     assert!(e.contains("did you mean `train`"), "{e}");
     let e = err(&["config", "solvers/adam.yaml", "--set", "noequals"], &r);
     assert!(e.contains("KEY=VALUE"), "{e}");
+    let e = err(&["config", "solvers/adam.yaml", "--set", "loss.w=5"], &r);
+    assert!(e.contains("apply to wing only"), "{e}");
+    let e = err(&["config", "solvers/adam.yaml", "--set", "loss.type=wing", "--set", "loss.epsilon=0"], &r);
+    assert!(e.contains("epsilon > 0"), "{e}");
+    let wing = ok(&["config", "solvers/adam.yaml", "--set", "loss.type=wing"], &r);
+    assert!(
+        wing.contains("type: wing") && wing.contains("w: 10.0") && wing.contains("epsilon: 2.0"),
+        "{wing}"
+    );
 
     let out = ok(
         &[

@@ -104,7 +104,7 @@ fn euclidean_is_15_times_mse_for_30_outputs_and_masks_missing() {
 }
 
 fn loss_of(kind: LossKind, beta: f64, pred: &Tensor, target: &Tensor) -> f64 {
-    let cfg = LossConfig { kind, loss_weight: 1.0, beta };
+    let cfg = LossConfig { beta, ..LossConfig::of(kind) };
     let s = loss::sums(&cfg, pred, target);
     loss::normalise(kind, &s.loss, &s.count, pred.size()[0]).double_value(&[])
 }
@@ -128,6 +128,28 @@ fn l1_and_smooth_l1_match_their_formulas_and_mask_missing_values() {
     assert!((loss_of(LossKind::L1, 1.0, &pred, &t) - torch_l1).abs() < 1e-6);
     let torch_s = pred.smooth_l1_loss(&t, tch::Reduction::Mean, 0.3).double_value(&[]);
     assert!((loss_of(LossKind::SmoothL1, 0.3, &pred, &t) - torch_s).abs() < 1e-6);
+}
+
+#[test]
+fn wing_matches_its_formula_in_pixels_and_masks_missing_values() {
+    // Targets in units of 48 px: diffs of 1, 6 and 24 px (one on each side of w = 10 px).
+    let pred = Tensor::from_slice(&[1.0f32 / 48.0, -6.0 / 48.0, 24.0 / 48.0, 0.9]).view([1, 4]);
+    let target = Tensor::from_slice(&[0.0f32, 0.0, 0.0, f32::NAN]).view([1, 4]);
+    let (w, e) = (10.0f64, 2.0f64);
+    let c = w - w * (1.0 + w / e).ln();
+    let wing_px = |d: f64| if d.abs() < w { w * (1.0 + d.abs() / e).ln() } else { d.abs() - c };
+    let want = (wing_px(1.0) + wing_px(6.0) + wing_px(24.0)) / 3.0 / 48.0;
+    let cfg = LossConfig::of(LossKind::Wing);
+    let s = loss::sums(&cfg, &pred, &target);
+    let got = loss::normalise(LossKind::Wing, &s.loss, &s.count, 1).double_value(&[]);
+    assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    // Continuous where the parts join, steeper than l1 for small errors.
+    assert!((wing_px(w - 1e-9) - wing_px(w + 1e-9)).abs() < 1e-6);
+    let small = Tensor::from_slice(&[0.5f32 / 48.0]).view([1, 1]).set_requires_grad(true);
+    let s = loss::sums(&cfg, &small, &Tensor::zeros([1, 1], tch::kind::FLOAT_CPU));
+    s.loss.backward();
+    let g = small.grad().double_value(&[0, 0]);
+    assert!((g - w / (e + 0.5)).abs() < 1e-4, "d loss / d target unit = w / (epsilon + |d| px) = {g}");
 }
 
 #[test]
@@ -166,7 +188,10 @@ fn channels_last_and_bf16_compute_the_same_net() {
     let (y0, g0, w0) = run(Default::default());
     let (y1, g1, w1) = run(fkpnet::layers::BuildOptions { channels_last: true, bf16: false });
     assert!(y1.allclose(&y0, 1e-4, 1e-5, false), "channels-last output differs");
-    assert!(g1.allclose(&g0, 1e-3, 1e-5, false), "channels-last gradient differs");
+    // Summation order differs between the layouts' kernels: compare against the
+    // gradient's scale, not element by element (elements near 0 cancel differently).
+    let (gd, gmax) = ((&g1 - &g0).abs().max().double_value(&[]), g0.abs().max().double_value(&[]));
+    assert!(gd <= 1e-4 * gmax, "channels-last gradient differs: max diff {gd} of max {gmax}");
     assert!(w1.equal(&w0));
     let (y2, _, _) = run(fkpnet::layers::BuildOptions { channels_last: true, bf16: true });
     assert_eq!(y2.kind(), Kind::Float, "bf16 nets still output float32");

@@ -26,6 +26,9 @@ pub enum LossKind {
     /// PyTorch's smooth L1 (Huber with `beta`), mean over present values.
     #[serde(rename = "smooth_l1")]
     SmoothL1,
+    /// The Wing loss for facial landmarks (Feng et al., CVPR 2018): logarithmic for small
+    /// errors (below `w` pixels), L1 beyond; mean over present values.
+    Wing,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -39,10 +42,31 @@ pub struct LossConfig {
     /// Where smooth_l1 turns from quadratic to linear (in normalised units: 1 = 48 px).
     #[serde(default = "one")]
     pub beta: f64,
+    /// Wing only: the width of the logarithmic part, in pixels (the paper's 10).
+    #[serde(default = "wing_w")]
+    pub w: f64,
+    /// Wing only: its curvature, in pixels (the paper's 2; smaller = sharper near 0).
+    #[serde(default = "wing_epsilon")]
+    pub epsilon: f64,
+}
+
+impl LossConfig {
+    /// A loss of this kind with every other key at its default.
+    pub fn of(kind: LossKind) -> LossConfig {
+        LossConfig { kind, loss_weight: 1.0, beta: 1.0, w: wing_w(), epsilon: wing_epsilon() }
+    }
 }
 
 fn one() -> f64 {
     1.0
+}
+
+fn wing_w() -> f64 {
+    10.0
+}
+
+fn wing_epsilon() -> f64 {
+    2.0
 }
 
 /// Keys every layer may have besides its kind's params.
