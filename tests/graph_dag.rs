@@ -85,6 +85,7 @@ fn batchnorm_keeps_caffes_running_statistics_and_normalises() {
         })
         .collect();
     let (mean, var, count) = (p[2].shallow_clone(), p[3].shallow_clone(), p[4].shallow_clone());
+    let (p_weight, p_bias) = (p[0].shallow_clone(), p[1].shallow_clone());
     let m = l.build(&[2, 3, 3], p, &Default::default());
     let run = |x: &Tensor, train| tch::nn::ModuleT::forward_t(&m, x, train);
     tch::manual_seed(0);
@@ -117,6 +118,21 @@ fn batchnorm_keeps_caffes_running_statistics_and_normalises() {
     let want = (&b2 - mean.view([1, 2, 1, 1])) / (var.view([1, 2, 1, 1]) + 1e-5).sqrt();
     assert!((t - want).abs().max().double_value(&[]) < 1e-4);
     assert!(before.equal(&mean) && count.double_value(&[]) == 2.0);
+    // A net built over buffers that already count 2 batches (a resumed run) goes on
+    // from there: batch t weighs (1 - f) / (1 - f^t), t = 3 then 4.
+    let again: Vec<Tensor> =
+        [&p_weight, &p_bias, &mean, &var, &count].iter().map(|t| t.shallow_clone()).collect();
+    let m2 = l.build(&[2, 3, 3], again, &Default::default());
+    let b3 = Tensor::randn([4, 2, 3, 3], (Kind::Float, tch::Device::Cpu)) + 1.0;
+    let (m3, _) = stats(&b3);
+    for t in [3.0, 4.0] {
+        let prev = mean.copy();
+        let _ = tch::nn::ModuleT::forward_t(&m2, &b3, true);
+        let w = 0.5 / (1.0 - 0.5f64.powf(t));
+        let want = prev * (1.0 - w) + &m3 * w;
+        assert!((&mean - want).abs().max().double_value(&[]) < 1e-5, "batch {t}");
+        assert_eq!(count.double_value(&[]), t);
+    }
     // Out-of-range settings are errors, not silent defaults.
     let bad: BatchNorm = serde_yaml::from_str("{moving_average_fraction: 1.5}").unwrap();
     assert!(bad.output_shape(&[2, 3, 3]).unwrap_err().contains("[0, 1)"));

@@ -97,13 +97,19 @@ impl Layer for BatchNorm {
         let (mean, var, count) =
             (it.next().expect("mean"), it.next().expect("var"), it.next().expect("count"));
         let (f, eps, global) = (self.moving_average_fraction, self.eps, self.use_global_stats);
+        // The batch count on the host, read from the buffer once (after any weights or
+        // snapshot were loaded into it) and counted here from then on: reading the buffer
+        // every step would stall a GPU once per layer per step.
+        let host_count = std::cell::Cell::new(None::<f64>);
         nn::func_t(move |xs, train| {
             let batch_stats = train && !global;
             let momentum = if batch_stats {
                 let t = tch::no_grad(|| {
+                    let before = host_count.get().unwrap_or_else(|| count.double_value(&[]));
                     let mut c = count.shallow_clone();
                     let _ = c.g_add_scalar_(1.0);
-                    c.double_value(&[])
+                    host_count.set(Some(before + 1.0));
+                    before + 1.0
                 });
                 if f == 0.0 {
                     1.0
