@@ -17,12 +17,18 @@ pub struct Node {
     pub mults: Vec<ParamMult>,
     /// Blobs read: 0 is the net's input, k + 1 the output of node k.
     pub bottoms: Vec<usize>,
-    /// Their shapes; `input` is the first.
+    /// Their shapes (one for all but merge layers).
     pub inputs: Vec<Shape>,
-    pub input: Shape,
     pub output: Shape,
     pub params: Vec<ParamDef>,
     pub flops: i64,
+}
+
+impl Node {
+    /// The (first) input's shape: what a single-input layer reads.
+    pub fn input(&self) -> &Shape {
+        &self.inputs[0]
+    }
 }
 
 pub struct Graph {
@@ -257,7 +263,6 @@ impl Graph {
                 layer,
                 mults,
                 bottoms,
-                input: inputs[0].clone(),
                 inputs,
                 output,
                 params,
@@ -348,7 +353,7 @@ impl Graph {
                 });
             }
             let op = if n.bottoms.len() == 1 {
-                Op::One(n.layer.build(&n.input, tensors, &opts))
+                Op::One(n.layer.build(n.input(), tensors, &opts))
             } else {
                 Op::Merge(n.layer.merge().expect("checked in compile").build_merge(&n.inputs, &opts))
             };

@@ -29,10 +29,10 @@ fn sequential(g: &Graph) -> String {
     let mut items = Vec::new();
     for n in &g.nodes {
         // nn.Linear does not flatten; a parameter-free Flatten before it keeps names.
-        if n.kind == "dense" && n.input.len() > 1 {
+        if n.kind == "dense" && n.input().len() > 1 {
             items.push(format!("    (\"flatten_{}\", nn.Flatten()),", n.name));
         }
-        items.push(format!("    (\"{}\", {}),", n.name, n.layer.pytorch(&n.input)));
+        items.push(format!("    (\"{}\", {}),", n.name, n.layer.pytorch(n.input())));
     }
     format!("model = nn.Sequential(OrderedDict([\n{}\n]))\n", items.join("\n"))
 }
@@ -47,8 +47,8 @@ fn module(g: &Graph) -> String {
         let expr = match n.layer.merge() {
             Some(m) if args.len() > 1 => m.pytorch_merge(&args),
             _ => {
-                init.push(format!("        self.add_module({:?}, {})", n.name, n.layer.pytorch(&n.input)));
-                let x = if n.kind == "dense" && n.input.len() > 1 {
+                init.push(format!("        self.add_module({:?}, {})", n.name, n.layer.pytorch(n.input())));
+                let x = if n.kind == "dense" && n.input().len() > 1 {
                     format!("torch.flatten({}, 1)", args[0])
                 } else {
                     args[0].clone()
