@@ -380,12 +380,10 @@ fn run(cli: Cli) -> Result<()> {
             compare(&runs, metric, out.as_deref())?;
         }
         Cmd::Sweep { solver, sets, name, runs_dir, quiet, out, metric } => {
-            let (swept, fixed): (Vec<String>, Vec<String>) =
-                sets.into_iter().partition(|s| fkpnet::sweep::parse_axis(s).is_ok_and(|(_, v)| v.len() > 1));
             let prefix = name.unwrap_or_else(|| {
                 solver.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep").to_string()
             });
-            let plan = fkpnet::sweep::plan(&solver, &fixed, &swept, &prefix, &runs_dir)?;
+            let plan = fkpnet::sweep::plan(&solver, &sets, &prefix, &runs_dir)?;
             eprintln!("sweep: {} runs, one after another:", plan.runs.len());
             for (n, _) in &plan.runs {
                 eprintln!("  {}", runs_dir.join(n).display());

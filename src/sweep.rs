@@ -72,9 +72,17 @@ pub struct Plan {
 
 /// Load and check every variant before anything trains, so a typo in the last value
 /// fails at once, not hours in; existing run names are refused here too.
-pub fn plan(solver: &Path, fixed: &[String], axes: &[String], prefix: &str, runs_dir: &Path) -> Result<Plan> {
-    let axes = axes.iter().map(|a| parse_axis(a)).collect::<Result<Vec<_>>>()?;
-    if axes.iter().all(|(_, v)| v.len() < 2) {
+/// A `--set` with one value applies to every run; one with several is an axis.
+pub fn plan(solver: &Path, sets: &[String], prefix: &str, runs_dir: &Path) -> Result<Plan> {
+    let (mut fixed, mut axes) = (Vec::new(), Vec::new());
+    for s in sets {
+        match parse_axis(s) {
+            Ok((key, values)) if values.len() > 1 => axes.push((key, values)),
+            // One value, or not KEY=VALUE at all: load_solver's --set parsing says why.
+            _ => fixed.push(s.clone()),
+        }
+    }
+    if axes.is_empty() {
         bail!("nothing to sweep: give at least one --set KEY=V1,V2 with two or more values");
     }
     let mut runs = Vec::new();
