@@ -280,21 +280,7 @@ impl Graph {
             );
         }
         let loss = &net.loss;
-        if loss.kind != crate::config::LossKind::SmoothL1 && loss.beta != 1.0 {
-            bail!("{file}: loss `beta` applies to smooth_l1 only, not {:?}", loss.kind);
-        }
-        let default = crate::config::LossConfig::of(loss.kind);
-        if loss.kind != crate::config::LossKind::Wing
-            && (loss.w != default.w || loss.epsilon != default.epsilon)
-        {
-            bail!("{file}: loss `w` and `epsilon` apply to wing only, not {:?}", loss.kind);
-        }
-        if !(loss.beta > 0.0) || !loss.loss_weight.is_finite() {
-            bail!("{file}: loss needs beta > 0 and a finite loss_weight");
-        }
-        if !(loss.w > 0.0 && loss.epsilon > 0.0 && loss.w.is_finite()) {
-            bail!("{file}: wing loss needs w > 0 and epsilon > 0 (pixels; the paper's 10 and 2)");
-        }
+        loss.check().map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
         Ok(Graph { name: net.name.clone(), input: net.input.clone(), nodes, loss: loss.clone() })
     }
 

@@ -89,10 +89,10 @@ enum Cmd {
         /// A labelled Kaggle CSV (default: the run's val split).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// best, final, or a .safetensors file.
         /// Also load these runs (or exports) and average all the predictions: an ensemble.
         #[arg(long, value_name = "RUN")]
         ensemble: Vec<PathBuf>,
+        /// best, final, or a .safetensors file.
         #[arg(long, default_value = "best")]
         weights: Weights,
     },

@@ -118,9 +118,11 @@ fn set_overrides_are_checked() {
     let e = err(&["config", "solvers/adam.yaml", "--set", "noequals"], &r);
     assert!(e.contains("KEY=VALUE"), "{e}");
     let e = err(&["config", "solvers/adam.yaml", "--set", "loss.w=5"], &r);
-    assert!(e.contains("apply to wing only"), "{e}");
+    assert!(e.contains("applies to wing only"), "{e}");
     let e = err(&["config", "solvers/adam.yaml", "--set", "loss.type=wing", "--set", "loss.epsilon=0"], &r);
-    assert!(e.contains("epsilon > 0"), "{e}");
+    assert!(e.contains("`epsilon` must be a finite number > 0"), "{e}");
+    let e = err(&["config", "solvers/adam.yaml", "--set", "loss.beta=2"], &r);
+    assert!(e.contains("`beta` applies to smooth_l1 only, not euclidean"), "{e}");
     let wing = ok(&["config", "solvers/adam.yaml", "--set", "loss.type=wing"], &r);
     assert!(
         wing.contains("type: wing") && wing.contains("w: 10.0") && wing.contains("epsilon: 2.0"),

@@ -55,6 +55,31 @@ impl LossConfig {
     pub fn of(kind: LossKind) -> LossConfig {
         LossConfig { kind, loss_weight: 1.0, beta: 1.0, w: wing_w(), epsilon: wing_epsilon() }
     }
+
+    /// Each kind-specific key set only for its kind, every value in range.
+    pub fn check(&self) -> Result<(), String> {
+        let d = LossConfig::of(self.kind);
+        // The names as a config writes them (smooth_l1, wing).
+        let name = |k: LossKind| serde_yaml::to_value(k).ok().and_then(|v| v.as_str().map(str::to_owned));
+        let name = |k| name(k).unwrap_or_default();
+        let own: [(&str, f64, f64, LossKind); 3] = [
+            ("beta", self.beta, d.beta, LossKind::SmoothL1),
+            ("w", self.w, d.w, LossKind::Wing),
+            ("epsilon", self.epsilon, d.epsilon, LossKind::Wing),
+        ];
+        for (key, value, default, kind) in own {
+            if self.kind != kind && value != default {
+                return Err(format!("loss `{key}` applies to {} only, not {}", name(kind), name(self.kind)));
+            }
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(format!("loss `{key}` must be a finite number > 0, not {value}"));
+            }
+        }
+        if !self.loss_weight.is_finite() {
+            return Err(format!("loss `loss_weight` must be finite, not {}", self.loss_weight));
+        }
+        Ok(())
+    }
 }
 
 fn one() -> f64 {

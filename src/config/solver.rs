@@ -145,7 +145,7 @@ pub struct TestConfig {
     pub flip: bool,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SyntheticConfig {
     /// Number of faces generated.

@@ -33,6 +33,8 @@ pub struct Model {
     pub net: Net,
     /// The run's resolved config (None for an export).
     pub run: Option<Resolved>,
+    /// The run dir or export it was loaded from.
+    pub dir: PathBuf,
     pub weights: PathBuf,
     _vs: nn::VarStore,
 }
@@ -68,7 +70,7 @@ impl Model {
         let vs = nn::VarStore::new(Device::Cpu);
         let (net, params) = graph.build(&vs.root(), Default::default());
         load_weights(&file, &params, true)?;
-        Ok(Model { graph, net, run, weights: file, _vs: vs })
+        Ok(Model { graph, net, run, dir: dir.to_path_buf(), weights: file, _vs: vs })
     }
 
     /// Keypoints in pixels (96x96 frame), 30 per face, Kaggle's column order.
@@ -91,8 +93,6 @@ impl Model {
 /// --ensemble B`). Each member applies its own test-time flip averaging first.
 pub struct Ensemble {
     pub models: Vec<Model>,
-    /// Where each member was loaded from.
-    pub dirs: Vec<PathBuf>,
 }
 
 impl Ensemble {
@@ -106,29 +106,26 @@ impl Ensemble {
                 );
             }
         }
-        let dirs: Vec<PathBuf> = std::iter::once(first.to_path_buf()).chain(more.iter().cloned()).collect();
-        let models = dirs.iter().map(|d| Model::load(d, weights)).collect::<Result<Vec<_>>>()?;
-        Ok(Ensemble { models, dirs })
+        let models = std::iter::once(first)
+            .chain(more.iter().map(PathBuf::as_path))
+            .map(|d| Model::load(d, weights))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Ensemble { models })
     }
 
     /// The run whose val split `fkpnet test` scores. With several members, every one must
     /// have been validated on the same faces (same data file, split and seed): otherwise a
     /// member would be scored on faces it trained on.
     pub fn val_run(&self) -> Result<&Resolved> {
-        let mut runs = self.models.iter().zip(&self.dirs).map(|(m, d)| match &m.run {
-            Some(r) => Ok((r, d)),
-            None => bail!("{} is an export and has no val split: give --data CSV", d.display()),
+        let mut runs = self.models.iter().map(|m| match &m.run {
+            Some(r) => Ok((r, &m.dir)),
+            None => bail!("{} is an export and has no val split: give --data CSV", m.dir.display()),
         });
         let (first, first_dir) = runs.next().expect("at least one model")?;
-        let key = |r: &Resolved| {
+        fn key(r: &Resolved) -> (&String, u64, u64, &crate::config::solver::SyntheticConfig) {
             let d = &r.solver.data;
-            (
-                d.train.clone(),
-                d.split.to_bits(),
-                d.seed,
-                serde_yaml::to_string(&d.synthetic).unwrap_or_default(),
-            )
-        };
+            (&d.train, d.split.to_bits(), d.seed, &d.synthetic)
+        }
         for run in runs {
             let (r, d) = run?;
             if key(r) != key(first) {
