@@ -545,12 +545,7 @@ fn run_bytes(graph: &Graph, cfg: &crate::config::SolverConfig) -> u64 {
         4 * graph.nodes.iter().flat_map(|n| &n.params).map(|p| p.shape.iter().product::<i64>()).sum::<i64>()
             as u64;
     let snapshots = if cfg.snapshot > 0 { (cfg.max_iter / cfg.snapshot) as u64 } else { 0 };
-    let history =
-        if matches!(cfg.solver_type, crate::config::SolverType::Adam | crate::config::SolverType::AdaDelta) {
-            2
-        } else {
-            1
-        };
+    let history = cfg.solver_type.history_buffers() as u64;
     weights * (2 + snapshots * (1 + history)) + (1 << 20)
 }
 

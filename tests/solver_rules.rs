@@ -204,3 +204,47 @@ fn buffers_get_no_history_and_no_update_even_with_weight_decay() {
     // The norm skips the buffer (it has no gradient at all) and sees the zeroed grad.
     assert_eq!(Solver::grad_norm(&params), 0.0);
 }
+
+#[test]
+fn adamw_decays_the_weights_not_the_gradient() {
+    // torch.optim.AdamW: w *= 1 - lr wd (times each blob's decay_mult), then Adam's step
+    // on the plain gradient. Adam with the same weight_decay adds wd w to the gradient,
+    // which its normalisation then scales away: the two must differ.
+    let (b1, b2, eps, lr, wd) = (0.9f64, 0.999f64, 1e-8f64, 0.01f64, 0.5f64);
+    let grads = [0.5, -0.2, 0.3];
+    let mut c = cfg(SolverType::AdamW);
+    c.momentum = 0.9;
+    c.flavor = Flavor::Pytorch;
+    c.weight_decay = wd;
+    let mult = ParamMult { decay_mult: 2.0, ..ParamMult::default() };
+    let p = param(1.0, mult);
+    let mut s = Solver::new(&c, std::slice::from_ref(&p));
+    assert_eq!(s.history[0].len(), 2, "AdamW keeps Adam's two moments");
+    let (mut m, mut v, mut w) = (0.0, 0.0, 1.0);
+    for (i, g) in grads.iter().enumerate() {
+        let t = (i + 1) as f64;
+        w *= 1.0 - lr * wd * 2.0;
+        m = b1 * m + (1.0 - b1) * g;
+        v = b2 * v + (1.0 - b2) * g * g;
+        w -= lr / (1.0 - b1.powf(t)) * m / (v.sqrt() / (1.0 - b2.powf(t)).sqrt() + eps);
+        close(step(&mut s, &p, *g, lr), w);
+    }
+    c.solver_type = SolverType::Adam;
+    let q = param(1.0, mult);
+    let mut s = Solver::new(&c, std::slice::from_ref(&q));
+    for g in grads {
+        step(&mut s, &q, g, lr);
+    }
+    let adam = q.tensor.double_value(&[0]);
+    assert!((adam - w).abs() > 1e-3, "Adam's coupled L2 ({adam}) should differ from AdamW ({w})");
+}
+
+#[test]
+fn adamw_refuses_l1_regularization() {
+    let mut c = cfg(SolverType::AdamW);
+    c.regularization_type = Regularization::L1;
+    let e = c.validate().unwrap_err();
+    assert!(e.contains("AdamW") && e.contains("L1"), "{e}");
+    c.solver_type = SolverType::Adam;
+    assert!(c.validate().is_ok());
+}

@@ -9,7 +9,8 @@ pub struct SolverConfig {
     /// Path of the net file (relative to this file), or the net itself inline.
     pub net: serde_yaml::Value,
     pub data: DataConfig,
-    /// Update rule: SGD (Caffe's default), Nesterov, AdaGrad, RMSProp, AdaDelta, Adam.
+    /// Update rule: SGD (Caffe's default), Nesterov, AdaGrad, RMSProp, AdaDelta, Adam,
+    /// AdamW (Adam with decoupled weight decay, Loshchilov & Hutter 2019; not in Caffe).
     #[serde(rename = "type", default)]
     pub solver_type: SolverType,
     /// Caffe, or PyTorch's variants of the update rules (see docs/config.md).
@@ -171,6 +172,20 @@ pub enum SolverType {
     RMSProp,
     AdaDelta,
     Adam,
+    /// Adam whose weight decay shrinks the weights directly (w -= lr * weight_decay * w)
+    /// instead of joining the gradient, where Adam's scaling would weaken it for
+    /// weights with large gradients: PyTorch's torch.optim.AdamW.
+    AdamW,
+}
+
+impl SolverType {
+    /// History buffers the rule keeps per learned parameter.
+    pub fn history_buffers(self) -> usize {
+        match self {
+            SolverType::Adam | SolverType::AdamW | SolverType::AdaDelta => 2,
+            _ => 1,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
@@ -309,6 +324,11 @@ impl SolverConfig {
         }
         if !(0.0..=1.0).contains(&self.momentum) {
             return Err(format!("momentum must be in [0, 1], got {}", self.momentum));
+        }
+        if self.solver_type == SolverType::AdamW && self.regularization_type == Regularization::L1 {
+            return Err("type AdamW decays the weights themselves (L2); regularization_type L1 needs \
+                        another type, e.g. Adam"
+                .into());
         }
         self.data.augment.validate()?;
         if !(self.data.split > 0.0 && self.data.split <= 1.0) {

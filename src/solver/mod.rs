@@ -29,10 +29,7 @@ pub struct Solver {
 
 impl Solver {
     pub fn new(cfg: &SolverConfig, params: &[Param]) -> Solver {
-        let buffers = match cfg.solver_type {
-            SolverType::Adam | SolverType::AdaDelta => 2,
-            _ => 1,
-        };
+        let buffers = cfg.solver_type.history_buffers();
         // Buffers (running statistics) get no history: the solver never touches them.
         let history = params
             .iter()
@@ -88,14 +85,19 @@ impl Solver {
                 let _ = g.g_mul_scalar_(scale);
             }
             let decay = self.weight_decay * p.mult.decay_mult;
-            if decay != 0.0 {
+            let lr = rate * p.mult.lr_mult;
+            if self.kind == SolverType::AdamW {
+                // Decoupled: shrink the weights before the Adam step, as torch.optim.AdamW.
+                if decay != 0.0 {
+                    let _ = w.g_mul_scalar_(1.0 - lr * decay);
+                }
+            } else if decay != 0.0 {
                 let reg = match self.regularization {
                     Regularization::L2 => &w * decay,
                     Regularization::L1 => w.sign() * decay,
                 };
                 let _ = g.g_add_(&reg);
             }
-            let lr = rate * p.mult.lr_mult;
             let (m, m2, eps) = (self.momentum, self.momentum2, self.delta);
             let caffe = self.flavor == Flavor::Caffe;
             // The gradient is zeroed after the update, so the rules below use it as
@@ -153,7 +155,7 @@ impl Solver {
                     let _ = hist[1].g_add_(&(update.square() * (1.0 - m)));
                     let _ = w.g_sub_(&(update * lr));
                 }
-                SolverType::Adam => {
+                SolverType::Adam | SolverType::AdamW => {
                     let (c1, c2) = (1.0 - m.powf(t), 1.0 - m2.powf(t));
                     let _ = hist[0].lerp_(&g, 1.0 - m); // m = b1 m + (1 - b1) g
                     let _ = g.square_();
