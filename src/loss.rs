@@ -50,6 +50,21 @@ pub fn sums(cfg: &LossConfig, pred: &Tensor, target: &Tensor) -> Sums {
     Sums { loss, sq, count: present.sum(Kind::Float) }
 }
 
+impl Sums {
+    /// (loss, sq, count) on the host, in one transfer.
+    pub fn to_host(&self) -> [f64; 3] {
+        to_host([&self.loss, &self.sq, &self.count])
+    }
+}
+
+/// Scalar tensors read to the host in one transfer: on CUDA each read waits for the
+/// device, so a training step reads its loss and metrics together, not one by one.
+pub fn to_host<const N: usize>(xs: [&Tensor; N]) -> [f64; N] {
+    let flat = xs.map(|x| x.detach().to_kind(Kind::Double).reshape([1]));
+    let host = Tensor::cat(&flat, 0).to_device(tch::Device::Cpu);
+    std::array::from_fn(|i| host.double_value(&[i as i64]))
+}
+
 /// The loss (unweighted) from summed values over `n` faces with `count` present values.
 pub fn normalise(kind: LossKind, loss_sum: &Tensor, count: &Tensor, n: i64) -> Tensor {
     match kind {

@@ -96,10 +96,10 @@ pub fn evaluate(
     for start in (0..n).step_by(bs as usize) {
         let len = bs.min(n - start);
         let pred = predict(net, &x.narrow(0, start, len), flip);
-        let s = loss::sums(cfg, &pred, &y.narrow(0, start, len));
-        total += s.loss.double_value(&[]);
-        sq += s.sq.double_value(&[]);
-        count += s.count.double_value(&[]);
+        let [l, s, c] = loss::sums(cfg, &pred, &y.narrow(0, start, len)).to_host();
+        total += l;
+        sq += s;
+        count += c;
     }
     let loss = loss::normalise(cfg.kind, &Tensor::from(total), &Tensor::from(count), n).double_value(&[]);
     (loss, loss::rmse_px(sq, count))
@@ -414,14 +414,14 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             let loss::Sums { loss: sum, sq, count } = loss::sums(&graph.loss, &pred, &y);
             let l = loss::normalise(graph.loss.kind, &sum, &count, bs as i64) * w;
             l.backward();
-            let lv = l.double_value(&[]);
+            let [lv, sq, count] = loss::to_host([&l, &sq, &count]);
             if !lv.is_finite() {
                 bad_loss = Some(lv);
                 break;
             }
             loss_sum += lv;
-            win_sq += sq.double_value(&[]);
-            win_count += count.double_value(&[]);
+            win_sq += sq;
+            win_count += count;
         }
         if let Some(lv) = bad_loss {
             let layer = first_non_finite_grad(&params)
