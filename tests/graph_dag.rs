@@ -279,3 +279,57 @@ fn a_residual_net_with_batchnorm_trains_saves_and_tests_the_same() {
         "{code}"
     );
 }
+
+#[test]
+fn soft_argmax_finds_peaks_centres_flat_maps_and_has_true_gradients() {
+    use fkpnet::layers::soft_argmax::SoftArgmax;
+    let l: SoftArgmax = serde_yaml::from_str("{beta: 2}").unwrap();
+    assert_eq!(l.output_shape(&[15, 12, 12]).unwrap(), vec![30]);
+    assert!(l.output_shape(&[30]).unwrap_err().contains("CxHxW"));
+    let bad: SoftArgmax = serde_yaml::from_str("{beta: 0}").unwrap();
+    assert!(bad.output_shape(&[2, 4, 4]).unwrap_err().contains("beta must be a number > 0"));
+    let m = l.build(&[2, 4, 8], vec![], &Default::default());
+    // Channel 0 peaks at row 1, column 6 of a 4x8 map; channel 1 is flat.
+    let x = Tensor::zeros([1, 2, 4, 8], (Kind::Float, tch::Device::Cpu));
+    let _ = x.get(0).get(0).get(1).get(6).fill_(50.0);
+    let y = Vec::<f32>::try_from(tch::nn::ModuleT::forward_t(&m, &x, false).flatten(0, -1)).unwrap();
+    // Cell centres in target units (image = -1..1): column 6 of 8 -> 13/8 - 1, row 1 of 4 -> 3/4 - 1.
+    let want = [0.625f32, -0.25, 0.0, 0.0];
+    for (a, b) in y.iter().zip(want) {
+        assert!((a - b).abs() < 1e-5, "{y:?} != {want:?}");
+    }
+    // The same maps in channels-last strides and bfloat16 give the same points.
+    let cl = fkpnet::layers::channels_last(&x).to_kind(Kind::BFloat16);
+    let y2 = tch::nn::ModuleT::forward_t(&m, &cl, false);
+    assert_eq!(y2.kind(), Kind::Float);
+    assert!(y2.flatten(0, -1).allclose(&Tensor::from_slice(&want), 1e-4, 1e-4, false));
+    tch::manual_seed(2);
+    grad_check(
+        &|x: &[Tensor]| tch::nn::ModuleT::forward_t(&m, &x[0], true),
+        &[Tensor::randn([2, 2, 4, 8], (Kind::Float, tch::Device::Cpu))],
+    );
+}
+
+#[test]
+fn a_heatmap_net_compiles_to_the_keypoints_and_exports_its_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(
+        dir.path(),
+        "name: hm\ninput: [1, 8, 8]\nlayers:\n  - {type: conv, name: c1, num_output: 15, kernel_size: 3, pad: 1}\n  \
+         - {type: soft_argmax, name: points}\nloss: {type: l1}\n",
+    )
+    .unwrap();
+    assert_eq!(g.nodes.last().unwrap().output, vec![30]);
+    let e = graph_err(
+        dir.path(),
+        "name: hm\ninput: [1, 8, 8]\nlayers:\n  - {type: conv, name: c1, num_output: 14, kernel_size: 3, pad: 1}\n  \
+         - {type: soft_argmax, name: points}\nloss: {type: l1}\n",
+    );
+    assert!(e.contains("28") && e.contains("30"), "{e}");
+    let net = fkpnet::layers::kind("soft_argmax").unwrap();
+    let layer = (net.parse)(serde_yaml::from_str("{}").unwrap()).unwrap();
+    let class = layer.pytorch_class().expect("torch.nn has no soft-argmax: the export defines it");
+    assert!(
+        class.starts_with("class SoftArgmax(nn.Module)") && layer.pytorch(&[15, 8, 8]) == "SoftArgmax(1)"
+    );
+}

@@ -13,6 +13,7 @@ pub mod flatten;
 pub mod pool;
 pub mod prelu;
 pub mod relu;
+pub mod soft_argmax;
 
 use crate::config::schema::struct_fields;
 use serde::de::DeserializeOwned;
@@ -124,6 +125,10 @@ pub trait Layer: std::fmt::Debug + Send + Resolved {
     fn build(&self, input: &[i64], params: Vec<tch::Tensor>, opts: &BuildOptions) -> nn::FuncT<'static>;
     /// The equivalent PyTorch module (for `fkpnet export`), e.g. `nn.ReLU()`.
     fn pytorch(&self, input: &[i64]) -> String;
+    /// The Python class `pytorch` names, for kinds torch.nn lacks (the export defines it).
+    fn pytorch_class(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// One entry of the registry.
@@ -166,6 +171,11 @@ pub const KINDS: &[Kind] = &[
         "sum, product or max of its bottoms, for skip connections (Caffe: Eltwise)"
     ),
     kind!("flatten", flatten::Flatten, "flattens CxHxW to a vector (Caffe: Flatten)"),
+    kind!(
+        "soft_argmax",
+        soft_argmax::SoftArgmax,
+        "each channel's expected (x, y) under a spatial softmax: heatmaps -> keypoints (not in Caffe)"
+    ),
 ];
 
 pub fn kind(name: &str) -> Option<&'static Kind> {

@@ -14,9 +14,14 @@ use std::path::Path;
 pub fn pytorch_code(model: &Model) -> String {
     let g = &model.graph;
     let net = if g.is_sequential() { sequential(g) } else { module(g) };
+    // Classes for the kinds torch.nn lacks, each once.
+    let mut classes: Vec<&str> = g.nodes.iter().filter_map(|n| n.layer.pytorch_class()).collect();
+    classes.sort();
+    classes.dedup();
+    let classes: String = classes.iter().map(|c| format!("\n{c}\n")).collect();
     format!(
         "import torch\nimport torch.nn as nn\nfrom collections import OrderedDict\n\
-         from safetensors.torch import load_file\n\n\
+         from safetensors.torch import load_file\n{classes}\n\
          {net}\
          model.load_state_dict(load_file(\"model.safetensors\"))\nmodel.eval()\n\n\
          # faces: float tensor (N, {}, {}, {}) with grey values / 255\n\
