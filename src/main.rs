@@ -392,6 +392,7 @@ fn run(cli: Cli) -> Result<()> {
             let runs = dirs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
             if runs.len() > 1 {
                 compare(&runs, metric, out.as_deref())?;
+                ensemble_score(&dirs);
             }
             if let Some(snap) = interrupted {
                 eprintln!(
@@ -444,6 +445,22 @@ fn main() {
 }
 
 /// `fkpnet diff`'s output: each run's config against the first, the table, the plot.
+/// The val RMSE of all the runs' best weights averaged (`fkpnet test A --ensemble B
+/// ...`), when they share a val split; a note saying why not otherwise.
+fn ensemble_score(dirs: &[PathBuf]) {
+    let score =
+        Ensemble::load(&dirs[0], &dirs[1..], &Weights::Best).and_then(|m| report::test::run(&m, None));
+    match score {
+        Ok(r) => println!(
+            "ensemble of all {} runs: val RMSE {:.3} px (fkpnet test {} --ensemble ... averages their predictions)",
+            dirs.len(),
+            r.rmse_px,
+            dirs[0].display()
+        ),
+        Err(e) => println!("no ensemble score: {e:#}"),
+    }
+}
+
 fn compare(runs: &[Run], metric: Metric, out: Option<&std::path::Path>) -> Result<()> {
     let (metric, note) = report::diff::effective_metric(runs, metric);
     for other in &runs[1..] {

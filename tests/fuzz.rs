@@ -47,6 +47,8 @@ const TOKENS: &[&str] = &[
     "type: batchnorm",
     "type: eltwise",
     "type: concat",
+    "type: soft_argmax",
+    "beta: 0",
     "bottom: [res3b_bn, data]",
     "bottom: pool2",
     "top: pool3",

@@ -63,6 +63,13 @@ fn sweep_checks_every_variant_first_then_trains_and_compares() {
         assert!(cfg.contains(&format!("num_output: {}", &n[14..])), "{n}: {cfg}");
     }
     assert!(out.contains("layers.fc1.num_output: 32 -> 64") && out.contains("best"), "{out}");
+    // Both runs averaged, scored as `fkpnet test A --ensemble B` scores them.
+    let line = out.lines().find(|l| l.starts_with("ensemble of all 2 runs: val RMSE ")).expect(&out);
+    let swept: f64 = line.split_whitespace().nth(7).unwrap().parse().unwrap();
+    let runs = d.join("runs");
+    let (a, b) = (runs.join("sw-num_output=32"), runs.join("sw-num_output=64"));
+    let test = ok(&["test", a.to_str().unwrap(), "--ensemble", b.to_str().unwrap()], d);
+    assert!((swept - overall_rmse(&test)).abs() < 1e-3, "{line} vs {test}");
     // The same sweep again would overwrite: refused before training.
     let e = err(
         &[
