@@ -333,3 +333,24 @@ fn a_heatmap_net_compiles_to_the_keypoints_and_exports_its_class() {
         class.starts_with("class SoftArgmax(nn.Module)") && layer.pytorch(&[15, 8, 8]) == "SoftArgmax(1)"
     );
 }
+
+#[test]
+fn every_shipped_net_and_solver_loads_and_compiles() {
+    use fkpnet::config::load_solver;
+    let mut seen = 0;
+    for dir in ["nets", "solvers"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let (net, src) = if dir == "nets" {
+                load_net(&path, &[]).unwrap_or_else(|e| panic!("{e:#}"))
+            } else {
+                let r = load_solver(&path, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+                (r.net, r.net_source)
+            };
+            let g = Graph::compile(&net, &src, 30).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            assert_eq!(g.nodes.last().unwrap().output, vec![30], "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 20, "only {seen} shipped configs found");
+}
