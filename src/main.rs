@@ -444,7 +444,6 @@ fn main() {
     }
 }
 
-/// `fkpnet diff`'s output: each run's config against the first, the table, the plot.
 /// The val RMSE of all the runs' best weights averaged (`fkpnet test A --ensemble B
 /// ...`), when they share a val split; a note saying why not otherwise.
 fn ensemble_score(dirs: &[PathBuf]) {
@@ -461,6 +460,7 @@ fn ensemble_score(dirs: &[PathBuf]) {
     }
 }
 
+/// `fkpnet diff`'s output: each run's config against the first, the table, the plot.
 fn compare(runs: &[Run], metric: Metric, out: Option<&std::path::Path>) -> Result<()> {
     let (metric, note) = report::diff::effective_metric(runs, metric);
     for other in &runs[1..] {
