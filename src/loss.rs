@@ -60,9 +60,9 @@ impl Sums {
 /// Scalar tensors read to the host in one transfer: on CUDA each read waits for the
 /// device, so a training step reads its loss and metrics together, not one by one.
 pub fn to_host<const N: usize>(xs: [&Tensor; N]) -> [f64; N] {
-    let flat = xs.map(|x| x.detach().to_kind(Kind::Double).reshape([1]));
-    let host = Tensor::cat(&flat, 0).to_device(tch::Device::Cpu);
-    std::array::from_fn(|i| host.double_value(&[i as i64]))
+    let host = Tensor::stack(&xs.map(Tensor::detach), 0).to_kind(Kind::Double).to_device(tch::Device::Cpu);
+    let v = Vec::<f64>::try_from(&host).expect("a double vector");
+    std::array::from_fn(|i| v[i])
 }
 
 /// The loss (unweighted) from summed values over `n` faces with `count` present values.
