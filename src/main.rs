@@ -17,6 +17,28 @@ struct Cli {
     threads: Option<i32>,
 }
 
+/// Which trained model `test`, `predict` and `submit` use, and how.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Also load these runs (or exports) and average all the predictions: an ensemble.
+    #[arg(long, value_name = "RUN")]
+    ensemble: Vec<PathBuf>,
+    /// best, final, or a .safetensors file.
+    #[arg(long, default_value = "best")]
+    weights: Weights,
+    /// Change test-time augmentation, e.g. --set test.flip=true --set test.shift=2
+    #[arg(long = "set", value_name = "test.KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+impl ModelArgs {
+    fn load(&self, run: &std::path::Path) -> Result<Ensemble> {
+        let mut model = Ensemble::load(run, &self.ensemble, &self.weights)?;
+        model.set_test(&config::parse_sets(&self.sets)?)?;
+        Ok(model)
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Print a net's layers: output shapes, parameters, forward FLOPs, fillers.
@@ -89,12 +111,8 @@ enum Cmd {
         /// A labelled Kaggle CSV (default: the run's val split).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Also load these runs (or exports) and average all the predictions: an ensemble.
-        #[arg(long, value_name = "RUN")]
-        ensemble: Vec<PathBuf>,
-        /// best, final, or a .safetensors file.
-        #[arg(long, default_value = "best")]
-        weights: Weights,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Keypoints for image files (any size or colour) or the rows of Kaggle CSVs.
     Predict {
@@ -107,11 +125,8 @@ enum Cmd {
         draw: Option<PathBuf>,
         #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
         format: String,
-        /// Also load these runs (or exports) and average all the predictions: an ensemble.
-        #[arg(long, value_name = "RUN")]
-        ensemble: Vec<PathBuf>,
-        #[arg(long, default_value = "best")]
-        weights: Weights,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Kaggle's submission file (RowId,Location) for test.csv and IdLookupTable.csv.
     Submit {
@@ -120,11 +135,8 @@ enum Cmd {
         lookup_csv: PathBuf,
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
-        /// Also load these runs (or exports) and average all the predictions: an ensemble.
-        #[arg(long, value_name = "RUN")]
-        ensemble: Vec<PathBuf>,
-        #[arg(long, default_value = "best")]
-        weights: Weights,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Write the faces of a Kaggle CSV as PNG files (optionally with labels drawn).
     Extract {
@@ -340,12 +352,12 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", out.join(name).display());
             }
         }
-        Cmd::Test { run, data, ensemble, weights } => {
-            let model = Ensemble::load(&run, &ensemble, &weights)?;
+        Cmd::Test { run, data, model } => {
+            let model = model.load(&run)?;
             print!("{}", report::test::run(&model, data.as_deref())?.table());
         }
-        Cmd::Predict { run, inputs, draw, format, ensemble, weights } => {
-            let model = Ensemble::load(&run, &ensemble, &weights)?;
+        Cmd::Predict { run, inputs, draw, format, model } => {
+            let model = model.load(&run)?;
             let preds = report::predict::predict(&model, &inputs)?;
             match format.as_str() {
                 "json" => print!("{}", report::predict::to_json(&preds)),
@@ -356,8 +368,8 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("drew {} image(s) into {}", files.len(), dir.display());
             }
         }
-        Cmd::Submit { run, test_csv, lookup_csv, out, ensemble, weights } => {
-            let model = Ensemble::load(&run, &ensemble, &weights)?;
+        Cmd::Submit { run, test_csv, lookup_csv, out, model } => {
+            let model = model.load(&run)?;
             let text = report::predict::submit(&model, &test_csv, &lookup_csv)?;
             fkpnet::run::write_text(&out, &text)?;
             eprintln!("wrote {} rows to {}", text.lines().count() - 1, out.display());

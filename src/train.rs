@@ -2,7 +2,7 @@
 //! test_initialization) -> forward/backward (iter_size times) -> display -> update ->
 //! snapshot; a final test after the last update.
 
-use crate::config::solver::{Layout, LrPolicy, OnNan, Precision};
+use crate::config::solver::{Layout, LrPolicy, OnNan, Precision, TestConfig};
 use crate::config::{NetConfig, Resolved};
 use crate::data;
 use crate::graph::{Graph, Net};
@@ -67,27 +67,37 @@ pub fn parse_device(s: &str) -> Result<Device> {
     Ok(dev)
 }
 
-/// Mean loss and pixel RMSE of `net` on the first `limit` faces of a split (all by
-/// default), without autograd.
-/// The net's prediction, averaged with the mirrored prediction of the mirrored faces
-/// when `flip` (test-time augmentation).
-pub fn predict(net: &Net, x: &Tensor, flip: bool) -> Tensor {
-    let pred = net.forward_t(x, false);
-    if flip {
-        let mirrored = crate::data::augment::flip_targets(&net.forward_t(&x.flip([3]), false));
-        (pred + mirrored) / 2.0
-    } else {
-        pred
+/// The net's prediction under test-time augmentation (`test:`): averaged over the
+/// face shifted by `shift` pixels each way (each prediction moved back), and with the
+/// mirrored prediction of the mirrored face when `flip`.
+pub fn predict(net: &Net, x: &Tensor, test: &TestConfig) -> Tensor {
+    use crate::data::augment::{flip_targets, translate, translate_targets};
+    let shifts = test.shifts();
+    let mut sum: Option<Tensor> = None;
+    for &(dx, dy) in &shifts {
+        let xv = if (dx, dy) == (0.0, 0.0) { x.shallow_clone() } else { translate(x, dx, dy) };
+        let mut pred = net.forward_t(&xv, false);
+        if test.flip {
+            pred = (pred + flip_targets(&net.forward_t(&xv.flip([3]), false))) / 2.0;
+        }
+        let pred = translate_targets(&pred, -dx, -dy);
+        sum = Some(match sum {
+            Some(s) => s + pred,
+            None => pred,
+        });
     }
+    sum.expect("at least the unshifted face") / shifts.len() as f64
 }
 
+/// Mean loss and pixel RMSE of `net` on the first `limit` faces of a split (all by
+/// default), without autograd.
 pub fn evaluate(
     net: &Net,
     x: &Tensor,
     y: &Tensor,
     cfg: &crate::config::LossConfig,
     limit: Option<i64>,
-    flip: bool,
+    test: &TestConfig,
 ) -> (f64, f64) {
     let _guard = tch::no_grad_guard();
     let n = limit.map_or(x.size()[0], |l| l.min(x.size()[0]));
@@ -95,7 +105,7 @@ pub fn evaluate(
     let (mut total, mut sq, mut count) = (0.0, 0.0, 0.0);
     for start in (0..n).step_by(bs as usize) {
         let len = bs.min(n - start);
-        let pred = predict(net, &x.narrow(0, start, len), flip);
+        let pred = predict(net, &x.narrow(0, start, len), test);
         let [l, s, c] = loss::sums(cfg, &pred, &y.narrow(0, start, len)).to_host();
         total += l;
         sq += s;
@@ -336,7 +346,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         if !has_val {
             return Ok(None);
         }
-        let (vl, vr) = evaluate(&net, &val_x, &val_y, &graph.loss, test_limit, cfg.test.flip);
+        let (vl, vr) = evaluate(&net, &val_x, &val_y, &graph.loss, test_limit, &cfg.test);
         log.test(iter, &[("loss", vl, Some(w)), ("rmse_px", vr, None)])?;
         let vl = vl * w;
         events.scalars(iter, &[("val/loss", vl), ("val/rmse_px", vr)])?;

@@ -149,6 +149,19 @@ fn set_overrides_are_checked() {
     assert_eq!(v["net"]["name"].as_str(), Some("vgg"));
     assert_eq!(v["net"]["layers"][17]["dropout_ratio"].as_f64(), Some(0.3));
     assert_eq!(v["data"]["train"].as_str(), Some("synthetic"));
+    // Nested mappings take --set too; a set key keeps its siblings from the file.
+    let out = ok(
+        &["config", "solvers/lenet_best.yaml", "--set", "data.augment.rotate=15", "--set", "test.flip=false"],
+        &r,
+    );
+    let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+    assert_eq!(v["data"]["augment"]["rotate"].as_f64(), Some(15.0));
+    assert_eq!(v["data"]["augment"]["shift"].as_f64(), Some(4.0));
+    assert_eq!(v["test"]["flip"].as_bool(), Some(false));
+    let e = err(&["config", "solvers/adam.yaml", "--set", "data.augment.rotat=1"], &r);
+    assert!(e.contains("in data.augment") && e.contains("did you mean `rotate`"), "{e}");
+    let e = err(&["config", "solvers/adam.yaml", "--set", "test.flip.x=1"], &r);
+    assert!(e.contains("`test.flip` has no sub-keys"), "{e}");
     // Relative paths in --set are relative to the current directory, in files to the file.
     let solver = r.join("solvers/adam.yaml");
     let out = ok(&["config", solver.to_str().unwrap(), "--set", "data.train=../x.csv"], &r.join("nets"));

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 
-use fkpnet::data::augment::{flip_targets, Augment, FLIP};
+use fkpnet::data::augment::{flip_targets, translate, translate_targets, Augment, FLIP};
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -38,13 +38,7 @@ fn flipping_mirrors_x_and_swaps_left_and_right() {
 fn geometric_augmentation_moves_keypoints_with_the_face() {
     tch::manual_seed(7);
     let n = 32;
-    // A bright 3x3 blob at the nose tip (x 40, y 55); every other keypoint missing.
-    let x = Tensor::zeros([n, 1, 96, 96], (Kind::Float, Device::Cpu));
-    let _ = x.narrow(2, 54, 3).narrow(3, 39, 3).fill_(1.0);
-    let mut kp = vec![f32::NAN; 30];
-    kp[20] = 40.0;
-    kp[21] = 55.0;
-    let y = ((Tensor::from_slice(&kp).view([1, 30]) - 48.0) / 48.0).repeat([n, 1]);
+    let (x, y) = blob_faces(n);
     let aug = Augment { flip: true, shift: 6.0, scale: 0.15, rotate: 20.0, ..Default::default() };
     let (xa, ya) = aug.apply(&x, &y);
     let ya = ya * 48.0 + 48.0;
@@ -67,6 +61,53 @@ fn geometric_augmentation_moves_keypoints_with_the_face() {
     let far = Augment { shift: 90.0, ..Default::default() };
     let (_, yf) = far.apply(&x, &y);
     assert!(Vec::<f32>::try_from(yf.select(1, 20)).unwrap().iter().any(|v| v.is_nan()));
+}
+
+/// A bright 3x3 blob centred on (40, 55) in `n` black faces, and targets with the nose
+/// tip there (every other keypoint missing).
+fn blob_faces(n: i64) -> (Tensor, Tensor) {
+    let x = Tensor::zeros([n, 1, 96, 96], (Kind::Float, Device::Cpu));
+    let _ = x.narrow(2, 54, 3).narrow(3, 39, 3).fill_(1.0);
+    let mut kp = vec![f32::NAN; 30];
+    kp[20] = 40.0;
+    kp[21] = 55.0;
+    (x, ((Tensor::from_slice(&kp).view([1, 30]) - 48.0) / 48.0).repeat([n, 1]))
+}
+
+#[test]
+fn translation_moves_faces_and_keypoints_alike() {
+    let (x, y) = blob_faces(1);
+    let (xs, ys) = (translate(&x, 3.0, -2.0), translate_targets(&y, 3.0, -2.0) * 48.0 + 48.0);
+    // The blob is now centred on (43, 53), all of it: whole-pixel shifts copy pixels
+    // exactly (no blur).
+    let blob = xs.get(0).get(0).narrow(0, 52, 3).narrow(1, 42, 3);
+    assert_eq!(blob.sum(Kind::Float).double_value(&[]), 9.0);
+    assert_eq!(xs.sum(Kind::Float).double_value(&[]), 9.0);
+    assert_eq!((ys.double_value(&[0, 20]), ys.double_value(&[0, 21])), (43.0, 53.0));
+}
+
+#[test]
+fn erasing_blacks_out_one_rectangle_and_keeps_the_labels() {
+    tch::manual_seed(3);
+    let n = 64;
+    let x = Tensor::ones([n, 1, 96, 96], (Kind::Float, Device::Cpu));
+    let y = Tensor::zeros([n, 30], (Kind::Float, Device::Cpu));
+    let (xa, ya) = Augment { erase: 1.0, ..Default::default() }.apply(&x, &y);
+    assert!(ya.equal(&y), "labels unchanged");
+    for i in 0..n {
+        let black = xa.get(i).get(0).eq(0.0);
+        let pixels = black.sum(Kind::Float).double_value(&[]);
+        let area = pixels / (96.0 * 96.0);
+        assert!((0.015..=0.34).contains(&area), "face {i}: {area} of the image erased");
+        // One axis-aligned rectangle: its pixels are its rows times its columns.
+        let rows = black.any_dim(1, false).sum(Kind::Float).double_value(&[]);
+        let cols = black.any_dim(0, false).sum(Kind::Float).double_value(&[]);
+        assert_eq!(rows * cols, pixels, "face {i}");
+    }
+    let (xh, _) = Augment { erase: 0.5, ..Default::default() }.apply(&x, &y);
+    let erased = xh.eq(0.0).flatten(1, -1).any_dim(1, false).sum(Kind::Float).double_value(&[]);
+    assert!((16.0..=48.0).contains(&erased), "about half the faces erased: {erased} of 64");
+    assert!(Augment { erase: 1.5, ..Default::default() }.validate().unwrap_err().contains("probability"));
 }
 
 #[test]
@@ -103,6 +144,22 @@ fn augmented_training_and_test_time_flips_run_end_to_end() {
     assert!(cfg.contains("augment:") && cfg.contains("flip: true"), "{cfg}");
     let out = fkpnet(&["test", "runs/aug"], d);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let overall = |out: &std::process::Output| -> f64 {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.starts_with("overall")).unwrap_or_else(|| panic!("{text}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // Test-time shifts change the prediction after training, without retraining.
+    let shifted = fkpnet(&["test", "runs/aug", "--set", "test.shift=2"], d);
+    assert!(shifted.status.success(), "{}", String::from_utf8_lossy(&shifted.stderr));
+    assert!(overall(&shifted).is_finite() && overall(&shifted) != overall(&out));
+    let unflipped = fkpnet(&["test", "runs/aug", "--set", "test.flip=false"], d);
+    assert!(overall(&unflipped) != overall(&out));
+    let bad = fkpnet(&["test", "runs/aug", "--set", "base_lr=1"], d);
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(e.contains("only test-time keys can change after training: test.flip, test.shift"), "{e}");
+    let bad = fkpnet(&["test", "runs/aug", "--set", "test.shift=-1"], d);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("test.shift must be between 0 and 24"));
     let out = fkpnet(
         &[
             "extract",

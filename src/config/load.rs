@@ -1,6 +1,7 @@
 use super::net::{layer_names, LayerCommon, LossConfig, NetConfig};
 use super::schema::{struct_fields, unknown_key_message};
-use super::solver::{DataConfig, SolverConfig, SyntheticConfig};
+use super::solver::{DataConfig, SolverConfig, SyntheticConfig, TestConfig};
+use crate::data::augment::Augment;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_yaml::{Mapping, Value};
 use std::path::{Path, PathBuf};
@@ -264,14 +265,44 @@ fn set_solver_key(doc: &mut Value, o: &Override, cwd: &Path) -> Result<(), Strin
             check(key, "data", struct_fields::<DataConfig>())?;
             mapping(top.entry("data".into()).or_insert(Value::Null)).insert((*key).into(), value);
         }
-        ["data", "synthetic", key] => {
-            check(key, "data.synthetic", struct_fields::<SyntheticConfig>())?;
+        ["test", key] => {
+            check(key, "test", struct_fields::<TestConfig>())?;
+            mapping(top.entry("test".into()).or_insert(Value::Null)).insert((*key).into(), value);
+        }
+        ["data", sub @ ("synthetic" | "augment"), key] => {
+            let fields = match *sub {
+                "synthetic" => struct_fields::<SyntheticConfig>(),
+                _ => struct_fields::<Augment>(),
+            };
+            check(key, &format!("data.{sub}"), fields)?;
             let data = mapping(top.entry("data".into()).or_insert(Value::Null));
-            mapping(data.entry("synthetic".into()).or_insert(Value::Null)).insert((*key).into(), value);
+            mapping(data.entry((*sub).into()).or_insert(Value::Null)).insert((*key).into(), value);
         }
         _ => return Err(format!("`{}` has no sub-keys", k[..k.len() - 1].join("."))),
     }
     Ok(())
+}
+
+/// A trained run's test-time settings with `--set test.KEY=VALUE` applied (`fkpnet
+/// test`, `predict`, `submit`): only `test.*` can change after training.
+pub fn set_test(test: &TestConfig, sets: &[Override]) -> Result<TestConfig> {
+    let mut doc = serde_yaml::to_value(test)?;
+    for o in sets {
+        let k: Vec<&str> = o.key.iter().map(String::as_str).collect();
+        let key = match k.as_slice() {
+            ["test", key] => key,
+            _ => bail!(
+                "--set {}: only test-time keys can change after training: test.{}",
+                o.raw,
+                struct_fields::<TestConfig>().join(", test.")
+            ),
+        };
+        check(key, "test", struct_fields::<TestConfig>()).map_err(|e| anyhow!("--set {}: {e}", o.raw))?;
+        mapping(&mut doc).insert((*key).into(), o.value.clone());
+    }
+    let test: TestConfig = serde_yaml::from_value(doc).map_err(|e| anyhow!("--set test.*: {e}"))?;
+    test.validate().map_err(|e| anyhow!("--set {e}"))?;
+    Ok(test)
 }
 
 fn set_net_key(doc: &mut Value, o: &Override) -> Result<(), String> {

@@ -6,7 +6,7 @@ pub mod net;
 pub mod schema;
 pub mod solver;
 
-pub use load::{load_net, load_solver, parse_sets, NetSource, Override, Resolved};
+pub use load::{load_net, load_solver, parse_sets, set_test, NetSource, Override, Resolved};
 pub use net::{LossConfig, LossKind, NetConfig, ParamMult};
 pub use solver::{DataConfig, Labels, SolverConfig, SolverType};
 

@@ -144,6 +144,32 @@ pub struct TestConfig {
     /// Average each prediction with the mirrored prediction of the mirrored face.
     #[serde(default)]
     pub flip: bool,
+    /// Also predict on the face shifted this many pixels left, right, up and down, move
+    /// each prediction back and average all five (0 = off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shift: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+impl TestConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.shift >= 0.0 && self.shift <= 24.0) {
+            return Err(format!("test.shift must be between 0 and 24 pixels, got {}", self.shift));
+        }
+        Ok(())
+    }
+
+    /// The (dx, dy) pixel shifts a face is seen at, the unshifted face first.
+    pub fn shifts(&self) -> Vec<(f64, f64)> {
+        let s = self.shift;
+        if s == 0.0 {
+            return vec![(0.0, 0.0)];
+        }
+        vec![(0.0, 0.0), (s, 0.0), (-s, 0.0), (0.0, s), (0.0, -s)]
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -331,6 +357,7 @@ impl SolverConfig {
                 .into());
         }
         self.data.augment.validate()?;
+        self.test.validate()?;
         if !(self.data.split > 0.0 && self.data.split <= 1.0) {
             return Err(format!("data.split must be in (0, 1], got {}", self.data.split));
         }

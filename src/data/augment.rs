@@ -28,6 +28,11 @@ pub struct Augment {
     /// Largest relative contrast change around the face's mean.
     #[serde(default)]
     pub contrast: f64,
+    /// Probability that a face gets a random black rectangle (2-33% of the image,
+    /// aspect 0.3-3.3, as torchvision's RandomErasing); its keypoints keep their labels,
+    /// so the net learns to place hidden ones.
+    #[serde(default)]
+    pub erase: f64,
 }
 
 /// Kaggle's keypoint order mirrored: index k of a flipped face is keypoint FLIP[k]
@@ -45,6 +50,32 @@ pub fn flip_targets(y: &Tensor) -> Tensor {
     y * sign + shift
 }
 
+/// Resample faces `[N, C, H, W]` so output point p shows input point theta (p, 1), in
+/// normalised coordinates: bilinear, border padding (a shifted face continues its edge
+/// pixels).
+fn warp(x: &Tensor, theta: &Tensor) -> Tensor {
+    let grid = Tensor::affine_grid_generator(theta, x.size(), false);
+    x.grid_sampler(&grid, 0, 1, false)
+}
+
+/// Faces moved `dx` pixels right and `dy` down (their keypoints move by the same).
+pub fn translate(x: &Tensor, dx: f64, dy: f64) -> Tensor {
+    let n = x.size()[0];
+    let theta = Tensor::from_slice(&[1.0f32, 0.0, (-dx / 48.0) as f32, 0.0, 1.0, (-dy / 48.0) as f32])
+        .to_device(x.device())
+        .to_kind(x.kind())
+        .view([1, 2, 3])
+        .expand([n, 2, 3], false)
+        .contiguous();
+    warp(x, &theta)
+}
+
+/// Normalised targets `[N, 30]` moved `dx` pixels right and `dy` down.
+pub fn translate_targets(y: &Tensor, dx: f64, dy: f64) -> Tensor {
+    let d = Tensor::from_slice(&[(dx / 48.0) as f32, (dy / 48.0) as f32]).repeat([15]).to_device(y.device());
+    y + d
+}
+
 impl Augment {
     pub fn is_off(&self) -> bool {
         *self == Augment::default()
@@ -57,11 +88,15 @@ impl Augment {
             ("rotate", self.rotate),
             ("brightness", self.brightness),
             ("contrast", self.contrast),
+            ("erase", self.erase),
         ];
         for (k, v) in nonneg {
             if !(v >= 0.0 && v.is_finite()) {
                 return Err(format!("data.augment.{k} must be >= 0, got {v}"));
             }
+        }
+        if self.erase > 1.0 {
+            return Err(format!("data.augment.erase is a probability (0 to 1), got {}", self.erase));
         }
         if self.scale >= 1.0 || self.contrast >= 1.0 {
             return Err("data.augment.scale and .contrast must be below 1".into());
@@ -94,9 +129,7 @@ impl Augment {
                 1,
             )
             .view([n, 2, 3]);
-            let grid = Tensor::affine_grid_generator(&theta, [n, 1, 96, 96], false);
-            // Bilinear, border padding (a shifted face continues its edge pixels).
-            x = x.grid_sampler(&grid, 0, 1, false);
+            x = warp(&x, &theta);
             let kx = y.slice(1, 0, 30, 2) - tx.view([n, 1]);
             let ky = y.slice(1, 1, 30, 2) - ty.view([n, 1]);
             let (c, sn, s) = (c.view([n, 1]), sn.view([n, 1]), s.view([n, 1]));
@@ -114,6 +147,32 @@ impl Augment {
             let mean = x.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
             x = ((&x - &mean) * c + mean + b).clamp(0.0, 1.0);
         }
+        if self.erase > 0.0 {
+            x = erase(&x, self.erase);
+        }
         (x, y)
     }
+}
+
+/// Black out one random rectangle in a fraction `p` of the faces `[N, C, H, W]`: area
+/// 2-33% of the image, log-uniform aspect 0.3-3.3, placed uniformly inside it
+/// (torchvision's RandomErasing defaults; a side longer than the image is cut to it).
+fn erase(x: &Tensor, p: f64) -> Tensor {
+    let size = x.size();
+    let (n, h, w) = (size[0], size[2] as f64, size[3] as f64);
+    let opts = (Kind::Float, x.device());
+    let col = |t: Tensor| t.view([n, 1, 1, 1]);
+    let area = (Tensor::rand([n], opts) * 0.31 + 0.02) * (h * w);
+    let aspect = (Tensor::rand([n], opts) * (3.3f64 / 0.3).ln() + 0.3f64.ln()).exp();
+    let eh = (&area * &aspect).sqrt().clamp_max(h);
+    let ew = (&area / &aspect).sqrt().clamp_max(w);
+    let top = Tensor::rand([n], opts) * (-&eh + h);
+    let left = Tensor::rand([n], opts) * (-&ew + w);
+    let rows = Tensor::arange(size[2], opts).view([1, 1, -1, 1]);
+    let cols = Tensor::arange(size[3], opts).view([1, 1, 1, -1]);
+    let (top, left) = (col(top), col(left));
+    let inside = rows.ge_tensor(&top).logical_and(&rows.lt_tensor(&(&top + col(eh))));
+    let inside = inside.logical_and(&cols.ge_tensor(&left)).logical_and(&cols.lt_tensor(&(&left + col(ew))));
+    let chosen = col(Tensor::rand([n], opts).lt(p));
+    x.masked_fill(&inside.logical_and(&chosen), 0.0)
 }

@@ -1,7 +1,8 @@
 //! A trained model from a run dir (config.yaml + weights) or an export dir
 //! (net.yaml + model.safetensors), ready to predict.
 
-use crate::config::{self, Resolved};
+use crate::config::solver::TestConfig;
+use crate::config::{self, Override, Resolved};
 use crate::data::{Faces, TARGETS};
 use crate::graph::{Graph, Net};
 use crate::solver::state::load_weights;
@@ -36,6 +37,8 @@ pub struct Model {
     /// The run dir or export it was loaded from.
     pub dir: PathBuf,
     pub weights: PathBuf,
+    /// Test-time augmentation: the run's `test:` (off for an export), or as `--set` says.
+    pub test: TestConfig,
     _vs: nn::VarStore,
 }
 
@@ -70,7 +73,8 @@ impl Model {
         let vs = nn::VarStore::new(Device::Cpu);
         let (net, params) = graph.build(&vs.root(), Default::default());
         load_weights(&file, &params, true)?;
-        Ok(Model { graph, net, run, dir: dir.to_path_buf(), weights: file, _vs: vs })
+        let test = run.as_ref().map(|r| r.solver.test.clone()).unwrap_or_default();
+        Ok(Model { graph, net, run, dir: dir.to_path_buf(), weights: file, test, _vs: vs })
     }
 
     /// Keypoints in pixels (96x96 frame), 30 per face, Kaggle's column order.
@@ -81,8 +85,7 @@ impl Model {
         let mut out = Vec::with_capacity(faces.len() * TARGETS);
         for start in (0..n).step_by(256) {
             let len = 256.min(n - start);
-            let flip = self.run.as_ref().is_some_and(|r| r.solver.test.flip);
-            let y = crate::train::predict(&self.net, &x.narrow(0, start, len), flip) * 48.0 + 48.0;
+            let y = crate::train::predict(&self.net, &x.narrow(0, start, len), &self.test) * 48.0 + 48.0;
             out.extend(Vec::<f32>::try_from(y.flatten(0, -1)).expect("float predictions"));
         }
         out
@@ -90,7 +93,7 @@ impl Model {
 }
 
 /// One model or several whose predictions are averaged (an ensemble: `fkpnet test A
-/// --ensemble B`). Each member applies its own test-time flip averaging first.
+/// --ensemble B`). Each member applies its own test-time augmentation first.
 pub struct Ensemble {
     pub models: Vec<Model>,
 }
@@ -111,6 +114,14 @@ impl Ensemble {
             .map(|d| Model::load(d, weights))
             .collect::<Result<Vec<_>>>()?;
         Ok(Ensemble { models })
+    }
+
+    /// Apply `--set test.KEY=VALUE` to every member's test-time augmentation.
+    pub fn set_test(&mut self, sets: &[Override]) -> Result<()> {
+        for m in &mut self.models {
+            m.test = config::set_test(&m.test, sets)?;
+        }
+        Ok(())
     }
 
     /// The run whose val split `fkpnet test` scores. With several members, every one must
