@@ -335,6 +335,58 @@ fn a_heatmap_net_compiles_to_the_keypoints_and_exports_its_class() {
 }
 
 #[test]
+fn upsample_repeats_or_interpolates_and_has_true_gradients() {
+    use fkpnet::layers::upsample::Upsample;
+    let near: Upsample = serde_yaml::from_str("{}").unwrap();
+    assert_eq!(near.output_shape(&[3, 6, 4]).unwrap(), vec![3, 12, 8]);
+    assert!(near.output_shape(&[30]).unwrap_err().contains("CxHxW"));
+    let bad: Upsample = serde_yaml::from_str("{scale_factor: 0}").unwrap();
+    assert!(bad.output_shape(&[2, 4, 4]).unwrap_err().contains("scale_factor must be >= 1"));
+    assert!(serde_yaml::from_str::<Upsample>("{mode: cubic}").unwrap_err().to_string().contains("bilinear"));
+    let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([1, 1, 2, 2]);
+    let run = |l: &Upsample, x: &Tensor| {
+        let m = l.build(&[1, 2, 2], vec![], &Default::default());
+        Vec::<f32>::try_from(tch::nn::ModuleT::forward_t(&m, x, false).flatten(0, -1)).unwrap()
+    };
+    // Nearest: each value fills a 2x2 block.
+    assert_eq!(run(&near, &x), [1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]);
+    // Bilinear (align_corners false): the first row of the 4x4 output lies a quarter
+    // cell inside the input's first row, so it is 1, 1.25, 1.75, 2 (edges clamp).
+    let bil: Upsample = serde_yaml::from_str("{mode: bilinear}").unwrap();
+    let y = run(&bil, &x);
+    for (a, b) in y[0..4].iter().zip([1.0f32, 1.25, 1.75, 2.0]) {
+        assert!((a - b).abs() < 1e-6, "{y:?}");
+    }
+    assert!((y[5] - (1.25 * 0.75 + 3.25 * 0.25)).abs() < 1e-6, "{y:?}");
+    assert_eq!(bil.pytorch(&[1, 2, 2]), "nn.Upsample(scale_factor=2, mode=\"bilinear\")");
+    tch::manual_seed(4);
+    for l in [&near, &bil] {
+        let m = l.build(&[2, 3, 5], vec![], &Default::default());
+        grad_check(
+            &|x: &[Tensor]| tch::nn::ModuleT::forward_t(&m, &x[0], true),
+            &[Tensor::randn([2, 2, 3, 5], (Kind::Float, tch::Device::Cpu))],
+        );
+    }
+}
+
+#[test]
+fn an_upsampled_block_joins_a_finer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "name: fpn\ninput: [1, 8, 8]\nlayers:\n  - {type: conv, name: fine, num_output: 4, kernel_size: 3, pad: 1}\n  \
+               - {type: pool, name: down, kernel_size: 2, stride: 2}\n  \
+               - {type: conv, name: coarse, num_output: 4, kernel_size: 3, pad: 1}\n  \
+               - {type: upsample, name: up, mode: bilinear}\n  \
+               - {type: eltwise, name: join, bottom: [up, fine]}\n  \
+               - {type: dense, name: out, num_output: 30}\nloss: {type: l1}\n";
+    let g = graph(dir.path(), net).unwrap();
+    let up = g.nodes.iter().find(|n| n.name == "up").unwrap();
+    assert_eq!(up.output, vec![4, 8, 8]);
+    // Without the upsample the shapes do not fit, and the error says so.
+    let e = graph_err(dir.path(), &net.replace("up, fine", "coarse, fine"));
+    assert!(e.contains("4x4x4") && e.contains("4x8x8"), "{e}");
+}
+
+#[test]
 fn every_shipped_net_and_solver_loads_and_compiles() {
     use fkpnet::config::load_solver;
     let mut seen = 0;

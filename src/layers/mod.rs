@@ -14,6 +14,7 @@ pub mod pool;
 pub mod prelu;
 pub mod relu;
 pub mod soft_argmax;
+pub mod upsample;
 
 use crate::config::schema::struct_fields;
 use serde::de::DeserializeOwned;
@@ -176,6 +177,7 @@ pub const KINDS: &[Kind] = &[
         soft_argmax::SoftArgmax,
         "each channel's expected (x, y) under a spatial softmax: heatmaps -> keypoints (not in Caffe)"
     ),
+    kind!("upsample", upsample::Upsample, "enlarges the map by an integer factor (PyTorch: nn.Upsample)"),
 ];
 
 pub fn kind(name: &str) -> Option<&'static Kind> {
