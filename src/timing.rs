@@ -67,19 +67,30 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
             let _ = net.apply(i, &refs, true);
         });
         let backward_ms = if xs.iter().any(|x| x.requires_grad()) || !node.params.is_empty() {
-            let mut total = 0.0;
-            for _ in 0..warmup {
-                net.apply(i, &refs, true).sum(Kind::Float).backward();
-            }
-            for _ in 0..iterations {
-                let y = net.apply(i, &refs, true).sum(Kind::Float);
-                sync(device);
-                let t = Instant::now();
-                y.backward();
-                sync(device);
-                total += t.elapsed().as_secs_f64() * 1e3;
-            }
-            total / iterations.max(1) as f64
+            // The layer gets a gradient in its output's own layout, as in training:
+            // `y.sum().backward()` would hand it a stride-0 gradient, which sends
+            // channels-last kernels down slow generic paths (BatchNorm's backward 3x).
+            // tch has no backward(gradient), so the gradient comes from `(y * g).sum()`,
+            // and that product's own backward, timed alone, is taken off.
+            let g = blobs[i + 1].rand_like();
+            let timed = |f: &dyn Fn() -> Tensor| {
+                for _ in 0..warmup {
+                    (f() * &g).sum(Kind::Float).backward();
+                }
+                let mut total = 0.0;
+                for _ in 0..iterations {
+                    let y = (f() * &g).sum(Kind::Float);
+                    sync(device);
+                    let t = Instant::now();
+                    y.backward();
+                    sync(device);
+                    total += t.elapsed().as_secs_f64() * 1e3;
+                }
+                total / iterations.max(1) as f64
+            };
+            let feed = blobs[i + 1].detach().set_requires_grad(true);
+            let feed_ms = timed(&|| feed.shallow_clone());
+            (timed(&|| net.apply(i, &refs, true)) - feed_ms).max(0.0)
         } else {
             0.0
         };
