@@ -444,22 +444,15 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// libtorch allocates every activation and gradient afresh each step. glibc serves a
-/// block over its mmap threshold (32 MiB at most; one 16x96x96 map of a batch of 64 is
-/// 38 MB) with mmap and unmaps it on free, so every step faults in fresh zeroed pages:
-/// a third of a small ResNet's step on this 2-core CPU (README "Speed"). Serving all
-/// blocks from the heap and never trimming it lets the next step reuse the memory; the
-/// peak stays the same. `FKPNET_SYSTEM_MALLOC=1` leaves glibc's defaults (to compare).
-fn keep_freed_memory() {
-    if std::env::var_os("FKPNET_SYSTEM_MALLOC").is_some_and(|v| v == "1") {
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
+/// jemalloc as the whole process's malloc (libtorch's too: the executable's unprefixed
+/// malloc/free come first in symbol lookup). libtorch allocates every activation and
+/// gradient afresh each step; glibc serves blocks over 32 MiB (one 16x96x96 map of a
+/// batch of 64 is 38 MB) with mmap and unmaps them on free, so every step faulted in
+/// fresh zeroed pages: 1.3-1.8x slower training on this 2-core CPU, and glibc with mmap
+/// off fragments to a higher peak than PyTorch's. jemalloc, told to keep freed pages
+/// (`.cargo/config.toml`), reuses them and stays below PyTorch's peak (README "Speed").
+#[cfg(target_os = "linux")]
+extern crate tikv_jemalloc_sys;
 
 fn main() {
     // Rust ignores SIGPIPE, which turns `fkpnet predict ... | head` into a panic; a
@@ -467,7 +460,6 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    keep_freed_memory();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
