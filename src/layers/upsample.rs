@@ -25,6 +25,16 @@ pub struct Upsample {
     pub mode: Mode,
 }
 
+impl Mode {
+    /// The name in configs and in PyTorch's `mode=`.
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Nearest => "nearest",
+            Mode::Bilinear => "bilinear",
+        }
+    }
+}
+
 fn two() -> i64 {
     2
 }
@@ -51,7 +61,7 @@ impl Layer for Upsample {
     }
 
     fn details(&self) -> String {
-        format!("x{} {:?}", self.scale_factor, self.mode).to_lowercase()
+        format!("x{} {}", self.scale_factor, self.mode.name())
     }
 
     fn build(
@@ -69,10 +79,6 @@ impl Layer for Upsample {
     }
 
     fn pytorch(&self, _input: &[i64]) -> String {
-        let mode = match self.mode {
-            Mode::Nearest => "nearest",
-            Mode::Bilinear => "bilinear",
-        };
-        format!("nn.Upsample(scale_factor={}, mode=\"{mode}\")", self.scale_factor)
+        format!("nn.Upsample(scale_factor={}, mode=\"{}\")", self.scale_factor, self.mode.name())
     }
 }
