@@ -261,7 +261,6 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     let vs = nn::VarStore::new(device);
     let build = build_options(&graph, device, cfg.precision, cfg.layout);
     let (net, params) = graph.build(&vs.root(), build);
-    let mut solver = Solver::new(cfg, &params);
     let mut best: Best = None;
     let mut smoothed: VecDeque<f64> = VecDeque::new();
     let (mut win_sq, mut win_count) = (0.0, 0.0);
@@ -276,6 +275,8 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         }
         log.note(&format!("Finetuning from {}", w.display()))?;
     }
+    // After a finetune load: the weights' moving average starts from the loaded weights.
+    let mut solver = Solver::new(cfg, &params);
     if let Some(s) = &opts.resume {
         state::load_weights(&state::weights_of(s), &params, true)?;
         let (b, loop_state) = state::load(s, &mut solver, &params)?;
@@ -337,28 +338,38 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     let w = graph.loss.loss_weight;
     let loss_name = serde_yaml::to_string(&graph.loss.kind)?.trim().to_string();
 
+    // Tests (and best.safetensors) see the weights' moving average when there is one.
     let test = |iter: i64,
                 row: &mut MetricsRow,
                 best: &mut Best,
                 log: &mut CaffeLog,
-                events: &mut EventWriter|
+                events: &mut EventWriter,
+                solver: &mut Solver|
      -> Result<Option<bool>> {
         if !has_val {
             return Ok(None);
         }
+        solver.swap_ema(&params);
         let (vl, vr) = evaluate(&net, &val_x, &val_y, &graph.loss, test_limit, &cfg.test);
+        let histograms = cfg.histograms.then(|| histogram_tensors(&graph, &net, &params, &val_x));
+        let improved = best.is_none_or(|b| vl * w < b.0);
+        let saved = if improved {
+            run::atomic_write(&run.file("best.safetensors"), |tmp| crate::graph::save_weights(&params, tmp))
+        } else {
+            Ok(())
+        };
+        solver.swap_ema(&params);
+        saved?;
         log.test(iter, &[("loss", vl, Some(w)), ("rmse_px", vr, None)])?;
         let vl = vl * w;
         events.scalars(iter, &[("val/loss", vl), ("val/rmse_px", vr)])?;
-        if cfg.histograms {
-            events.histograms(iter, &histogram_tensors(&graph, &net, &params, &val_x))?;
+        if let Some(h) = histograms {
+            events.histograms(iter, &h)?;
         }
         row.val_loss = Some(vl);
         row.val_rmse_px = Some(vr);
-        let improved = best.is_none_or(|b| vl < b.0);
         if improved {
             *best = Some((vl, vr, iter));
-            run::atomic_write(&run.file("best.safetensors"), |tmp| crate::graph::save_weights(&params, tmp))?;
         }
         Ok(Some(improved))
     };
@@ -382,7 +393,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         let iter = solver.iter;
         let mut row = MetricsRow { iter, epoch: epoch_of(iter), ..Default::default() };
         if cfg.test_interval > 0 && iter % cfg.test_interval == 0 && (iter > 0 || cfg.test_initialization) {
-            if let Some(improved) = test(iter, &mut row, &mut best, &mut log, &mut events)? {
+            if let Some(improved) = test(iter, &mut row, &mut best, &mut log, &mut events, &mut solver)? {
                 (sched.since_best, sched.since_drop) =
                     if improved { (0, 0) } else { (sched.since_best + 1, sched.since_drop + 1) };
                 if cfg.lr_policy == LrPolicy::Plateau && sched.since_drop >= cfg.patience.unwrap_or(1) {
@@ -521,13 +532,16 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     } else {
         // Final test after the last update, as Caffe does.
         let mut row = MetricsRow { iter: cfg.max_iter, epoch: epoch_of(cfg.max_iter), ..Default::default() };
-        test(cfg.max_iter, &mut row, &mut best, &mut log, &mut events)?;
+        test(cfg.max_iter, &mut row, &mut best, &mut log, &mut events, &mut solver)?;
         if row.val_loss.is_some() {
             row.seconds = seconds;
             metrics.write(&row)?;
         }
         log.done()?;
     }
+    // The final weights are the moving average where there is one (as Keras' use_ema);
+    // snapshots keep the raw weights (resuming needs them) and the average in the solverstate.
+    solver.swap_ema(&params);
     run::atomic_write(&run.file("weights.safetensors"), |tmp| crate::graph::save_weights(&params, tmp))?;
     let epochs = epoch_of(solver.iter);
     let best_txt = best
@@ -578,8 +592,8 @@ fn histogram_tensors(
     val_x: &Tensor,
 ) -> Vec<(String, Tensor)> {
     let _guard = tch::no_grad_guard();
-    let mut out: Vec<(String, Tensor)> =
-        params.iter().map(|p| (p.name.clone(), p.tensor.shallow_clone())).collect();
+    // Copies: the weights may be swapped with their moving average right after.
+    let mut out: Vec<(String, Tensor)> = params.iter().map(|p| (p.name.clone(), p.tensor.copy())).collect();
     let blobs = net.forward_all(&val_x.narrow(0, 0, val_x.size()[0].min(64)), false);
     for (node, x) in graph.nodes.iter().zip(&blobs[1..]) {
         out.push((format!("activations/{}", node.name), x.shallow_clone()));

@@ -36,6 +36,31 @@ fn rows(p: &Path) -> Vec<MetricsRow> {
     read_metrics(p).unwrap().into_iter().map(|r| MetricsRow { seconds: 0.0, ..r }).collect()
 }
 
+/// Two runs measured the same metrics and ended with the same weights.
+fn assert_same_run(full: &Path, resumed: &Path) {
+    let (a, b) = (rows(&full.join("metrics.csv")), rows(&resumed.join("metrics.csv")));
+    assert!(a.len() > 10);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.iter, x.lr, x.val_loss.is_some()), (y.iter, y.lr, y.val_loss.is_some()));
+        for (u, v) in
+            [(x.train_loss, y.train_loss), (x.val_loss, y.val_loss), (x.train_rmse_px, y.train_rmse_px)]
+        {
+            if let (Some(u), Some(v)) = (u, v) {
+                assert!((u - v).abs() <= 1e-5 * u.abs().max(1e-12), "iter {}: {u} vs {v}", x.iter);
+            }
+        }
+    }
+    let mut wa = tch::Tensor::read_safetensors(full.join("weights.safetensors")).unwrap();
+    let mut wb = tch::Tensor::read_safetensors(resumed.join("weights.safetensors")).unwrap();
+    wa.sort_by(|a, b| a.0.cmp(&b.0));
+    wb.sort_by(|a, b| a.0.cmp(&b.0));
+    for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        assert!(ta.allclose(tb, 1e-5, 1e-6, false), "{na} differs after resume");
+    }
+}
+
 #[test]
 fn resume_reproduces_the_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,27 +80,7 @@ fn resume_reproduces_the_uninterrupted_run() {
         &["train", s, "--runs-dir", "runs", "--name", "resumed", "--snapshot", state.to_str().unwrap(), "-q"],
         d,
     );
-    let (a, b) = (rows(&full.join("metrics.csv")), rows(&d.join("runs/resumed/metrics.csv")));
-    assert!(a.len() > 10);
-    assert_eq!(a.len(), b.len());
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!((x.iter, x.lr, x.val_loss.is_some()), (y.iter, y.lr, y.val_loss.is_some()));
-        for (u, v) in
-            [(x.train_loss, y.train_loss), (x.val_loss, y.val_loss), (x.train_rmse_px, y.train_rmse_px)]
-        {
-            if let (Some(u), Some(v)) = (u, v) {
-                assert!((u - v).abs() <= 1e-5 * u.abs().max(1e-12), "iter {}: {u} vs {v}", x.iter);
-            }
-        }
-    }
-    let mut wa = tch::Tensor::read_safetensors(full.join("weights.safetensors")).unwrap();
-    let mut wb = tch::Tensor::read_safetensors(d.join("runs/resumed/weights.safetensors")).unwrap();
-    wa.sort_by(|a, b| a.0.cmp(&b.0));
-    wb.sort_by(|a, b| a.0.cmp(&b.0));
-    for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
-        assert_eq!(na, nb);
-        assert!(ta.allclose(tb, 1e-5, 1e-6, false), "{na} differs after resume");
-    }
+    assert_same_run(&full, &d.join("runs/resumed"));
     let log = std::fs::read_to_string(d.join("runs/resumed/train.log")).unwrap();
     assert!(log.contains("Resuming from"), "{log}");
 
@@ -90,6 +95,66 @@ fn resume_reproduces_the_uninterrupted_run() {
     );
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && e.contains("written by a SGD solver"), "{e}");
+}
+
+/// The weights' moving average: training itself is unchanged (same train losses),
+/// tests and the final weights see the average, and it resumes exactly.
+#[test]
+fn moving_average_is_what_tests_see_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let solver = setup(d);
+    let s = solver.to_str().unwrap();
+    let ema = ["--set", "ema_decay=0.9"];
+    ok(&["train", s, "--runs-dir", "runs", "--name", "plain", "-q"], d);
+    ok(&[&["train", s, "--runs-dir", "runs", "--name", "ema", "-q"][..], &ema].concat(), d);
+    let (plain, avg) = (rows(&d.join("runs/plain/metrics.csv")), rows(&d.join("runs/ema/metrics.csv")));
+    assert_eq!(plain.len(), avg.len());
+    let mut val_differs = 0;
+    for (x, y) in plain.iter().zip(&avg) {
+        assert_eq!(x.train_loss, y.train_loss, "iter {}: the average must not change training", x.iter);
+        if let (Some(u), Some(v)) = (x.val_loss, y.val_loss) {
+            if x.iter == 0 {
+                assert_eq!(u, v, "the average starts at the initial weights");
+            } else if (u - v).abs() > 1e-6 * u {
+                val_differs += 1;
+            }
+        }
+    }
+    assert!(val_differs >= 4, "val tests after iteration 0 must see the average: {plain:?} vs {avg:?}");
+    // Final weights = the average; the last snapshot keeps the raw weights (as `plain`'s).
+    let read = |p: &str| {
+        let mut v = tch::Tensor::read_safetensors(d.join(p)).unwrap();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let (fin, raw, plain_raw) = (
+        read("runs/ema/weights.safetensors"),
+        read("runs/ema/snapshot_iter_30.safetensors"),
+        read("runs/plain/weights.safetensors"),
+    );
+    for ((n, f), ((_, r), (_, p))) in fin.iter().zip(raw.iter().zip(&plain_raw)) {
+        assert!(r.allclose(p, 1e-6, 1e-7, false), "{n}: the raw weights must be plain training's");
+        if n.ends_with("weight") {
+            assert!(!f.allclose(r, 1e-4, 1e-6, false), "{n}: final weights must be the average");
+        }
+    }
+    let state = d.join("runs/ema/snapshot_iter_20.solverstate");
+    let resume = ["--snapshot", state.to_str().unwrap()];
+    ok(&[&["train", s, "--runs-dir", "runs", "--name", "resumed", "-q"][..], &ema, &resume].concat(), d);
+    assert_same_run(&d.join("runs/ema"), &d.join("runs/resumed"));
+    // A state without an average cannot resume a run that keeps one.
+    let plain_state = d.join("runs/plain/snapshot_iter_20.solverstate");
+    let out = fkpnet(
+        &[&["train", s, "--runs-dir", "runs", "--snapshot", plain_state.to_str().unwrap()][..], &ema]
+            .concat(),
+        d,
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("ema_decay"), "{e}");
+    let out = fkpnet(&["train", s, "--runs-dir", "runs", "--set", "ema_decay=1"], d);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("ema_decay must be in [0, 1)"), "{e}");
 }
 
 #[test]

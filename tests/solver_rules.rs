@@ -248,3 +248,39 @@ fn adamw_refuses_l1_regularization() {
     c.solver_type = SolverType::Adam;
     assert!(c.validate().is_ok());
 }
+
+#[test]
+fn moving_average_of_the_weights_with_tensorflows_warm_up() {
+    let mut c = cfg(SolverType::SGD);
+    c.ema_decay = 0.5;
+    let buf = Param {
+        name: "b".into(),
+        tensor: Tensor::from_slice(&[3.0f64]),
+        mult: ParamMult::default(),
+        learn: false,
+    };
+    let params = [param(1.0, ParamMult::default()), buf];
+    let mut s = Solver::new(&c, &params);
+    let avg = |s: &Solver| s.ema.as_ref().unwrap().shadow[0].as_ref().unwrap().double_value(&[0]);
+    assert!(s.ema.as_ref().unwrap().shadow[1].is_none(), "buffers are not averaged");
+    // w: 1 -> 0.9 -> 0.8 -> 0.7; decay min(0.5, (1+n)/(10+n)): 0.1, 2/11, 0.25.
+    let mut e = 1.0;
+    for (w, d) in [(0.9, 0.1), (0.8, 2.0 / 11.0), (0.7, 0.25)] {
+        (&params[0].tensor * 1.0).sum(Kind::Double).backward();
+        s.step(&params, 0.1);
+        close(params[0].tensor.double_value(&[0]), w);
+        e = d * e + (1.0 - d) * w;
+        close(avg(&s), e);
+    }
+    // Later updates use the configured decay.
+    close(s.ema.as_ref().unwrap().decay_at(1000), 0.5);
+    // A swap puts the average into the net; a second swap undoes it.
+    s.swap_ema(&params);
+    close(params[0].tensor.double_value(&[0]), e);
+    close(avg(&s), 0.7);
+    s.swap_ema(&params);
+    close(params[0].tensor.double_value(&[0]), 0.7);
+    close(params[1].tensor.double_value(&[0]), 3.0);
+    // Off by default.
+    assert!(Solver::new(&cfg(SolverType::SGD), &params).ema.is_none());
+}

@@ -549,6 +549,7 @@ fn convert_solver(
         delta: f(s.delta()),
         rms_decay: f(s.rms_decay()),
         weight_decay: f(s.weight_decay()),
+        ema_decay: 0.0,
         regularization_type,
         clip_gradients: f(s.clip_gradients()),
         iter_size: s.iter_size() as i64,

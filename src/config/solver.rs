@@ -54,6 +54,10 @@ pub struct SolverConfig {
     pub rms_decay: f64,
     #[serde(default)]
     pub weight_decay: f64,
+    /// Keep an exponential moving average of the weights with this decay (0 = off; e.g.
+    /// 0.999): val tests, best.safetensors and the final weights use the average.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ema_decay: f64,
     #[serde(default)]
     pub regularization_type: Regularization,
     /// Scale gradients down to this global L2 norm; < 0 = off.
@@ -350,6 +354,12 @@ impl SolverConfig {
         }
         if !(0.0..=1.0).contains(&self.momentum) {
             return Err(format!("momentum must be in [0, 1], got {}", self.momentum));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(format!(
+                "ema_decay must be in [0, 1) (0 = off; 0.99-0.9999 are usual), got {}",
+                self.ema_decay
+            ));
         }
         if self.solver_type == SolverType::AdamW && self.regularization_type == Regularization::L1 {
             return Err("type AdamW decays the weights themselves (L2); regularization_type L1 needs \

@@ -2,6 +2,7 @@
 //! PyTorch's momentum/epsilon conventions). Caffe's update order per iteration:
 //! clip gradients -> divide by iter_size -> regularize -> update rule.
 
+pub mod ema;
 pub mod lr;
 pub mod state;
 
@@ -25,6 +26,8 @@ pub struct Solver {
     pub history: Vec<Vec<Tensor>>,
     /// Updates applied so far.
     pub iter: i64,
+    /// The weights' moving average (`ema_decay` > 0), updated after every update.
+    pub ema: Option<ema::Ema>,
 }
 
 impl Solver {
@@ -48,6 +51,7 @@ impl Solver {
             iter_size: cfg.iter_size,
             history,
             iter: 0,
+            ema: (cfg.ema_decay > 0.0).then(|| ema::Ema::new(cfg.ema_decay, params)),
         }
     }
 
@@ -180,5 +184,16 @@ impl Solver {
             let _ = g.zero_();
         }
         self.iter += 1;
+        if let Some(e) = &mut self.ema {
+            e.update(params, self.iter);
+        }
+    }
+
+    /// Exchange the weights and their moving average (no-op without `ema_decay`):
+    /// tests and saved weights run between two swaps.
+    pub fn swap_ema(&mut self, params: &[Param]) {
+        if let Some(e) = &mut self.ema {
+            e.swap(params);
+        }
     }
 }

@@ -35,6 +35,13 @@ pub fn save(path: &Path, solver: &Solver, params: &[Param], best: Best, loop_sta
             named.push((format!("history.{}.{k}", p.name), h.to_device(tch::Device::Cpu)));
         }
     }
+    if let Some(ema) = &solver.ema {
+        for (p, s) in params.iter().zip(&ema.shadow) {
+            if let Some(s) = s {
+                named.push((format!("ema.{}", p.name), s.to_device(tch::Device::Cpu)));
+            }
+        }
+    }
     let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
     atomic_write(path, |tmp| {
         Tensor::write_safetensors(&refs, tmp).with_context(|| format!("cannot write {}", tmp.display()))
@@ -69,6 +76,23 @@ pub fn load(path: &Path, solver: &mut Solver, params: &[Param]) -> Result<(Best,
                     bail!("{file}: `{name}` has shape {:?}, the net needs {:?}", t.size(), h.size());
                 }
                 h.copy_(t);
+            }
+        }
+        if let Some(ema) = &mut solver.ema {
+            for (p, s) in params.iter().zip(ema.shadow.iter_mut()) {
+                if let Some(s) = s {
+                    let name = format!("ema.{}", p.name);
+                    let t = tensors.get(&name).ok_or_else(|| {
+                        anyhow!(
+                            "{file}: no `{name}`: the run it resumes had no ema_decay; resume without \
+                             ema_decay, or start a new run"
+                        )
+                    })?;
+                    if t.size() != s.size() {
+                        bail!("{file}: `{name}` has shape {:?}, the net needs {:?}", t.size(), s.size());
+                    }
+                    s.copy_(t);
+                }
             }
         }
         Ok(())
