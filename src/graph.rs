@@ -281,6 +281,17 @@ impl Graph {
         }
         let loss = &net.loss;
         loss.check().map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let last = nodes.last().expect("non-empty");
+        if loss.js_reg.is_some()
+            && last.layer.heatmap_log_probs(&Tensor::zeros([1, 1, 1, 1], tch::kind::FLOAT_CPU)).is_none()
+        {
+            bail!(
+                "{file}: loss `js_reg` regularises heatmaps, but the last layer `{}` is a {}; \
+                 end the net with a soft_argmax layer (or drop js_reg)",
+                last.name,
+                last.kind
+            );
+        }
         Ok(Graph { name: net.name.clone(), input: net.input.clone(), nodes, loss: loss.clone() })
     }
 
@@ -430,13 +441,18 @@ impl Graph {
             thousands(self.num_params()),
             human(self.flops()),
             format!(
-                "forward per image; loss {}{}",
+                "forward per image; loss {}{}{}",
                 serde_yaml::to_string(&self.loss.kind).unwrap_or_default().trim(),
                 if self.loss.loss_weight != 1.0 {
                     format!(" x {}", self.loss.loss_weight)
                 } else {
                     String::new()
-                }
+                },
+                self.loss
+                    .js_reg
+                    .as_ref()
+                    .map(|r| format!(" + js_reg (sigma {} cells) x {}", r.sigma, r.loss_weight))
+                    .unwrap_or_default()
             ),
         ]);
         let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();

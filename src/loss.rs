@@ -73,6 +73,32 @@ pub fn normalise(kind: LossKind, loss_sum: &Tensor, count: &Tensor, n: i64) -> T
     }
 }
 
+/// DSNT's heatmap regulariser: the Jensen-Shannon divergence between each keypoint's
+/// map distribution (`log_p`, NxCxHxW log-probabilities) and a normal distribution of
+/// `sigma` cells around its target (cell centres as soft_argmax places them), summed over
+/// present keypoints; and how many were present. Computed from log-probabilities
+/// throughout, so a target far off the map gives no 0/0.
+pub fn js_divergence(log_p: &Tensor, target: &Tensor, sigma: f64) -> (Tensor, Tensor) {
+    use crate::layers::soft_argmax::centres;
+    let (n, c, h, w) = log_p.size4().expect("NxCxHxW maps");
+    let t = target.view([n, c, 2]);
+    let present = t.select(2, 0).isnan().logical_not().to_kind(Kind::Float);
+    let t = t.nan_to_num(0.0, None::<f64>, None::<f64>);
+    // Separable Gaussian in log space, normalised over the map's cells.
+    let axis = |cells: i64, coord: Tensor| {
+        let s = sigma * 2.0 / cells as f64;
+        let d = centres(cells, log_p.device()).view([1, 1, cells]) - coord.unsqueeze(-1);
+        let l = d.square() * (-0.5 / (s * s));
+        &l - l.logsumexp([-1], true)
+    };
+    let (lx, ly) = (axis(w, t.select(2, 0)), axis(h, t.select(2, 1)));
+    let log_q = ly.unsqueeze(-1) + lx.unsqueeze(-2);
+    let log_m = log_p.logaddexp(&log_q) - std::f64::consts::LN_2;
+    let kl = |l: &Tensor| (l.exp() * (l - &log_m)).sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float);
+    let js = (kl(log_p) + kl(&log_q)) * 0.5;
+    ((js * &present).sum(Kind::Float), present.sum(Kind::Float))
+}
+
 /// Squared error summed over present values, and how many values were present.
 pub fn squared_error(pred: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
     let s = sums(&LossConfig::of(LossKind::Mse), pred, target);

@@ -431,13 +431,16 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             if !cfg.data.augment.is_off() {
                 (x, y) = cfg.data.augment.apply(&x, &y);
             }
-            let pred = net.forward_t(&x, true);
+            let (pred, reg) = train_forward(&net, &graph, &x, &y);
             let loss::Sums { loss: sum, sq, count } = loss::sums(&graph.loss, &pred, &y);
             let l = loss::normalise(graph.loss.kind, &sum, &count, bs as i64) * w;
-            l.backward();
-            let [lv, sq, count] = loss::to_host([&l, &sq, &count]);
-            if !lv.is_finite() {
-                bad_loss = Some(lv);
+            // The regulariser joins the gradient; the reported loss stays the coordinate
+            // loss, comparable with val and with runs without it.
+            let total = reg.map_or_else(|| l.shallow_clone(), |r| &l + r);
+            total.backward();
+            let [lv, sq, count, tv] = loss::to_host([&l, &sq, &count, &total]);
+            if !tv.is_finite() {
+                bad_loss = Some(tv);
                 break;
             }
             loss_sum += lv;
@@ -560,6 +563,21 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         seconds,
         interrupted,
     })
+}
+
+/// The training forward pass: the predictions, and with `js_reg` the heatmap
+/// regulariser's loss (read off the maps the last layer, a soft_argmax, takes in).
+fn train_forward(net: &Net, graph: &Graph, x: &Tensor, y: &Tensor) -> (Tensor, Option<Tensor>) {
+    let Some(r) = &graph.loss.js_reg else {
+        return (net.forward_t(x, true), None);
+    };
+    let mut blobs = net.forward_all(x, true);
+    let last = graph.nodes.len() - 1;
+    let maps = &blobs[net.bottoms(last)[0]];
+    let log_p = graph.nodes[last].layer.heatmap_log_probs(maps).expect("checked by Graph::compile");
+    let (sum, count) = loss::js_divergence(&log_p, y, r.sigma);
+    let reg = sum / count.clamp_min(1.0) * r.loss_weight;
+    (blobs.pop().expect("the output").to_kind(tch::Kind::Float), Some(reg))
 }
 
 /// About how many bytes a run writes: float32 weights (final, best, each snapshot),

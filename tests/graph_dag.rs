@@ -406,3 +406,99 @@ fn every_shipped_net_and_solver_loads_and_compiles() {
     }
     assert!(seen >= 20, "only {seen} shipped configs found");
 }
+
+/// An independent reference: JS divergence of two distributions over the same cells.
+fn js_ref(p: &[f64], q: &[f64]) -> f64 {
+    let kl = |a: &[f64], m: &[f64]| {
+        a.iter().zip(m).filter(|(a, _)| **a > 0.0).map(|(a, m)| a * (a / m).ln()).sum::<f64>()
+    };
+    let m: Vec<f64> = p.iter().zip(q).map(|(a, b)| (a + b) / 2.0).collect();
+    (kl(p, &m) + kl(q, &m)) / 2.0
+}
+
+#[test]
+fn js_regulariser_matches_a_hand_computed_divergence_and_skips_missing_keypoints() {
+    use fkpnet::layers::soft_argmax::SoftArgmax;
+    use fkpnet::loss::js_divergence;
+    let (h, w, sigma) = (4i64, 6i64, 0.8);
+    // Two keypoints: a random map for the first, the second unannotated (NaN).
+    tch::manual_seed(5);
+    let maps = Tensor::randn([1, 2, h, w], (Kind::Float, tch::Device::Cpu));
+    let sa: SoftArgmax = serde_yaml::from_str("{beta: 1.5}").unwrap();
+    let log_p = sa.heatmap_log_probs(&maps).unwrap();
+    let (tx, ty) = (0.1f64, -0.3f64);
+    let target = Tensor::from_slice(&[tx as f32, ty as f32, f32::NAN, f32::NAN]).view([1, 4]);
+    let (sum, count) = js_divergence(&log_p, &target, sigma);
+    assert_eq!(count.double_value(&[]), 1.0, "the missing keypoint is not counted");
+    // Reference: softmax(beta * map) against a Gaussian of sigma cells at the target,
+    // both over the cell centres (-1 + (i + 0.5) * 2 / n), in plain f64.
+    let m = Vec::<f64>::try_from(maps.get(0).get(0).flatten(0, -1).to_kind(Kind::Double)).unwrap();
+    let z: f64 = m.iter().map(|v| (1.5 * v).exp()).sum();
+    let p: Vec<f64> = m.iter().map(|v| (1.5 * v).exp() / z).collect();
+    let centre = |i: i64, n: i64| -1.0 + (i as f64 + 0.5) * 2.0 / n as f64;
+    let mut q = Vec::new();
+    for r in 0..h {
+        for c in 0..w {
+            let (dx, dy) = ((centre(c, w) - tx) * w as f64 / 2.0, (centre(r, h) - ty) * h as f64 / 2.0);
+            q.push((-(dx * dx + dy * dy) / (2.0 * sigma * sigma)).exp());
+        }
+    }
+    let zq: f64 = q.iter().sum();
+    q.iter_mut().for_each(|v| *v /= zq);
+    let want = js_ref(&p, &q);
+    assert!((sum.double_value(&[]) - want).abs() < 1e-5, "{} vs {want}", sum.double_value(&[]));
+    assert!(want > 0.01 && want < std::f64::consts::LN_2);
+    // The target's own Gaussian as the map: divergence 0. A target far off the map: finite.
+    let own = Tensor::from_slice(&q).view([1, 1, h, w]).log().to_kind(Kind::Float);
+    let (s0, _) = js_divergence(&own, &target.narrow(1, 0, 2), sigma);
+    assert!(s0.double_value(&[]).abs() < 1e-6, "{}", s0.double_value(&[]));
+    let far = Tensor::from_slice(&[30.0f32, -40.0]).view([1, 2]);
+    let (sf, _) = js_divergence(&log_p.narrow(1, 0, 1), &far, sigma);
+    let sf = sf.double_value(&[]);
+    assert!(sf.is_finite() && sf > 0.6, "{sf}");
+    // Differentiable in the maps (finite differences).
+    let t2 = target.narrow(1, 0, 2);
+    grad_check(
+        &|x: &[Tensor]| js_divergence(&sa.heatmap_log_probs(&x[0]).unwrap(), &t2, sigma).0.view([1]),
+        &[maps.narrow(1, 0, 1).to_kind(Kind::Double).contiguous()],
+    );
+}
+
+#[test]
+fn js_regulariser_needs_a_soft_argmax_head_and_trains_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dense = "name: d\ninput: [1, 8, 8]\nlayers:\n  - {type: dense, name: fc, num_output: 30}\n\
+                 loss: {type: l1, js_reg: {sigma: 1}}\n";
+    let e = graph_err(d, dense);
+    assert!(e.contains("js_reg") && e.contains("soft_argmax") && e.contains("`fc`"), "{e}");
+    let e = graph_err(d, &dense.replace("sigma: 1", "sigma: 0"));
+    assert!(e.contains("js_reg.sigma"), "{e}");
+    let e = graph_err(d, &dense.replace("sigma: 1", "sigm: 1"));
+    assert!(e.contains("sigm"), "{e}");
+    // A heatmap net with and without the regulariser: the same first loss (it reports
+    // the coordinate loss only), different training after the first update.
+    write(
+        d,
+        "net.yaml",
+        "name: hm\ninput: [1, 96, 96]\nlayers:\n  - {type: pool, kernel_size: 8, stride: 8}\n  \
+         - {type: conv, name: c1, num_output: 15, kernel_size: 3, pad: 1}\n  \
+         - {type: soft_argmax, name: points}\nloss: {type: l1}\n",
+    );
+    let solver = write(
+        d,
+        "s.yaml",
+        "net: net.yaml\ndata: {train: synthetic, synthetic: {size: 128}}\ntype: Adam\nbase_lr: 0.01\n\
+         batch_size: 32\nmax_iter: 6\ndisplay: 1\ntest_interval: 3\nrandom_seed: 1\n",
+    );
+    let s = solver.to_str().unwrap();
+    ok(&["train", s, "--runs-dir", "runs", "--name", "plain", "-q"], d);
+    ok(&["train", s, "--runs-dir", "runs", "--name", "js", "-q", "--set", "net.loss.js_reg.sigma=1"], d);
+    let rows = |n: &str| fkpnet::run::read_metrics(&d.join(format!("runs/{n}/metrics.csv"))).unwrap();
+    let (a, b) = (rows("plain"), rows("js"));
+    let loss = |r: &[fkpnet::run::MetricsRow]| r.iter().filter_map(|r| r.train_loss).collect::<Vec<_>>();
+    let (la, lb) = (loss(&a), loss(&b));
+    assert_eq!(la.len(), 6);
+    assert_eq!(la[0], lb[0]);
+    assert!(la[1..].iter().zip(&lb[1..]).all(|(x, y)| x != y && y.is_finite()), "{la:?} vs {lb:?}");
+}

@@ -321,6 +321,11 @@ fn set_net_key(doc: &mut Value, o: &Override) -> Result<(), String> {
             check(key, "loss", struct_fields::<LossConfig>())?;
             mapping(top.entry("loss".into()).or_insert(Value::Null)).insert((*key).into(), value);
         }
+        ["loss", "js_reg", key] => {
+            check(key, "loss.js_reg", struct_fields::<crate::config::net::JsReg>())?;
+            let loss = mapping(top.entry("loss".into()).or_insert(Value::Null));
+            mapping(loss.entry("js_reg".into()).or_insert(Value::Null)).insert((*key).into(), value);
+        }
         ["layers", which, key] => {
             let layers =
                 top.get_mut("layers").and_then(Value::as_sequence_mut).ok_or("the net has no layers list")?;
@@ -339,7 +344,12 @@ fn set_net_key(doc: &mut Value, o: &Override) -> Result<(), String> {
             mapping(&mut layers[i]).insert((*key).into(), value);
             crate::graph::parse_layer(&layers[i]).map_err(|e| format!("layer `{which}`: {e}"))?;
         }
-        _ => return Err(format!("cannot set `{}` (try layers.NAME.KEY or loss.KEY)", k.join("."))),
+        _ => {
+            return Err(format!(
+                "cannot set `{}` (try layers.NAME.KEY, loss.KEY or loss.js_reg.KEY)",
+                k.join(".")
+            ))
+        }
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ pub fn all_keys() -> Vec<String> {
     add("data.synthetic", struct_fields::<solver::SyntheticConfig>());
     add("net", struct_fields::<NetConfig>());
     add("loss", struct_fields::<LossConfig>());
+    add("loss.js_reg", struct_fields::<net::JsReg>());
     add("layer", struct_fields::<net::LayerCommon>());
     add("param", struct_fields::<ParamMult>());
     for k in crate::layers::KINDS {

@@ -48,12 +48,31 @@ pub struct LossConfig {
     /// Wing only: its curvature, in pixels (the paper's 2; smaller = sharper near 0).
     #[serde(default = "wing_epsilon")]
     pub epsilon: f64,
+    /// DSNT's heatmap regulariser (nets ending in soft_argmax): pulls each keypoint's
+    /// map towards a Gaussian at the true position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub js_reg: Option<JsReg>,
+}
+
+/// Jensen-Shannon divergence between each heatmap's distribution and a normal
+/// distribution of `sigma` map cells around the target (Nibali et al. 2018, "Numerical
+/// coordinate regression with convolutional neural networks", their best variant:
+/// sigma 1, weight 1), averaged over present keypoints and added to the loss.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JsReg {
+    /// Multiplies the divergence (in nats, 0..ln 2) before it joins the loss.
+    #[serde(default = "one")]
+    pub loss_weight: f64,
+    /// Standard deviation of the target Gaussian, in heatmap cells.
+    #[serde(default = "one")]
+    pub sigma: f64,
 }
 
 impl LossConfig {
     /// A loss of this kind with every other key at its default.
     pub fn of(kind: LossKind) -> LossConfig {
-        LossConfig { kind, loss_weight: 1.0, beta: 1.0, w: wing_w(), epsilon: wing_epsilon() }
+        LossConfig { kind, loss_weight: 1.0, beta: 1.0, w: wing_w(), epsilon: wing_epsilon(), js_reg: None }
     }
 
     /// Each kind-specific key set only for its kind, every value in range.
@@ -77,6 +96,20 @@ impl LossConfig {
         }
         if !self.loss_weight.is_finite() {
             return Err(format!("loss `loss_weight` must be finite, not {}", self.loss_weight));
+        }
+        if let Some(r) = &self.js_reg {
+            if !(r.loss_weight >= 0.0 && r.loss_weight.is_finite()) {
+                return Err(format!(
+                    "loss `js_reg.loss_weight` must be a finite number >= 0, not {}",
+                    r.loss_weight
+                ));
+            }
+            if !(r.sigma > 0.0 && r.sigma.is_finite()) {
+                return Err(format!(
+                    "loss `js_reg.sigma` must be a finite number > 0 (map cells), not {}",
+                    r.sigma
+                ));
+            }
         }
         Ok(())
     }

@@ -130,6 +130,11 @@ pub trait Layer: std::fmt::Debug + Send + Resolved {
     fn pytorch_class(&self) -> Option<&'static str> {
         None
     }
+    /// Kinds that read keypoints off heatmaps (soft_argmax): the log-probability of each
+    /// position of each map, NxCxHxW, from the layer's input (for heatmap losses).
+    fn heatmap_log_probs(&self, _input: &tch::Tensor) -> Option<tch::Tensor> {
+        None
+    }
 }
 
 /// One entry of the registry.

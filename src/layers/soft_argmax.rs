@@ -21,7 +21,7 @@ fn one() -> f64 {
 }
 
 /// Cell centres of an axis of `n` cells across the image, in target units.
-fn centres(n: i64, device: tch::Device) -> Tensor {
+pub fn centres(n: i64, device: tch::Device) -> Tensor {
     (Tensor::arange(n, (Kind::Float, device)) + 0.5) * (2.0 / n as f64) - 1.0
 }
 
@@ -55,6 +55,16 @@ impl Layer for SoftArgmax {
             // x0, y0, x1, y1, ...: Kaggle's column order when channel k is keypoint k.
             Tensor::stack(&[x, y], 2).view([n, 2 * c])
         })
+    }
+
+    fn heatmap_log_probs(&self, xs: &Tensor) -> Option<Tensor> {
+        let (n, c, h, w) = xs.size4().ok()?;
+        Some(
+            (xs.to_kind(Kind::Float) * self.beta)
+                .flatten(2, -1)
+                .log_softmax(-1, Kind::Float)
+                .view([n, c, h, w]),
+        )
     }
 
     fn pytorch(&self, _input: &[i64]) -> String {
