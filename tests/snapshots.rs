@@ -36,6 +36,13 @@ fn rows(p: &Path) -> Vec<MetricsRow> {
     read_metrics(p).unwrap().into_iter().map(|r| MetricsRow { seconds: 0.0, ..r }).collect()
 }
 
+/// A safetensors file's tensors, sorted by name.
+fn tensors(p: &Path) -> Vec<(String, tch::Tensor)> {
+    let mut v = tch::Tensor::read_safetensors(p).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
 /// Two runs measured the same metrics and ended with the same weights.
 fn assert_same_run(full: &Path, resumed: &Path) {
     let (a, b) = (rows(&full.join("metrics.csv")), rows(&resumed.join("metrics.csv")));
@@ -51,10 +58,8 @@ fn assert_same_run(full: &Path, resumed: &Path) {
             }
         }
     }
-    let mut wa = tch::Tensor::read_safetensors(full.join("weights.safetensors")).unwrap();
-    let mut wb = tch::Tensor::read_safetensors(resumed.join("weights.safetensors")).unwrap();
-    wa.sort_by(|a, b| a.0.cmp(&b.0));
-    wb.sort_by(|a, b| a.0.cmp(&b.0));
+    let (wa, wb) =
+        (tensors(&full.join("weights.safetensors")), tensors(&resumed.join("weights.safetensors")));
     for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
         assert_eq!(na, nb);
         assert!(ta.allclose(tb, 1e-5, 1e-6, false), "{na} differs after resume");
@@ -123,11 +128,7 @@ fn moving_average_is_what_tests_see_and_resumes_exactly() {
     }
     assert!(val_differs >= 4, "val tests after iteration 0 must see the average: {plain:?} vs {avg:?}");
     // Final weights = the average; the last snapshot keeps the raw weights (as `plain`'s).
-    let read = |p: &str| {
-        let mut v = tch::Tensor::read_safetensors(d.join(p)).unwrap();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
+    let read = |p: &str| tensors(&d.join(p));
     let (fin, raw, plain_raw) = (
         read("runs/ema/weights.safetensors"),
         read("runs/ema/snapshot_iter_30.safetensors"),

@@ -20,6 +20,13 @@ fn one() -> f64 {
     1.0
 }
 
+/// The maps times beta, each flattened (NxCx(H*W)): the logits of the per-map softmax,
+/// shared by the forward pass and heatmap losses. Float math whatever the net computes
+/// in: the softmax sums h*w exponentials.
+fn logits(xs: &Tensor, beta: f64) -> Tensor {
+    (xs.to_kind(Kind::Float) * beta).flatten(2, -1)
+}
+
 /// Cell centres of an axis of `n` cells across the image, in target units.
 pub fn centres(n: i64, device: tch::Device) -> Tensor {
     (Tensor::arange(n, (Kind::Float, device)) + 0.5) * (2.0 / n as f64) - 1.0
@@ -47,9 +54,7 @@ impl Layer for SoftArgmax {
         let beta = self.beta;
         nn::func_t(move |xs, _| {
             let (n, c, h, w) = xs.size4().expect("checked by output_shape");
-            // Float math whatever the net computes in: the softmax sums h*w exponentials.
-            let p =
-                (xs.to_kind(Kind::Float) * beta).flatten(2, -1).softmax(-1, Kind::Float).view([n, c, h, w]);
+            let p = logits(xs, beta).softmax(-1, Kind::Float).view([n, c, h, w]);
             let x = p.sum_dim_intlist(2, false, Kind::Float).matmul(&centres(w, xs.device()));
             let y = p.sum_dim_intlist(3, false, Kind::Float).matmul(&centres(h, xs.device()));
             // x0, y0, x1, y1, ...: Kaggle's column order when channel k is keypoint k.
@@ -59,12 +64,7 @@ impl Layer for SoftArgmax {
 
     fn heatmap_log_probs(&self, xs: &Tensor) -> Option<Tensor> {
         let (n, c, h, w) = xs.size4().ok()?;
-        Some(
-            (xs.to_kind(Kind::Float) * self.beta)
-                .flatten(2, -1)
-                .log_softmax(-1, Kind::Float)
-                .view([n, c, h, w]),
-        )
+        Some(logits(xs, self.beta).log_softmax(-1, Kind::Float).view([n, c, h, w]))
     }
 
     fn pytorch(&self, _input: &[i64]) -> String {
