@@ -68,25 +68,27 @@ pub fn parse_device(s: &str) -> Result<Device> {
 }
 
 /// The net's prediction under test-time augmentation (`test:`): averaged over the
-/// face shifted by `shift` pixels each way (each prediction moved back), and with the
-/// mirrored prediction of the mirrored face when `flip`.
+/// views of `TestConfig::views` (each prediction moved back into the face), each also
+/// with the mirrored prediction of the mirrored view when `flip`.
 pub fn predict(net: &Net, x: &Tensor, test: &TestConfig) -> Tensor {
-    use crate::data::augment::{flip_targets, translate, translate_targets};
-    let shifts = test.shifts();
+    use crate::data::augment::{flip_targets, Affine};
+    let views = test.views();
     let mut sum: Option<Tensor> = None;
-    for &(dx, dy) in &shifts {
-        let xv = if (dx, dy) == (0.0, 0.0) { x.shallow_clone() } else { translate(x, dx, dy) };
+    for &v in &views {
+        let affine = (v != crate::config::solver::View::IDENTITY)
+            .then(|| Affine::uniform(x.size()[0], x.device(), v.scale, v.degrees, v.dx, v.dy));
+        let xv = affine.as_ref().map_or_else(|| x.shallow_clone(), |a| a.faces(x));
         let mut pred = net.forward_t(&xv, false);
         if test.flip {
             pred = (pred + flip_targets(&net.forward_t(&xv.flip([3]), false))) / 2.0;
         }
-        let pred = translate_targets(&pred, -dx, -dy);
+        let pred = affine.as_ref().map_or(pred.shallow_clone(), |a| a.untargets(&pred));
         sum = Some(match sum {
             Some(s) => s + pred,
             None => pred,
         });
     }
-    sum.expect("at least the unshifted face") / shifts.len() as f64
+    sum.expect("at least the face as it is") / views.len() as f64
 }
 
 /// Mean loss and pixel RMSE of `net` on the first `limit` faces of a split (all by

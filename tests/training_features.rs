@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 
-use fkpnet::data::augment::{flip_targets, translate, translate_targets, Augment, FLIP};
+use fkpnet::data::augment::{flip_targets, Affine, Augment, FLIP};
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -77,13 +77,51 @@ fn blob_faces(n: i64) -> (Tensor, Tensor) {
 #[test]
 fn translation_moves_faces_and_keypoints_alike() {
     let (x, y) = blob_faces(1);
-    let (xs, ys) = (translate(&x, 3.0, -2.0), translate_targets(&y, 3.0, -2.0) * 48.0 + 48.0);
+    let view = Affine::uniform(1, Device::Cpu, 1.0, 0.0, 3.0, -2.0);
+    let (xs, ys) = (view.faces(&x), view.targets(&y) * 48.0 + 48.0);
     // The blob is now centred on (43, 53), all of it: whole-pixel shifts copy pixels
     // exactly (no blur).
     let blob = xs.get(0).get(0).narrow(0, 52, 3).narrow(1, 42, 3);
     assert_eq!(blob.sum(Kind::Float).double_value(&[]), 9.0);
     assert_eq!(xs.sum(Kind::Float).double_value(&[]), 9.0);
     assert_eq!((ys.double_value(&[0, 20]), ys.double_value(&[0, 21])), (43.0, 53.0));
+}
+
+/// The intensity-weighted centre of each face's pixels `[N, 1, 96, 96]`, in pixels.
+fn centroids(x: &Tensor) -> Vec<(f64, f64)> {
+    let w = x.select(1, 0).to_kind(Kind::Double);
+    let idx = Tensor::arange(96, (Kind::Double, Device::Cpu));
+    let total = w.sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Double);
+    let cx = (&w * idx.view([1, 1, 96])).sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Double) / &total;
+    let cy = (&w * idx.view([1, 96, 1])).sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Double) / &total;
+    (0..x.size()[0]).map(|i| (cx.double_value(&[i]), cy.double_value(&[i]))).collect()
+}
+
+#[test]
+fn rotated_and_zoomed_keypoints_land_on_their_pixels_to_a_tenth_of_a_pixel() {
+    // Rotations and zooms turn about the image centre, pixel 47.5 (the grid's origin),
+    // not about 48: a keypoint moved about the wrong centre would be off by up to
+    // half a pixel times the angle, 0.26 px at 25 degrees for this blob.
+    let (x, y) = blob_faces(4);
+    let angles = Tensor::from_slice(&[25.0f32, -25.0, 10.0, 0.0]).deg2rad();
+    let zooms = Tensor::from_slice(&[1.0f32, 1.0, 1.2, 0.8]);
+    let view = Affine::new(
+        zooms,
+        angles,
+        Tensor::zeros([4], (Kind::Float, Device::Cpu)),
+        Tensor::zeros([4], (Kind::Float, Device::Cpu)),
+    );
+    let (xv, yv) = (view.faces(&x), view.targets(&y) * 48.0 + 48.0);
+    for (i, (cx, cy)) in centroids(&xv).into_iter().enumerate() {
+        let (kx, ky) = (yv.double_value(&[i as i64, 20]), yv.double_value(&[i as i64, 21]));
+        assert!(
+            (kx - cx).abs() < 0.1 && (ky - cy).abs() < 0.1,
+            "view {i}: blob at ({cx:.3}, {cy:.3}), keypoint at ({kx:.3}, {ky:.3})"
+        );
+    }
+    // Predictions on a view move back to where they were: untargets inverts targets.
+    let k = Tensor::rand([4, 30], (Kind::Float, Device::Cpu)) - 0.5;
+    assert!(view.untargets(&view.targets(&k)).allclose(&k, 1e-5, 1e-5, false));
 }
 
 #[test]
@@ -157,7 +195,22 @@ fn augmented_training_and_test_time_flips_run_end_to_end() {
     assert!(overall(&unflipped) != overall(&out));
     let bad = fkpnet(&["test", "runs/aug", "--set", "base_lr=1"], d);
     let e = String::from_utf8_lossy(&bad.stderr);
-    assert!(e.contains("only test-time keys can change after training: test.flip, test.shift"), "{e}");
+    assert!(
+        e.contains(
+            "only test-time keys can change after training: test.flip, test.shift, test.rotate, test.scale"
+        ),
+        "{e}"
+    );
+    // Rotated and zoomed views change it too, each on its own.
+    let turned = fkpnet(&["test", "runs/aug", "--set", "test.rotate=6"], d);
+    assert!(turned.status.success(), "{}", String::from_utf8_lossy(&turned.stderr));
+    let zoomed = fkpnet(&["test", "runs/aug", "--set", "test.scale=0.05"], d);
+    let (t, z) = (overall(&turned), overall(&zoomed));
+    assert!(t.is_finite() && z.is_finite() && t != overall(&out) && z != overall(&out) && t != z);
+    let bad = fkpnet(&["test", "runs/aug", "--set", "test.rotate=90"], d);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("test.rotate must be between 0 and 45 degrees, got 90")
+    );
     let bad = fkpnet(&["test", "runs/aug", "--set", "test.shift=-1"], d);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("test.shift must be between 0 and 24"));
     let out = fkpnet(

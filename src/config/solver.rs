@@ -149,13 +149,34 @@ pub struct TestConfig {
     #[serde(default)]
     pub flip: bool,
     /// Also predict on the face shifted this many pixels left, right, up and down, move
-    /// each prediction back and average all five (0 = off).
+    /// each prediction back and average them all (0 = off).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub shift: f64,
+    /// Also predict on the face rotated this many degrees each way (0 = off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rotate: f64,
+    /// Also predict on the face zoomed in and out by this fraction (0.05 = 0.95x and
+    /// 1.05x; 0 = off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub scale: f64,
 }
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
+}
+
+/// One test-time view of a face: zoom, rotation in degrees, shift right and down in
+/// pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct View {
+    pub scale: f64,
+    pub degrees: f64,
+    pub dx: f64,
+    pub dy: f64,
+}
+
+impl View {
+    pub const IDENTITY: View = View { scale: 1.0, degrees: 0.0, dx: 0.0, dy: 0.0 };
 }
 
 impl TestConfig {
@@ -163,16 +184,32 @@ impl TestConfig {
         if !(self.shift >= 0.0 && self.shift <= 24.0) {
             return Err(format!("test.shift must be between 0 and 24 pixels, got {}", self.shift));
         }
+        if !(self.rotate >= 0.0 && self.rotate <= 45.0) {
+            return Err(format!("test.rotate must be between 0 and 45 degrees, got {}", self.rotate));
+        }
+        if !(self.scale >= 0.0 && self.scale <= 0.5) {
+            return Err(format!("test.scale must be between 0 and 0.5, got {}", self.scale));
+        }
         Ok(())
     }
 
-    /// The (dx, dy) pixel shifts a face is seen at, the unshifted face first.
-    pub fn shifts(&self) -> Vec<(f64, f64)> {
-        let s = self.shift;
-        if s == 0.0 {
-            return vec![(0.0, 0.0)];
+    /// The views a face is seen at, the face as it is first: each of shift, rotate
+    /// and scale that is on adds its two or four views.
+    pub fn views(&self) -> Vec<View> {
+        let mut views = vec![View::IDENTITY];
+        let (s, r, z) = (self.shift, self.rotate, self.scale);
+        if s > 0.0 {
+            for (dx, dy) in [(s, 0.0), (-s, 0.0), (0.0, s), (0.0, -s)] {
+                views.push(View { dx, dy, ..View::IDENTITY });
+            }
         }
-        vec![(0.0, 0.0), (s, 0.0), (-s, 0.0), (0.0, s), (0.0, -s)]
+        if r > 0.0 {
+            views.extend([r, -r].map(|degrees| View { degrees, ..View::IDENTITY }));
+        }
+        if z > 0.0 {
+            views.extend([1.0 + z, 1.0 - z].map(|scale| View { scale, ..View::IDENTITY }));
+        }
+        views
     }
 }
 

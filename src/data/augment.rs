@@ -50,30 +50,73 @@ pub fn flip_targets(y: &Tensor) -> Tensor {
     y * sign + shift
 }
 
-/// Resample faces `[N, C, H, W]` so output point p shows input point theta (p, 1), in
-/// normalised coordinates: bilinear, border padding (a shifted face continues its edge
-/// pixels).
-fn warp(x: &Tensor, theta: &Tensor) -> Tensor {
-    let grid = Tensor::affine_grid_generator(theta, x.size(), false);
-    x.grid_sampler(&grid, 0, 1, false)
+/// Targets are `(xy - 48) / 48` with pixel centres at whole numbers, while the
+/// sampling grid puts -1 and 1 at the image's outer edges, so pixel i sits at
+/// `(i - 47.5) / 48` there: a target plus this is the same point on the grid.
+/// Rotations and zooms turn about the grid's origin, so keypoints must too.
+const GRID_OFFSET: f64 = 1.0 / 96.0;
+
+/// A per-face affine view: face i zoomed by `s[i]` about the image centre (1.1 =
+/// zoomed in 10%), rotated by `r[i]` radians and moved by `(tx[i], ty[i])` (grid
+/// units, 48 px = 1; output point p shows input point `R(r) p / s + t`).
+pub struct Affine {
+    s: Tensor,
+    r: Tensor,
+    tx: Tensor,
+    ty: Tensor,
 }
 
-/// Faces moved `dx` pixels right and `dy` down (their keypoints move by the same).
-pub fn translate(x: &Tensor, dx: f64, dy: f64) -> Tensor {
-    let n = x.size()[0];
-    let theta = Tensor::from_slice(&[1.0f32, 0.0, (-dx / 48.0) as f32, 0.0, 1.0, (-dy / 48.0) as f32])
-        .to_device(x.device())
-        .to_kind(x.kind())
-        .view([1, 2, 3])
-        .expand([n, 2, 3], false)
-        .contiguous();
-    warp(x, &theta)
-}
+impl Affine {
+    pub fn new(s: Tensor, r: Tensor, tx: Tensor, ty: Tensor) -> Affine {
+        Affine { s, r, tx, ty }
+    }
 
-/// Normalised targets `[N, 30]` moved `dx` pixels right and `dy` down.
-pub fn translate_targets(y: &Tensor, dx: f64, dy: f64) -> Tensor {
-    let d = Tensor::from_slice(&[(dx / 48.0) as f32, (dy / 48.0) as f32]).repeat([15]).to_device(y.device());
-    y + d
+    /// The same view for every face of a batch of `n`: zoomed by `s`, rotated by
+    /// `degrees` and moved `dx` pixels right and `dy` down.
+    pub fn uniform(n: i64, device: tch::Device, s: f64, degrees: f64, dx: f64, dy: f64) -> Affine {
+        let full = |v: f64| Tensor::full([n], v, (Kind::Float, device));
+        Affine::new(full(s), full(degrees.to_radians()), full(-dx / 48.0), full(-dy / 48.0))
+    }
+
+    /// Resample faces `[N, C, H, W]` into the view: bilinear, border padding (a moved
+    /// face continues its edge pixels). A whole-pixel move copies pixels exactly.
+    pub fn faces(&self, x: &Tensor) -> Tensor {
+        let (c, sn, s) = (self.r.cos(), self.r.sin(), &self.s);
+        let theta = Tensor::stack(
+            &[&c / s, -&sn / s, self.tx.shallow_clone(), &sn / s, &c / s, self.ty.shallow_clone()],
+            1,
+        )
+        .view([-1, 2, 3])
+        .to_kind(x.kind());
+        let grid = Tensor::affine_grid_generator(&theta, x.size(), false);
+        x.grid_sampler(&grid, 0, 1, false)
+    }
+
+    /// Normalised targets `[N, 30]` as they appear in the view: keypoint k (on the
+    /// grid) moves to `s R(-r) (k - t)`.
+    pub fn targets(&self, y: &Tensor) -> Tensor {
+        let n = y.size()[0];
+        let col = |t: &Tensor| t.view([n, 1]);
+        let kx = y.slice(1, 0, 30, 2) + GRID_OFFSET - col(&self.tx);
+        let ky = y.slice(1, 1, 30, 2) + GRID_OFFSET - col(&self.ty);
+        let (c, sn, s) = (col(&self.r.cos()), col(&self.r.sin()), col(&self.s));
+        let nx = (&kx * &c + &ky * &sn) * &s - GRID_OFFSET;
+        let ny = (-&kx * &sn + &ky * &c) * &s - GRID_OFFSET;
+        Tensor::stack(&[&nx, &ny], 2).view([n, 30])
+    }
+
+    /// Predictions made on the view `[N, 30]` moved back into the original face: the
+    /// inverse of `targets`, `k = R(r) q / s + t`.
+    pub fn untargets(&self, q: &Tensor) -> Tensor {
+        let n = q.size()[0];
+        let col = |t: &Tensor| t.view([n, 1]);
+        let (c, sn, s) = (col(&self.r.cos()), col(&self.r.sin()), col(&self.s));
+        let qx = (q.slice(1, 0, 30, 2) + GRID_OFFSET) / &s;
+        let qy = (q.slice(1, 1, 30, 2) + GRID_OFFSET) / &s;
+        let kx = &qx * &c - &qy * &sn + col(&self.tx) - GRID_OFFSET;
+        let ky = &qx * &sn + &qy * &c + col(&self.ty) - GRID_OFFSET;
+        Tensor::stack(&[&kx, &ky], 2).view([n, 30])
+    }
 }
 
 impl Augment {
@@ -118,25 +161,17 @@ impl Augment {
         }
         if self.shift > 0.0 || self.scale > 0.0 || self.rotate > 0.0 {
             let u = |a: f64| (Tensor::rand([n], opts) * 2.0 - 1.0) * a;
-            let s = u(self.scale) + 1.0;
-            let r = u(self.rotate.to_radians());
-            let (tx, ty) = (u(self.shift / 48.0), u(self.shift / 48.0));
-            // Output point p comes from input point A p + t, with A = R(r) / s; a
-            // keypoint k moves to A^-1 (k - t) = s R(-r) (k - t).
-            let (c, sn) = (r.cos(), r.sin());
-            let theta = Tensor::stack(
-                &[&c / &s, -&sn / &s, tx.shallow_clone(), &sn / &s, &c / &s, ty.shallow_clone()],
-                1,
-            )
-            .view([n, 2, 3]);
-            x = warp(&x, &theta);
-            let kx = y.slice(1, 0, 30, 2) - tx.view([n, 1]);
-            let ky = y.slice(1, 1, 30, 2) - ty.view([n, 1]);
-            let (c, sn, s) = (c.view([n, 1]), sn.view([n, 1]), s.view([n, 1]));
-            let nx = (&kx * &c + &ky * &sn) * &s;
-            let ny = (-&kx * &sn + &ky * &c) * &s;
-            let out = Tensor::stack(&[&nx, &ny], 2).view([n, 30]);
+            // Drawn in this order (zoom, angle, x, y) so a seed gives the batches it gave.
+            let view = Affine::new(
+                u(self.scale) + 1.0,
+                u(self.rotate.to_radians()),
+                u(self.shift / 48.0),
+                u(self.shift / 48.0),
+            );
+            x = view.faces(&x);
+            let out = view.targets(&y);
             // A keypoint that left the image no longer says where it is: drop it.
+            let (nx, ny) = (out.slice(1, 0, 30, 2), out.slice(1, 1, 30, 2));
             let outside = nx.abs().gt(1.0).logical_or(&ny.abs().gt(1.0));
             let outside = Tensor::stack(&[&outside, &outside], 2).view([n, 30]);
             y = out.masked_fill(&outside, f64::NAN);
