@@ -75,15 +75,20 @@ enum Cmd {
         #[arg(long, value_parser = ["stop", "skip"])]
         on_nan: Option<String>,
     },
-    /// Train every combination of the swept values, one after another, then compare
-    /// them as `diff` does: `fkpnet sweep S --set base_lr=1e-3,3e-4 --set layers.fc1.num_output=256,500`.
+    /// Train every solver with every combination of the swept values, one after
+    /// another, then compare them as `diff` does and score their ensemble:
+    /// `fkpnet sweep S --set base_lr=1e-3,3e-4 --set layers.fc1.num_output=256,500`,
+    /// `fkpnet sweep A.yaml B.yaml`.
     Sweep {
-        solver: PathBuf,
+        /// One or more solver files, each trained with every combination of the values.
+        #[arg(required = true)]
+        solvers: Vec<PathBuf>,
         /// KEY=V1,V2,...: a swept key (values split at commas outside [] and {}); a single
         /// value is a fixed override for every run.
-        #[arg(long = "set", value_name = "KEY=V1,V2", required = true)]
+        #[arg(long = "set", value_name = "KEY=V1,V2")]
         sets: Vec<String>,
-        /// Run names are PREFIX-key=value-...; default: the solver file's name.
+        /// Run names are PREFIX-key=value-...; default: the solver file's name (with
+        /// several solvers, PREFIX-SOLVER-key=value-...).
         #[arg(long)]
         name: Option<String>,
         #[arg(long, default_value = "runs")]
@@ -391,16 +396,15 @@ fn run(cli: Cli) -> Result<()> {
             let runs = runs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
             compare(&runs, metric, out.as_deref())?;
         }
-        Cmd::Sweep { solver, sets, name, runs_dir, quiet, out, metric } => {
-            let prefix = name.unwrap_or_else(|| {
-                solver.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep").to_string()
-            });
-            let plan = fkpnet::sweep::plan(&solver, &sets, &prefix, &runs_dir)?;
+        Cmd::Sweep { solvers, sets, name, runs_dir, quiet, out, metric } => {
+            let plan = fkpnet::sweep::plan(&solvers, &sets, name.as_deref(), &runs_dir)?;
             eprintln!("sweep: {} runs, one after another:", plan.runs.len());
             for (n, _) in &plan.runs {
                 eprintln!("  {}", runs_dir.join(n).display());
             }
+            let started = std::time::Instant::now();
             let (dirs, interrupted) = fkpnet::sweep::run(&plan, &runs_dir, quiet)?;
+            println!("trained {} runs in {:.1} min", dirs.len(), started.elapsed().as_secs_f64() / 60.0);
             let runs = dirs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
             if runs.len() > 1 {
                 compare(&runs, metric, out.as_deref())?;

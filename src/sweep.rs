@@ -1,5 +1,6 @@
-//! `fkpnet sweep SOLVER --set KEY=V1,V2 [--set ...]`: train every combination of the
-//! values, one run after another, then compare them as `fkpnet diff` does.
+//! `fkpnet sweep SOLVER... [--set KEY=V1,V2 ...]`: train every solver with every
+//! combination of the values, one run after another, then compare them as `fkpnet
+//! diff` does and score their ensemble.
 
 use crate::config::{self, Resolved};
 use anyhow::{bail, Result};
@@ -50,7 +51,11 @@ pub fn grid(axes: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
 }
 
 /// `lenet_best-base_lr=3e-4-num_output=256`: the prefix and each key's last part.
+/// With no swept keys, the prefix alone.
 pub fn run_name(prefix: &str, sets: &[String]) -> String {
+    if sets.is_empty() {
+        return prefix.to_string();
+    }
     let parts: Vec<String> = sets
         .iter()
         .map(|s| {
@@ -72,8 +77,10 @@ pub struct Plan {
 
 /// Load and check every variant before anything trains, so a typo in the last value
 /// fails at once, not hours in; existing run names are refused here too.
-/// A `--set` with one value applies to every run; one with several is an axis.
-pub fn plan(solver: &Path, sets: &[String], prefix: &str, runs_dir: &Path) -> Result<Plan> {
+/// A `--set` with one value applies to every run; one with several is an axis. Runs
+/// are named `NAME-key=value-...`, where NAME is `--name` (default: the solver file's
+/// name); with several solvers, each run's NAME also carries its solver's name.
+pub fn plan(solvers: &[PathBuf], sets: &[String], name: Option<&str>, runs_dir: &Path) -> Result<Plan> {
     let (mut fixed, mut axes) = (Vec::new(), Vec::new());
     for s in sets {
         match parse_axis(s) {
@@ -82,25 +89,44 @@ pub fn plan(solver: &Path, sets: &[String], prefix: &str, runs_dir: &Path) -> Re
             _ => fixed.push(s.clone()),
         }
     }
-    if axes.is_empty() {
-        bail!("nothing to sweep: give at least one --set KEY=V1,V2 with two or more values");
+    let combos = grid(&axes);
+    if solvers.len() * combos.len() < 2 {
+        bail!(
+            "nothing to sweep: give two or more solver files, or a --set KEY=V1,V2 with two or more values"
+        );
     }
-    let mut runs = Vec::new();
-    for sets in grid(&axes) {
-        let name = run_name(prefix, &sets);
-        if runs_dir.join(&name).exists() {
-            bail!(
-                "run {} already exists; choose another --name prefix (runs are never overwritten)",
-                runs_dir.join(&name).display()
-            );
+    let mut runs: Vec<(String, Resolved)> = Vec::new();
+    for solver in solvers {
+        let stem = solver.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep");
+        let prefix = match name {
+            Some(n) if solvers.len() > 1 => format!("{n}-{stem}"),
+            Some(n) => n.to_string(),
+            None => stem.to_string(),
+        };
+        for sets in &combos {
+            let name = run_name(&prefix, sets);
+            if runs_dir.join(&name).exists() {
+                bail!(
+                    "run {} already exists; choose another --name prefix (runs are never overwritten)",
+                    runs_dir.join(&name).display()
+                );
+            }
+            if runs.iter().any(|(n, _)| *n == name) {
+                bail!(
+                    "two runs of this sweep would both be named {name}: give each solver file its own name"
+                );
+            }
+            let what = || {
+                format!("{}{}{}", solver.display(), if sets.is_empty() { "" } else { " " }, sets.join(" "))
+            };
+            let all: Vec<String> = fixed.iter().chain(sets).cloned().collect();
+            let overrides = config::parse_sets(&all)?;
+            let r =
+                config::load_solver(solver, &overrides).map_err(|e| anyhow::anyhow!("{}: {e:#}", what()))?;
+            crate::graph::Graph::compile(&r.net, &r.net_source, crate::data::TARGETS as i64)
+                .map_err(|e| anyhow::anyhow!("{}: {e:#}", what()))?;
+            runs.push((name, r));
         }
-        let all: Vec<String> = fixed.iter().chain(&sets).cloned().collect();
-        let overrides = config::parse_sets(&all)?;
-        let r = config::load_solver(solver, &overrides)
-            .map_err(|e| anyhow::anyhow!("{}: {e:#}", sets.join(" ")))?;
-        crate::graph::Graph::compile(&r.net, &r.net_source, crate::data::TARGETS as i64)
-            .map_err(|e| anyhow::anyhow!("{}: {e:#}", sets.join(" ")))?;
-        runs.push((name, r));
     }
     Ok(Plan { runs })
 }

@@ -21,6 +21,7 @@ fn axes_split_at_top_level_commas_and_grid_is_every_combination() {
     assert_eq!(g[5], ["a=2", "b.c=z"]);
     assert_eq!(run_name("lenet", &g[1]), "lenet-a=1-c=y");
     assert_eq!(run_name("p", &["data.augment={flip: true}".to_string()]), "p-augment=_flip__true_");
+    assert_eq!(run_name("p", &[]), "p");
 }
 
 #[test]
@@ -87,4 +88,38 @@ fn sweep_checks_every_variant_first_then_trains_and_compares() {
         d,
     );
     assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn sweep_trains_several_solver_files_and_scores_their_ensemble() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Two solvers that differ in their net: the dense baseline and the study's LeNet.
+    let (a, b) = (root().join("solvers/baseline_adam.yaml"), root().join("solvers/lenet_adam.yaml"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let data = format!("data.train={}", mini_csv());
+    let common =
+        ["--set", &data, "--set", "max_iter=4", "--set", "test_interval=2", "--set", "batch_size=16"];
+    // A bad override is reported with the solver it breaks, before anything trains.
+    let mut bad = vec!["sweep", a, b, "--set", "layers.conv1.num_output=8", "--runs-dir", "runs"];
+    bad.extend(common);
+    let e = err(&bad, d);
+    assert!(e.contains("baseline_adam.yaml") && e.contains("conv1"), "{e}");
+    assert!(!d.join("runs").exists() || std::fs::read_dir(d.join("runs")).unwrap().next().is_none());
+    // The same file twice would give two runs one name.
+    let mut twice = vec!["sweep", a, a, "--runs-dir", "runs"];
+    twice.extend(common);
+    assert!(err(&twice, d).contains("both be named"));
+    let mut args = vec!["sweep", a, b, "--runs-dir", "runs", "--name", "pair", "-q"];
+    args.extend(common);
+    let out = ok(&args, d);
+    let runs = d.join("runs");
+    let (ra, rb) = (runs.join("pair-baseline_adam"), runs.join("pair-lenet_adam"));
+    assert!(std::fs::read_to_string(ra.join("config.yaml")).unwrap().contains("name: baseline"));
+    assert!(std::fs::read_to_string(rb.join("config.yaml")).unwrap().contains("name: lenet"));
+    assert!(out.contains("trained 2 runs in "), "{out}");
+    let line = out.lines().find(|l| l.starts_with("ensemble of all 2 runs: val RMSE ")).expect(&out);
+    let swept: f64 = line.split_whitespace().nth(7).unwrap().parse().unwrap();
+    let test = ok(&["test", ra.to_str().unwrap(), "--ensemble", rb.to_str().unwrap()], d);
+    assert!((swept - overall_rmse(&test)).abs() < 1e-3, "{line} vs {test}");
 }
