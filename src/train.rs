@@ -71,12 +71,11 @@ pub fn parse_device(s: &str) -> Result<Device> {
 /// views of `TestConfig::views` (each prediction moved back into the face), each also
 /// with the mirrored prediction of the mirrored view when `flip`.
 pub fn predict(net: &Net, x: &Tensor, test: &TestConfig) -> Tensor {
-    use crate::data::augment::{flip_targets, Affine};
+    use crate::data::augment::{flip_targets, Affine, View};
     let views = test.views();
     let mut sum: Option<Tensor> = None;
     for &v in &views {
-        let affine = (v != crate::config::solver::View::IDENTITY)
-            .then(|| Affine::uniform(x.size()[0], x.device(), v.scale, v.degrees, v.dx, v.dy));
+        let affine = (v != View::IDENTITY).then(|| Affine::uniform(x.size()[0], x.device(), v));
         let xv = affine.as_ref().map_or_else(|| x.shallow_clone(), |a| a.faces(x));
         let mut pred = net.forward_t(&xv, false);
         if test.flip {

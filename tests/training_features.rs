@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 
-use fkpnet::data::augment::{flip_targets, Affine, Augment, FLIP};
+use fkpnet::data::augment::{flip_targets, Affine, Augment, View, FLIP};
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -77,7 +77,7 @@ fn blob_faces(n: i64) -> (Tensor, Tensor) {
 #[test]
 fn translation_moves_faces_and_keypoints_alike() {
     let (x, y) = blob_faces(1);
-    let view = Affine::uniform(1, Device::Cpu, 1.0, 0.0, 3.0, -2.0);
+    let view = Affine::uniform(1, Device::Cpu, View { dx: 3.0, dy: -2.0, ..View::IDENTITY });
     let (xs, ys) = (view.faces(&x), view.targets(&y) * 48.0 + 48.0);
     // The blob is now centred on (43, 53), all of it: whole-pixel shifts copy pixels
     // exactly (no blur).

@@ -1,6 +1,7 @@
 //! The solver file: which net, which data, and how to train (Caffe's SolverParameter
 //! names and defaults where Caffe has them).
 
+use crate::data::augment::View;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -163,20 +164,6 @@ pub struct TestConfig {
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
-}
-
-/// One test-time view of a face: zoom, rotation in degrees, shift right and down in
-/// pixels.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct View {
-    pub scale: f64,
-    pub degrees: f64,
-    pub dx: f64,
-    pub dy: f64,
-}
-
-impl View {
-    pub const IDENTITY: View = View { scale: 1.0, degrees: 0.0, dx: 0.0, dy: 0.0 };
 }
 
 impl TestConfig {

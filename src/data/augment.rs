@@ -56,34 +56,48 @@ pub fn flip_targets(y: &Tensor) -> Tensor {
 /// Rotations and zooms turn about the grid's origin, so keypoints must too.
 const GRID_OFFSET: f64 = 1.0 / 96.0;
 
-/// A per-face affine view: face i zoomed by `s[i]` about the image centre (1.1 =
-/// zoomed in 10%), rotated by `r[i]` radians and moved by `(tx[i], ty[i])` (grid
-/// units, 48 px = 1; output point p shows input point `R(r) p / s + t`).
+/// One view of a face: zoomed by `scale` about the image centre (1.1 = zoomed in
+/// 10%), turned by `degrees` and moved `dx` pixels right and `dy` down.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct View {
+    pub scale: f64,
+    pub degrees: f64,
+    pub dx: f64,
+    pub dy: f64,
+}
+
+impl View {
+    pub const IDENTITY: View = View { scale: 1.0, degrees: 0.0, dx: 0.0, dy: 0.0 };
+}
+
+/// A per-face affine view: face i zoomed by `s[i]`, rotated by `r[i]` radians and
+/// moved by `(tx[i], ty[i])` (grid units, 48 px = 1; output point p shows input point
+/// `R(r) p / s + t`). The rotation is kept as its cosine and sine.
 pub struct Affine {
     s: Tensor,
-    r: Tensor,
+    cos: Tensor,
+    sin: Tensor,
     tx: Tensor,
     ty: Tensor,
 }
 
 impl Affine {
     pub fn new(s: Tensor, r: Tensor, tx: Tensor, ty: Tensor) -> Affine {
-        Affine { s, r, tx, ty }
+        Affine { s, cos: r.cos(), sin: r.sin(), tx, ty }
     }
 
-    /// The same view for every face of a batch of `n`: zoomed by `s`, rotated by
-    /// `degrees` and moved `dx` pixels right and `dy` down.
-    pub fn uniform(n: i64, device: tch::Device, s: f64, degrees: f64, dx: f64, dy: f64) -> Affine {
-        let full = |v: f64| Tensor::full([n], v, (Kind::Float, device));
-        Affine::new(full(s), full(degrees.to_radians()), full(-dx / 48.0), full(-dy / 48.0))
+    /// The same view for every face of a batch of `n`.
+    pub fn uniform(n: i64, device: tch::Device, v: View) -> Affine {
+        let full = |x: f64| Tensor::full([n], x, (Kind::Float, device));
+        Affine::new(full(v.scale), full(v.degrees.to_radians()), full(-v.dx / 48.0), full(-v.dy / 48.0))
     }
 
     /// Resample faces `[N, C, H, W]` into the view: bilinear, border padding (a moved
     /// face continues its edge pixels). A whole-pixel move copies pixels exactly.
     pub fn faces(&self, x: &Tensor) -> Tensor {
-        let (c, sn, s) = (self.r.cos(), self.r.sin(), &self.s);
+        let (c, sn, s) = (&self.cos, &self.sin, &self.s);
         let theta = Tensor::stack(
-            &[&c / s, -&sn / s, self.tx.shallow_clone(), &sn / s, &c / s, self.ty.shallow_clone()],
+            &[c / s, -sn / s, self.tx.shallow_clone(), sn / s, c / s, self.ty.shallow_clone()],
             1,
         )
         .view([-1, 2, 3])
@@ -99,7 +113,7 @@ impl Affine {
         let col = |t: &Tensor| t.view([n, 1]);
         let kx = y.slice(1, 0, 30, 2) + GRID_OFFSET - col(&self.tx);
         let ky = y.slice(1, 1, 30, 2) + GRID_OFFSET - col(&self.ty);
-        let (c, sn, s) = (col(&self.r.cos()), col(&self.r.sin()), col(&self.s));
+        let (c, sn, s) = (col(&self.cos), col(&self.sin), col(&self.s));
         let nx = (&kx * &c + &ky * &sn) * &s - GRID_OFFSET;
         let ny = (-&kx * &sn + &ky * &c) * &s - GRID_OFFSET;
         Tensor::stack(&[&nx, &ny], 2).view([n, 30])
@@ -110,7 +124,7 @@ impl Affine {
     pub fn untargets(&self, q: &Tensor) -> Tensor {
         let n = q.size()[0];
         let col = |t: &Tensor| t.view([n, 1]);
-        let (c, sn, s) = (col(&self.r.cos()), col(&self.r.sin()), col(&self.s));
+        let (c, sn, s) = (col(&self.cos), col(&self.sin), col(&self.s));
         let qx = (q.slice(1, 0, 30, 2) + GRID_OFFSET) / &s;
         let qy = (q.slice(1, 1, 30, 2) + GRID_OFFSET) / &s;
         let kx = &qx * &c - &qy * &sn + col(&self.tx) - GRID_OFFSET;
