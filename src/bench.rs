@@ -6,6 +6,7 @@ use crate::config::{LossConfig, LossKind, SolverConfig};
 use crate::graph::Graph;
 use crate::layers::BuildOptions;
 use crate::loss;
+use crate::peak::{self, Peak};
 use crate::solver::Solver;
 use crate::timing::sync;
 use serde::Serialize;
@@ -35,6 +36,11 @@ pub struct Result {
     pub infer_gflop_per_s: f64,
     /// The process's peak resident memory (VmHWM), MiB.
     pub peak_mem_mib: f64,
+    /// On CPU: the measured peak of the same number of threads (see `peak`).
+    pub cpu_peak: Option<Peak>,
+    /// train_gflop_per_s as a share of that peak, in the bench's precision (bf16's
+    /// where it was measured), percent.
+    pub train_pct_of_peak: Option<f64>,
 }
 
 /// Peak resident set size of this process in MiB (Linux), 0 where unknown.
@@ -102,25 +108,34 @@ pub fn run(graph: &Graph, o: &Options) -> Result {
     let flops = graph.flops() as f64;
     let train_ips = o.batch as f64 / train_s;
     let infer_ips = o.batch as f64 / infer_s;
+    let train_gflop_per_s = 3.0 * flops * train_ips / 1e9;
+    let threads = tch::get_num_threads();
+    let cpu_peak = (o.device == Device::Cpu).then(|| peak::measure(threads.max(1) as usize)).flatten();
+    let train_pct_of_peak = cpu_peak.and_then(|p| {
+        let peak = if o.build.bf16 { p.bf16_gflop_per_s? } else { p.fp32_gflop_per_s };
+        Some(100.0 * train_gflop_per_s / peak)
+    });
     Result {
         net: graph.name.clone(),
         batch: o.batch,
         precision: if o.build.bf16 { "bf16" } else { "fp32" },
         layout: if o.build.channels_last { "channels_last" } else { "nchw" },
         device: format!("{:?}", o.device).to_lowercase(),
-        threads: tch::get_num_threads(),
+        threads,
         train_ms_per_step: train_s * 1e3,
         train_img_per_s: train_ips,
         infer_img_per_s: infer_ips,
-        train_gflop_per_s: 3.0 * flops * train_ips / 1e9,
+        train_gflop_per_s,
         infer_gflop_per_s: flops * infer_ips / 1e9,
         peak_mem_mib: peak_rss_mib(),
+        cpu_peak,
+        train_pct_of_peak,
     }
 }
 
 impl Result {
     pub fn text(&self) -> String {
-        format!(
+        let mut t = format!(
             "{} batch {} {} {} on {} ({} threads)\n  train_img_per_s   {:.1}  ({:.1} ms/step, {:.1} GFLOP/s)\n  \
              infer_img_per_s   {:.1}  ({:.1} GFLOP/s)\n  peak_mem_mib      {:.0}\n",
             self.net,
@@ -135,7 +150,18 @@ impl Result {
             self.infer_img_per_s,
             self.infer_gflop_per_s,
             self.peak_mem_mib
-        )
+        );
+        if let Some(p) = self.cpu_peak {
+            let bf16 = p.bf16_gflop_per_s.map_or(String::new(), |b| format!(", bf16 {b:.0}"));
+            t += &format!(
+                "  cpu_peak          fp32 {:.0}{bf16} GFLOP/s (measured: {} threads, {} loops)\n",
+                p.fp32_gflop_per_s, p.threads, p.isa
+            );
+        }
+        if let Some(pct) = self.train_pct_of_peak {
+            t += &format!("  train_of_peak     {pct:.0}% of the {} peak\n", self.precision);
+        }
+        t
     }
 }
 

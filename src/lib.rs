@@ -11,6 +11,7 @@ pub mod data;
 pub mod graph;
 pub mod layers;
 pub mod loss;
+pub mod peak;
 pub mod report;
 pub mod run;
 pub mod solver;

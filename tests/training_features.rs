@@ -304,6 +304,15 @@ fn bench_prints_throughput_as_json() {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
     assert_eq!(v["layout"].as_str(), Some("channels_last"), "conv nets default to channels-last on CPU");
+    // The CPU's measured peak, and the step's share of it: a training step cannot do
+    // more fp32 arithmetic per second than the cores' FMA units.
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        let peak = v["cpu_peak"]["fp32_gflop_per_s"].as_f64().unwrap();
+        assert!(peak > v["train_gflop_per_s"].as_f64().unwrap(), "{v}");
+        let pct = v["train_pct_of_peak"].as_f64().unwrap();
+        assert!(pct > 0.0 && pct < 100.0, "{v}");
+    }
     let out = fkpnet(
         &[
             "bench",
