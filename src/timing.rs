@@ -18,6 +18,8 @@ pub struct Timing {
     pub forward_ms: f64,
     pub backward_ms: f64,
     pub batch: i64,
+    /// Layers the whole-net pass runs after the max pool behind them (`Net::forward_t`).
+    pub moved_behind_pool: Vec<String>,
 }
 
 /// Wait for queued GPU work, so wall-clock timings are real.
@@ -110,7 +112,14 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
             backward_total += t.elapsed().as_secs_f64() * 1e3;
         }
     }
-    Timing { layers: out, forward_ms, backward_ms: backward_total / iterations.max(1) as f64, batch }
+    let moved_behind_pool = net.moved_behind_pool().iter().map(|&i| graph.nodes[i].name.clone()).collect();
+    Timing {
+        layers: out,
+        forward_ms,
+        backward_ms: backward_total / iterations.max(1) as f64,
+        batch,
+        moved_behind_pool,
+    }
 }
 
 impl Timing {
@@ -119,6 +128,13 @@ impl Timing {
         let mut s = format!("{:<w$}  {:<8}  {:>12}  {:>12}\n", "layer", "type", "forward ms", "backward ms");
         for l in &self.layers {
             s += &format!("{:<w$}  {:<8}  {:>12.3}  {:>12.3}\n", l.name, l.kind, l.forward_ms, l.backward_ms);
+        }
+        if !self.moved_behind_pool.is_empty() {
+            s += &format!(
+                "({} timed above where the config puts them; the whole-net passes below rectify \
+                 the pooled map instead: max pooling first, same results.)\n",
+                self.moved_behind_pool.join(", ")
+            );
         }
         let step = self.forward_ms + self.backward_ms;
         s += &format!(

@@ -502,3 +502,71 @@ fn js_regulariser_needs_a_soft_argmax_head_and_trains_end_to_end() {
     assert_eq!(la[0], lb[0]);
     assert!(la[1..].iter().zip(&lb[1..]).all(|(x, y)| x != y && y.is_finite()), "{la:?} vs {lb:?}");
 }
+
+/// relu -> max pool runs pool-first in `forward_t`: where that is exact, and only there.
+const POOLED: &str = "name: pooled
+input: [2, 32, 32]
+layers:
+  - {type: conv, name: c1, num_output: 4, kernel_size: 3, pad: 1}
+  - {type: relu, name: flipped, negative_slope: -0.5}
+  - {type: pool, name: p1, pool: max, kernel_size: 2, stride: 2}
+  - {type: conv, name: c2, num_output: 4, kernel_size: 3, pad: 1}
+  - {type: relu, name: leaky, negative_slope: 0.1}
+  - {type: pool, name: p2, pool: max, kernel_size: 3, stride: 2, pad: 1}
+  - {type: conv, name: c3, num_output: 4, kernel_size: 3, pad: 1}
+  - {type: relu, name: r3}
+  - {type: pool, name: p3, pool: max, kernel_size: 2, stride: 2, round_mode: ceil}
+  - {type: conv, name: c4, num_output: 4, kernel_size: 3, pad: 1}
+  - {type: relu, name: r4}
+  - {type: pool, name: p4, pool: ave, kernel_size: 2, stride: 1}
+  - {type: conv, name: c5, num_output: 4, kernel_size: 3, pad: 1}
+  - {type: relu, name: r5}
+  - {type: pool, name: p5, pool: max, kernel_size: 3, stride: 1, pad: 1}
+  - {type: eltwise, name: skip, operation: sum, bottom: [p5, r5]}
+  - {type: dense, name: out, num_output: 30}
+loss: {type: mse}
+";
+
+#[test]
+fn a_rectifier_before_max_pooling_runs_after_it_with_the_same_outputs_and_gradients() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(dir.path(), POOLED).unwrap();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let (net, params) = g.build(&vs.root(), Default::default());
+    // relu and leaky relu (non-decreasing) move behind max pools; a negative slope
+    // (not monotone), an average pool or a second reader of the rectified blob (r5's,
+    // read by `skip`) keep the order. Every rectifier reads a conv's output, so each
+    // wrong move would change the numbers below.
+    assert_eq!(net.moved_behind_pool(), vec![4, 7]);
+    tch::manual_seed(5);
+    let x = Tensor::randn([3, 2, 32, 32], (Kind::Float, tch::Device::Cpu));
+    let r = Tensor::randn([3, 30], (Kind::Float, tch::Device::Cpu));
+    let grads = |y: Tensor| {
+        for p in &params {
+            let mut g = p.tensor.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+        (&y * &r).sum(Kind::Float).backward();
+        params.iter().filter(|p| p.learn).map(|p| p.tensor.grad().copy()).collect::<Vec<_>>()
+    };
+    let fused = net.forward_t(&x, true);
+    let layer_by_layer = net.forward_all(&x, true).pop().unwrap();
+    let blobs = tch::no_grad(|| net.forward_all(&x, false));
+    for conv in [1, 4, 7, 10, 13] {
+        let b = &blobs[conv];
+        assert!(b.min().double_value(&[]) < 0.0 && b.max().double_value(&[]) > 0.0, "blob {conv} one-signed");
+    }
+    assert_eq!(fused.size(), layer_by_layer.size());
+    assert_eq!((&fused - &layer_by_layer).abs().max().double_value(&[]), 0.0, "outputs differ");
+    let (a, b) = (grads(fused), grads(layer_by_layer));
+    for (p, (ga, gb)) in params.iter().filter(|p| p.learn).zip(a.iter().zip(&b)) {
+        let diff = (ga - gb).abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-6 * (1.0 + gb.abs().max().double_value(&[])),
+            "{}: gradients differ by {diff}",
+            p.name
+        );
+    }
+}

@@ -130,6 +130,17 @@ pub trait Layer: std::fmt::Debug + Send + Resolved {
     fn pytorch_class(&self) -> Option<&'static str> {
         None
     }
+    /// Elementwise, non-decreasing and without params (ReLU with slope >= 0): such a
+    /// layer commutes with max pooling, max(f(a), f(b)) = f(max(a, b)), gradients
+    /// included, so a following max pool may run first and the layer then touches a
+    /// quarter of the values (see `Graph::build`).
+    fn monotone(&self) -> bool {
+        false
+    }
+    /// Max pooling (what a `monotone` layer may be moved behind).
+    fn is_max_pool(&self) -> bool {
+        false
+    }
     /// Kinds that read keypoints off heatmaps (soft_argmax): the log-probability of each
     /// position of each map, NxCxHxW, from the layer's input (for heatmap losses).
     fn heatmap_log_probs(&self, _input: &tch::Tensor) -> Option<tch::Tensor> {

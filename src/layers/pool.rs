@@ -83,6 +83,10 @@ impl Pool {
 }
 
 impl Layer for Pool {
+    fn is_max_pool(&self) -> bool {
+        self.pool == Method::Max
+    }
+
     fn output_shape(&self, input: &[i64]) -> Result<Shape, String> {
         let (c, h, w) = chw(input, "pool")?;
         let g = self.geometry(h, w)?;

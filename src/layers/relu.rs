@@ -19,6 +19,10 @@ impl Layer for Relu {
         output.iter().product()
     }
 
+    fn monotone(&self) -> bool {
+        self.negative_slope >= 0.0
+    }
+
     fn details(&self) -> String {
         if self.negative_slope != 0.0 {
             format!("slope {}", self.negative_slope)
