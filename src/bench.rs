@@ -161,6 +161,17 @@ impl Result {
         if let Some(pct) = self.train_pct_of_peak {
             t += &format!("  train_of_peak     {pct:.0}% of the {} peak\n", self.precision);
         }
+        // Without AMX, x86 bf16 dot products run at about half the fp32 FMA rate.
+        let bf16_share = self.cpu_peak.and_then(|p| Some(p.bf16_gflop_per_s? / p.fp32_gflop_per_s));
+        if let (Some(share), "bf16") = (bf16_share, self.precision) {
+            if share < 0.75 {
+                t += &format!(
+                    "  note              bf16 arithmetic peaks at {:.0}% of fp32 on this CPU (no AMX): \
+                     conv-bound nets train faster in fp32 here\n",
+                    100.0 * share
+                );
+            }
+        }
         t
     }
 }
@@ -184,4 +195,48 @@ pub fn data(csv: &std::path::Path) -> anyhow::Result<DataResult> {
     let cache_s = t.elapsed().as_secs_f64();
     anyhow::ensure!(again.faces.pixels == table.faces.pixels, "cache round trip differs");
     Ok(DataResult { faces: table.ids.len(), parse_s, cache_s })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(precision: &'static str, bf16_peak: Option<f64>) -> Result {
+        Result {
+            net: "vgg".into(),
+            batch: 64,
+            precision,
+            layout: "channels_last",
+            device: "cpu".into(),
+            threads: 2,
+            train_ms_per_step: 1900.0,
+            train_img_per_s: 33.7,
+            infer_img_per_s: 107.0,
+            train_gflop_per_s: 203.0,
+            infer_gflop_per_s: 215.0,
+            peak_mem_mib: 1417.0,
+            cpu_peak: Some(Peak {
+                fp32_gflop_per_s: 345.0,
+                bf16_gflop_per_s: bf16_peak,
+                threads: 2,
+                isa: "avx512",
+            }),
+            train_pct_of_peak: Some(58.8),
+        }
+    }
+
+    #[test]
+    fn the_text_shows_the_peak_and_warns_where_bf16_is_the_slower_unit() {
+        let t = result("fp32", Some(170.0)).text();
+        assert!(
+            t.contains("cpu_peak          fp32 345, bf16 170 GFLOP/s (measured: 2 threads, avx512 loops)"),
+            "{t}"
+        );
+        assert!(t.contains("59% of the fp32 peak") && !t.contains("note"), "{t}");
+        let t = result("bf16", Some(170.0)).text();
+        assert!(t.contains("bf16 arithmetic peaks at 49% of fp32 on this CPU (no AMX)"), "{t}");
+        // Where bf16 is as fast (AMX, a GPU) or unmeasured, no note.
+        assert!(!result("bf16", Some(700.0)).text().contains("note"));
+        assert!(!result("bf16", None).text().contains("note"));
+    }
 }
