@@ -115,6 +115,18 @@ impl Net {
     /// Outputs in float32 whatever the precision; the input is put into the net's
     /// layout first (a no-op when it already is).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.run(xs, train, None).0
+    }
+
+    /// `forward_t`, also returning blob `keep` (as computed, e.g. the heatmaps a
+    /// soft_argmax reads) without keeping every other blob alive as `forward_all` does.
+    pub fn forward_keeping(&self, xs: &Tensor, train: bool, keep: usize) -> (Tensor, Tensor) {
+        assert!(keep == 0 || !self.steps[keep - 1].deferred, "blob {keep} is computed later, by a pool");
+        let (y, kept) = self.run(xs, train, Some(keep));
+        (y, kept.expect("kept blob"))
+    }
+
+    fn run(&self, xs: &Tensor, train: bool, keep: Option<usize>) -> (Tensor, Option<Tensor>) {
         let mut blobs: Vec<Option<Tensor>> = vec![Some(self.input(xs))];
         for (i, step) in self.steps.iter().enumerate() {
             let y = {
@@ -130,12 +142,14 @@ impl Net {
                     }
                 }
             };
-            for &b in &step.frees {
+            for &b in step.frees.iter().filter(|&&b| Some(b) != keep) {
                 blobs[b] = None;
             }
             blobs.push(Some(y));
         }
-        blobs.pop().flatten().expect("the last layer's output").to_kind(tch::Kind::Float)
+        let kept = keep.map(|k| blobs[k].as_ref().expect("kept blob").shallow_clone());
+        let y = blobs.pop().flatten().expect("the last layer's output");
+        (y.to_kind(tch::Kind::Float), kept)
     }
 
     /// A batch in the layout the net computes in.

@@ -572,13 +572,12 @@ fn train_forward(net: &Net, graph: &Graph, x: &Tensor, y: &Tensor) -> (Tensor, O
     let Some(r) = &graph.loss.js_reg else {
         return (net.forward_t(x, true), None);
     };
-    let mut blobs = net.forward_all(x, true);
     let last = graph.nodes.len() - 1;
-    let maps = &blobs[net.bottoms(last)[0]];
-    let log_p = graph.nodes[last].layer.heatmap_log_probs(maps).expect("checked by Graph::compile");
+    let (pred, maps) = net.forward_keeping(x, true, net.bottoms(last)[0]);
+    let log_p = graph.nodes[last].layer.heatmap_log_probs(&maps).expect("checked by Graph::compile");
     let (sum, count) = loss::js_divergence(&log_p, y, r.sigma);
     let reg = sum / count.clamp_min(1.0) * r.loss_weight;
-    (blobs.pop().expect("the output").to_kind(tch::Kind::Float), Some(reg))
+    (pred, Some(reg))
 }
 
 /// About how many bytes a run writes: float32 weights (final, best, each snapshot),

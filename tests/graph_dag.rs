@@ -560,6 +560,11 @@ fn a_rectifier_before_max_pooling_runs_after_it_with_the_same_outputs_and_gradie
     }
     assert_eq!(fused.size(), layer_by_layer.size());
     assert_eq!((&fused - &layer_by_layer).abs().max().double_value(&[]), 0.0, "outputs differ");
+    // A kept blob (as the heatmap regulariser reads its maps) is the one forward_all
+    // computes, here p2's output, whose rectifier ran after it.
+    let (again, p2) = net.forward_keeping(&x, true, 6);
+    assert_eq!((&again - &fused).abs().max().double_value(&[]), 0.0);
+    assert_eq!((&p2 - &blobs[6]).abs().max().double_value(&[]), 0.0, "kept blob differs");
     let (a, b) = (grads(fused), grads(layer_by_layer));
     for (p, (ga, gb)) in params.iter().filter(|p| p.learn).zip(a.iter().zip(&b)) {
         let diff = (ga - gb).abs().max().double_value(&[]);
