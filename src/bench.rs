@@ -110,7 +110,7 @@ pub fn run(graph: &Graph, o: &Options) -> Result {
     let infer_ips = o.batch as f64 / infer_s;
     let train_gflop_per_s = 3.0 * flops * train_ips / 1e9;
     let threads = tch::get_num_threads();
-    let cpu_peak = (o.device == Device::Cpu).then(|| peak::measure(threads.max(1) as usize)).flatten();
+    let cpu_peak = (o.device == Device::Cpu).then(|| peak::measure(threads as usize)).flatten();
     let train_pct_of_peak = cpu_peak.and_then(|p| {
         let peak = if o.build.bf16 { p.bf16_gflop_per_s? } else { p.fp32_gflop_per_s };
         Some(100.0 * train_gflop_per_s / peak)

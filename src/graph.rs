@@ -58,10 +58,9 @@ struct Step {
     op: Op,
     /// Blobs no later step reads, freed after this one (keeps eval memory flat).
     frees: Vec<usize>,
-    /// In `forward_t`: this monotone layer is applied by the max pool after it (its
-    /// blob holds its input until then), and `then` of that pool names this step.
+    /// In `forward_t`: this monotone layer is applied by the max pool right after it
+    /// (its blob holds its input until then).
     deferred: bool,
-    then: Option<usize>,
 }
 
 /// The built net: one forward function per layer over numbered blobs (0 = input).
@@ -136,9 +135,10 @@ impl Net {
                     ins[0].shallow_clone()
                 } else {
                     let y = self.apply(i, &ins, train);
-                    match step.then {
-                        Some(j) => self.apply(j, &[&y], train),
-                        None => y,
+                    if i > 0 && self.steps[i - 1].deferred {
+                        self.apply(i - 1, &[&y], train)
+                    } else {
+                        y
                     }
                 }
             };
@@ -390,7 +390,7 @@ impl Graph {
             let mut frees: Vec<usize> =
                 n.bottoms.iter().copied().filter(|&b| last_use(b) == Some(i)).collect();
             frees.dedup();
-            steps.push(Step { bottoms: n.bottoms.clone(), op, frees, deferred: false, then: None });
+            steps.push(Step { bottoms: n.bottoms.clone(), op, frees, deferred: false });
         }
         // relu -> max pool runs as max pool -> relu: max commutes with a non-decreasing
         // function, and the rectifier (forward and backward) then reads the pooled map,
@@ -401,7 +401,6 @@ impl Graph {
             let only_reader = last_use(i + 1) == Some(i + 1) && b.bottoms == [i + 1];
             if a.layer.monotone() && a.bottoms.len() == 1 && b.layer.is_max_pool() && only_reader {
                 steps[i].deferred = true;
-                steps[i + 1].then = Some(i);
             }
         }
         (Net { steps, opts }, all)
