@@ -74,6 +74,10 @@ enum Cmd {
         /// On a non-finite loss: stop (default) or skip the batch (same as --set on_nan=...).
         #[arg(long, value_parser = ["stop", "skip"])]
         on_nan: Option<String>,
+        /// With --snapshot: resume even though this solver's resolved config differs from
+        /// the snapshot's run (by default that is refused, with what differs).
+        #[arg(long, requires = "snapshot")]
+        allow_config_change: bool,
     },
     /// Train every solver with every combination of the swept values, one after
     /// another, then compare them as `diff` does and score their ensemble:
@@ -100,6 +104,9 @@ enum Cmd {
         out: Option<PathBuf>,
         #[arg(long, default_value = "val_rmse_px")]
         metric: Metric,
+        /// Overwrite output files that exist (by default an existing file is refused).
+        #[arg(long)]
+        force: bool,
     },
     /// Print the fully resolved solver config (overrides applied, net inline).
     Config {
@@ -130,6 +137,9 @@ enum Cmd {
         draw: Option<PathBuf>,
         #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
         format: String,
+        /// Overwrite output files that exist (by default an existing file is refused).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -140,6 +150,9 @@ enum Cmd {
         lookup_csv: PathBuf,
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
+        /// Overwrite output files that exist (by default an existing file is refused).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -155,6 +168,9 @@ enum Cmd {
         /// Augment the faces as this solver's `data.augment` does (to see what the net sees).
         #[arg(long, value_name = "SOLVER")]
         augment: Option<PathBuf>,
+        /// Overwrite output files that exist (by default an existing file is refused).
+        #[arg(long)]
+        force: bool,
     },
     /// A frozen model: model.safetensors, net.yaml and a README with PyTorch code.
     Export {
@@ -174,6 +190,9 @@ enum Cmd {
         /// val_rmse_px, val_loss, train_loss or train_rmse_px.
         #[arg(long, default_value = "val_rmse_px")]
         metric: Metric,
+        /// Overwrite output files that exist (by default an existing file is refused).
+        #[arg(long)]
+        force: bool,
     },
     /// Plot the curves of runs (.png, or .svg).
     Plot {
@@ -183,6 +202,9 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, default_value = "val_rmse_px")]
         metric: Metric,
+        /// Overwrite output files that exist (by default an existing file is refused).
+        #[arg(long)]
+        force: bool,
     },
     /// Convert Caffe prototxt (a net, optionally its solver) into fkpnet YAML.
     ImportCaffe {
@@ -267,6 +289,16 @@ fn load_graph(path: &std::path::Path, sets: &[String]) -> Result<Graph> {
     Graph::compile(&net, &src, fkpnet::data::TARGETS as i64)
 }
 
+/// How the user started fkpnet, for commands it prints to be run as they are: the
+/// `./fkpnet` wrapper names itself in FKPNET_PROGRAM (it execs the release binary).
+fn program() -> String {
+    std::env::var("FKPNET_PROGRAM")
+        .ok()
+        .or_else(|| std::env::args().next())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "fkpnet".into())
+}
+
 fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
         tch::set_num_threads(n);
@@ -305,16 +337,37 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", r.text());
             }
         }
-        Cmd::Train { solver, mut sets, name, runs_dir, quiet, snapshot, weights, on_nan } => {
+        Cmd::Train {
+            solver,
+            mut sets,
+            name,
+            runs_dir,
+            quiet,
+            snapshot,
+            weights,
+            on_nan,
+            allow_config_change,
+        } => {
             if let Some(v) = on_nan {
                 sets.push(format!("on_nan={v}"));
             }
             let sets = config::parse_sets(&sets)?;
             let r = config::load_solver(&solver, &sets)?;
-            let opts = train::Options { runs_dir, name, quiet, resume: snapshot, weights };
+            let opts = train::Options {
+                runs_dir: runs_dir.clone(),
+                name,
+                quiet,
+                resume: snapshot,
+                weights,
+                allow_config_change,
+            };
             let out = train::train(&r, &opts)?;
             println!("{}", out.run_dir.display());
-            if out.interrupted.is_some() {
+            if let Some(st) = &out.interrupted {
+                eprintln!(
+                    "Resume with:\n  {}",
+                    train::resume_command(&program(), &out.run_dir, st, &runs_dir, cli.threads)
+                );
                 std::process::exit(130);
             }
         }
@@ -361,7 +414,7 @@ fn run(cli: Cli) -> Result<()> {
             let model = model.load(&run)?;
             print!("{}", report::test::run(&model, data.as_deref())?.table());
         }
-        Cmd::Predict { run, inputs, draw, format, model } => {
+        Cmd::Predict { run, inputs, draw, format, force, model } => {
             let model = model.load(&run)?;
             let preds = report::predict::predict(&model, &inputs)?;
             match format.as_str() {
@@ -369,22 +422,23 @@ fn run(cli: Cli) -> Result<()> {
                 _ => print!("{}", report::predict::to_csv(&preds)),
             }
             if let Some(dir) = draw {
-                let files = report::predict::draw_all(&preds, &dir)?;
+                let files = report::predict::draw_all(&preds, &dir, force)?;
                 eprintln!("drew {} image(s) into {}", files.len(), dir.display());
             }
         }
-        Cmd::Submit { run, test_csv, lookup_csv, out, model } => {
+        Cmd::Submit { run, test_csv, lookup_csv, out, force, model } => {
+            fkpnet::run::check_new_output(&out, force)?;
             let model = model.load(&run)?;
             let text = report::predict::submit(&model, &test_csv, &lookup_csv)?;
             fkpnet::run::write_text(&out, &text)?;
             eprintln!("wrote {} rows to {}", text.lines().count() - 1, out.display());
         }
-        Cmd::Extract { csv, dir, draw, limit, augment } => {
+        Cmd::Extract { csv, dir, draw, limit, augment, force } => {
             let aug = match augment {
                 Some(s) => Some(config::load_solver(&s, &[])?.solver.data.augment),
                 None => None,
             };
-            let n = report::predict::extract(&csv, &dir, draw, limit, aug.as_ref())?;
+            let n = report::predict::extract(&csv, &dir, draw, limit, aug.as_ref(), force)?;
             eprintln!("wrote {n} image(s) into {}", dir.display());
         }
         Cmd::Export { run, out, weights } => {
@@ -392,11 +446,17 @@ fn run(cli: Cli) -> Result<()> {
             report::export::export(&model, &out)?;
             println!("{}", out.display());
         }
-        Cmd::Diff { runs, out, metric } => {
+        Cmd::Diff { runs, out, metric, force } => {
+            if let Some(o) = &out {
+                fkpnet::run::check_new_output(o, force)?;
+            }
             let runs = runs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
             compare(&runs, metric, out.as_deref())?;
         }
-        Cmd::Sweep { solvers, sets, name, runs_dir, quiet, out, metric } => {
+        Cmd::Sweep { solvers, sets, name, runs_dir, quiet, out, metric, force } => {
+            if let Some(o) = &out {
+                fkpnet::run::check_new_output(o, force)?;
+            }
             let plan = fkpnet::sweep::plan(&solvers, &sets, name.as_deref(), &runs_dir)?;
             eprintln!("sweep: {} runs, one after another:", plan.runs.len());
             for (n, _) in &plan.runs {
@@ -410,18 +470,18 @@ fn run(cli: Cli) -> Result<()> {
                 compare(&runs, metric, out.as_deref())?;
                 ensemble_score(&dirs);
             }
-            if let Some(snap) = interrupted {
+            if let (Some(snap), Some(last)) = (interrupted, dirs.last()) {
                 eprintln!(
-                    "sweep interrupted after {} of {} runs; resume the last with fkpnet train {} --snapshot {}",
+                    "sweep interrupted after {} of {} runs; resume the last with:\n  {}",
                     dirs.len(),
                     plan.runs.len(),
-                    dirs.last().map(|d| d.join("config.yaml").display().to_string()).unwrap_or_default(),
-                    snap.display()
+                    train::resume_command(&program(), last, &snap, &runs_dir, cli.threads)
                 );
                 std::process::exit(130);
             }
         }
-        Cmd::Plot { runs, out, metric } => {
+        Cmd::Plot { runs, out, metric, force } => {
+            fkpnet::run::check_new_output(&out, force)?;
             let runs = runs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
             let (metric, note) = report::diff::effective_metric(&runs, metric);
             if let Some(n) = note {

@@ -141,8 +141,7 @@ pub fn run(plan: &Plan, runs_dir: &Path, quiet: bool) -> Result<(Vec<PathBuf>, O
             runs_dir: runs_dir.to_path_buf(),
             name: Some(name.clone()),
             quiet,
-            resume: None,
-            weights: None,
+            ..Default::default()
         };
         let out = crate::train::train(r, &opts)?;
         dirs.push(out.run_dir);

@@ -35,6 +35,8 @@ pub struct Options {
     pub resume: Option<PathBuf>,
     /// Initialise from these weights (finetune), by tensor name.
     pub weights: Option<PathBuf>,
+    /// Resume even where the solver's resolved config differs from the snapshot's run.
+    pub allow_config_change: bool,
 }
 
 pub struct Outcome {
@@ -214,7 +216,24 @@ fn install_signal_handler() {
     });
 }
 
-fn default_run_name(r: &Resolved) -> String {
+fn default_run_name(r: &Resolved, resume: Option<&Path>) -> String {
+    // A resumed run is named after the run it continues: full -> full_resumed (and a
+    // resume of full_resumed is full_resumed_2, not full_resumed_resumed).
+    if let Some(old) = resume.and_then(snapshot_run_name) {
+        let base = match old.rfind("_resumed") {
+            Some(i)
+                if old[i + 8..]
+                    .strip_prefix('_')
+                    .unwrap_or(&old[i + 8..])
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()) =>
+            {
+                &old[..i]
+            }
+            _ => &old,
+        };
+        return format!("{base}_resumed");
+    }
     // adam.yaml + lenet -> adam_lenet; vgg_adam.yaml -> vgg_adam; a run's config.yaml -> the net's name.
     let stem = r.solver_path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
     if stem == "config" {
@@ -226,6 +245,81 @@ fn default_run_name(r: &Resolved) -> String {
     }
 }
 
+/// The name of the run dir a snapshot lies in.
+fn snapshot_run_name(snapshot: &Path) -> Option<String> {
+    let dir = std::path::absolute(snapshot).ok()?.parent()?.file_name()?.to_str()?.to_string();
+    Some(dir)
+}
+
+/// The resolved config of the run a snapshot belongs to (its dir's config.yaml).
+fn snapshot_run_config(snapshot: &Path) -> Option<serde_yaml::Value> {
+    let text = std::fs::read_to_string(snapshot.parent()?.join("config.yaml")).ok()?;
+    serde_yaml::from_str(&text).ok()
+}
+
+/// A resume continues the run it came from: a solver whose resolved config differs
+/// (another data file, a dropped `--set`) would silently train something else from
+/// its weights, which is a finetune. Refused unless asked for, with what differs.
+fn check_resume_config(
+    snapshot: &Path,
+    resolved: &str,
+    allow: bool,
+    say: &dyn Fn(&str),
+) -> Result<Vec<String>> {
+    let Some(old) = snapshot_run_config(snapshot) else {
+        say(&format!(
+            "note: no readable config.yaml beside {}: cannot check that this solver is the one it was \
+             trained with",
+            snapshot.display()
+        ));
+        return Ok(Vec::new());
+    };
+    let new: serde_yaml::Value = serde_yaml::from_str(resolved)?;
+    let changes = crate::config::diff::config_diff(&old, &new);
+    if changes.is_empty() || allow {
+        return Ok(changes);
+    }
+    let run = snapshot.parent().unwrap_or(Path::new("."));
+    bail!(
+        "--snapshot {}: this solver's resolved config differs from the run the snapshot belongs to \
+         ({}):\n  {}\nTo continue that run as it was, resume from its own config: fkpnet train {} \
+         --snapshot {}\nTo train with these changes from its weights, that is a finetune: --weights {} \
+         (or pass --allow-config-change to resume the solver state anyway)",
+        snapshot.display(),
+        run.join("config.yaml").display(),
+        changes.join("\n  "),
+        run.join("config.yaml").display(),
+        snapshot.display(),
+        state::weights_of(snapshot).display()
+    )
+}
+
+/// The command that resumes an interrupted run exactly: from the run's own resolved
+/// config (every `--set` is in it), with the runs dir and thread count it ran with;
+/// the new run is named after the old one (`NAME_resumed`). Shell-quoted, to be run
+/// as printed from the directory fkpnet ran in.
+pub fn resume_command(
+    program: &str,
+    run_dir: &Path,
+    snapshot: &Path,
+    runs_dir: &Path,
+    threads: Option<i32>,
+) -> String {
+    let mut args: Vec<String> = vec![
+        program.into(),
+        "train".into(),
+        run_dir.join("config.yaml").display().to_string(),
+        "--snapshot".into(),
+        snapshot.display().to_string(),
+        "--runs-dir".into(),
+        runs_dir.display().to_string(),
+    ];
+    if let Some(n) = threads {
+        args.extend(["--threads".into(), n.to_string()]);
+    }
+    shlex::try_join(args.iter().map(String::as_str)).unwrap_or_else(|_| args.join(" "))
+}
+
 pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     let cfg = &r.solver;
     if opts.resume.is_some() && opts.weights.is_some() {
@@ -234,8 +328,17 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     let device = parse_device(&cfg.device)?;
     let graph = Graph::compile(&r.net, &r.net_source, data::TARGETS as i64)?;
     check_input(&r.net)?;
+    // A resumed run draws what the interrupted one drew: a random seed is the one it used.
+    let resumed_seed = opts
+        .resume
+        .as_deref()
+        .and_then(snapshot_run_config)
+        .and_then(|c| c["random_seed"].as_i64())
+        .filter(|_| cfg.random_seed < 0);
     let seed = if cfg.random_seed >= 0 {
         cfg.random_seed
+    } else if let Some(s) = resumed_seed {
+        s
     } else {
         (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() % (1 << 31)) as i64
     };
@@ -252,11 +355,21 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         }
     }
 
+    let resolved = resolved_yaml(r, &graph, seed)?;
+    let changes = match &opts.resume {
+        Some(s) => check_resume_config(s, &resolved, opts.allow_config_change, &say)?,
+        None => Vec::new(),
+    };
+    if let Some(s) = &opts.resume {
+        state::check_kind(s, cfg.solver_type)?;
+    }
+
     run::check_writable(&opts.runs_dir)?;
     run::check_space(&opts.runs_dir, run_bytes(&graph, cfg), run::free_bytes(&opts.runs_dir))?;
     let split = data::load(&cfg.data)?;
-    let run = RunDir::create(&opts.runs_dir, opts.name.as_deref(), &default_run_name(r))?;
-    run::write_text(&run.file("config.yaml"), &resolved_yaml(r, &graph, seed)?)?;
+    let run =
+        RunDir::create(&opts.runs_dir, opts.name.as_deref(), &default_run_name(r, opts.resume.as_deref()))?;
+    run::write_text(&run.file("config.yaml"), &resolved)?;
 
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(device);
@@ -302,6 +415,10 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             std::fs::copy(old.join("best.safetensors"), run.file("best.safetensors"))?;
         }
         log.note(&format!("Resuming from {}", s.display()))?;
+        for c in &changes {
+            say(&format!("  changed since the snapshot (--allow-config-change): {c}"));
+            log.note(&format!("Changed since the snapshot: {c}"))?;
+        }
     }
     if solver.iter > cfg.max_iter {
         bail!("the snapshot is at iteration {}, past max_iter {}", solver.iter, cfg.max_iter);
@@ -521,10 +638,9 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
     if let Some(st) = &interrupted {
         log.note(&format!("Interrupted at iteration {}", solver.iter))?;
         say(&format!(
-            "interrupted at iteration {} of {}; snapshot written. Resume with:\n  fkpnet train {} --snapshot {}",
+            "interrupted at iteration {} of {}; snapshot written: {}",
             solver.iter,
             cfg.max_iter,
-            r.solver_path.display(),
             st.display()
         ));
     } else if stopped_early {

@@ -220,3 +220,58 @@ fn diff_shows_config_changes_table_and_plot() {
     let e = err(&["diff", a.to_str().unwrap(), b.to_str().unwrap(), "--metric", "accuracy"], d);
     assert!(e.contains("valid: val_rmse_px"), "{e}");
 }
+
+/// Nothing a user has is overwritten: same-named inputs get distinct drawings, and an
+/// existing output file is refused (before anything is written) unless --force.
+#[test]
+fn outputs_are_never_overwritten_silently() {
+    let (dir, a, b) = runs();
+    let d = &dir.path().join("no-overwrite");
+    std::fs::create_dir_all(d.join("x")).unwrap();
+    std::fs::create_dir_all(d.join("y")).unwrap();
+    let grey = |v: u8| image::GrayImage::from_pixel(96, 96, image::Luma([v]));
+    grey(40).save(d.join("x/1.png")).unwrap();
+    grey(200).save(d.join("y/1.png")).unwrap();
+    let a = a.to_str().unwrap();
+    let draw = ["predict", a, "x/1.png", "y/1.png", "--draw", "drawn"];
+    ok(&draw, d);
+    let mut files: Vec<String> = std::fs::read_dir(d.join("drawn"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["x_1.png", "y_1.png"], "one drawing per input");
+    let dark = image::open(d.join("drawn/x_1.png")).unwrap().to_luma8();
+    assert!(dark.get_pixel(0, 0)[0] < 100, "x/1.png's drawing is x/1.png");
+    // The same file twice: numbered.
+    ok(&["predict", a, "x/1.png", "x/1.png", "--draw", "twice"], d);
+    assert!(d.join("twice/x_1_1.png").is_file() && d.join("twice/x_1_2.png").is_file());
+    // Again into the same dir: refused, nothing touched; --force overwrites.
+    let before = std::fs::metadata(d.join("drawn/x_1.png")).unwrap().modified().unwrap();
+    let e = err(&draw, d);
+    assert!(e.contains("drawn/x_1.png exists") && e.contains("--force"), "{e}");
+    assert_eq!(std::fs::metadata(d.join("drawn/x_1.png")).unwrap().modified().unwrap(), before);
+    ok(&[&draw[..], &["--force"]].concat(), d);
+
+    let sub = ["submit", a, &mini("test.csv"), &mini("IdLookupTable.csv"), "-o", "sub.csv"];
+    std::fs::write(d.join("sub.csv"), "mine").unwrap();
+    let e = err(&sub, d);
+    assert!(e.contains("sub.csv exists") && e.contains("--force"), "{e}");
+    assert_eq!(std::fs::read_to_string(d.join("sub.csv")).unwrap(), "mine");
+    ok(&[&sub[..], &["--force"]].concat(), d);
+    assert!(std::fs::read_to_string(d.join("sub.csv")).unwrap().starts_with("RowId,Location"));
+
+    let b = b.to_str().unwrap();
+    for (args, file) in [
+        (vec!["plot", a, b, "-o", "mine.png"], "mine.png"),
+        (vec!["diff", a, b, "-o", "mine.svg"], "mine.svg"),
+        (vec!["extract", &mini("training.csv"), ".", "--limit", "1"], "1.png"),
+    ] {
+        std::fs::write(d.join(file), "mine").unwrap();
+        let e = err(&args, d);
+        assert!(e.contains(&format!("{file} exists")) && e.contains("--force"), "{args:?}: {e}");
+        assert_eq!(std::fs::read_to_string(d.join(file)).unwrap(), "mine", "{args:?}");
+        ok(&[&args[..], &["--force"]].concat(), d);
+        assert_ne!(std::fs::read(d.join(file)).unwrap(), b"mine", "{args:?} --force");
+    }
+}

@@ -94,12 +94,14 @@ fn resume_reproduces_the_uninterrupted_run() {
     let out =
         fkpnet(&["train", s, "--snapshot", state.to_str().unwrap(), "--weights", w.to_str().unwrap()], d);
     assert!(!out.status.success());
-    let out = fkpnet(
-        &["train", s, "--runs-dir", "runs", "--set", "type=Adam", "--snapshot", state.to_str().unwrap()],
-        d,
-    );
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && e.contains("written by a SGD solver"), "{e}");
+    let adam =
+        ["train", s, "--runs-dir", "runs", "--set", "type=Adam", "--snapshot", state.to_str().unwrap()];
+    let e = err(&adam, d);
+    assert!(e.contains("type: SGD -> Adam"), "{e}");
+    // Even when told to take the changed config, SGD's history cannot become Adam's.
+    let e = err(&[&adam[..], &["--allow-config-change"]].concat(), d);
+    assert!(e.contains("written by a SGD solver"), "{e}");
+    assert!(!d.join("runs/full_resumed").exists(), "refused before a run dir is made");
 }
 
 /// The weights' moving average: training itself is unchanged (same train losses),
@@ -203,42 +205,60 @@ fn finetune_loads_weights_by_name_and_reports_shape_mismatches() {
     assert!(e.contains("`fc1.weight` has shape [64, 576], but the net's is [32, 576]"), "{e}");
 }
 
+/// Ctrl-C to the default LeNet (channels-last conv layers with several input
+/// channels, as shipped): the snapshot is written, the resume command printed, and
+/// that command, run as printed, continues the run to the uninterrupted run's rows and
+/// weights, bit for bit: it keeps every `--set`, the runs dir and the thread count.
 #[test]
-fn ctrl_c_snapshots_and_prints_the_resume_command() {
+fn ctrl_c_snapshots_and_the_printed_command_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let solver = setup(d);
-    let child = Command::new(env!("CARGO_BIN_EXE_fkpnet"))
-        .args(["train", solver.to_str().unwrap(), "--runs-dir", "runs", "--name", "x"])
-        .args(["--set", "max_iter=1000000", "--set", "snapshot=0"])
+    let solver = root().join("solvers/adam.yaml");
+    let data = format!("data.train={}", mini_csv());
+    let sets = ["--set", &data, "--set", "max_iter=40", "--set", "test_interval=10", "--set", "display=2"];
+    let common =
+        [&["--threads", "2", "train", solver.to_str().unwrap(), "--runs-dir", "my runs"][..], &sets].concat();
+    ok(&[&common[..], &["--name", "full", "-q"]].concat(), d);
+    let bin = env!("CARGO_BIN_EXE_fkpnet");
+    let child = Command::new(bin)
+        .args([&common[..], &["--name", "x"]].concat())
+        .env("FKPNET_PROGRAM", bin)
         .current_dir(d)
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let metrics = d.join("runs/x/metrics.csv");
+    let metrics = d.join("my runs/x/metrics.csv");
     let t0 = Instant::now();
     while read_metrics(&metrics).map_or(0, |r| r.len()) < 3 {
         assert!(t0.elapsed() < Duration::from_secs(120), "training did not start");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let out = child.wait_with_output().unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{e}");
-    assert!(e.contains("Resume with:") && e.contains("--snapshot"), "{e}");
-    let state =
-        e.lines().find(|l| l.contains("--snapshot")).unwrap().split("--snapshot ").nth(1).unwrap().trim();
-    let state = d.join(state); // printed relative to where fkpnet ran, as the user typed it
-    assert!(state.is_file(), "{}", state.display());
-    assert!(state.with_extension("safetensors").is_file());
-    assert!(d.join("runs/x/weights.safetensors").is_file());
-    // No temp files left behind by the atomic writes.
-    let leftovers: Vec<_> = std::fs::read_dir(d.join("runs/x"))
+    let cmd =
+        e.lines().skip_while(|l| !l.starts_with("Resume with:")).nth(1).unwrap_or_else(|| panic!("{e}"));
+    assert!(cmd.contains("--snapshot") && cmd.contains("--threads 2") && cmd.contains("'my runs'"), "{cmd}");
+    let snaps: Vec<_> = std::fs::read_dir(d.join("my runs/x"))
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(leftovers.is_empty());
+    assert!(snaps.iter().any(|n| n.ends_with(".solverstate")), "{snaps:?}");
+    assert!(!snaps.iter().any(|n| n.starts_with(".tmp")), "temp files left behind: {snaps:?}");
+    // Run verbatim, as a user pastes it into the shell.
+    let resumed = Command::new("sh").args(["-c", cmd.trim()]).current_dir(d).output().unwrap();
+    assert!(resumed.status.success(), "{cmd}:\n{}", String::from_utf8_lossy(&resumed.stderr));
+    let (a, b) = (rows(&d.join("my runs/full/metrics.csv")), rows(&d.join("my runs/x_resumed/metrics.csv")));
+    assert_eq!(a, b, "the printed command must continue the same run");
+    for ((na, ta), (_, tb)) in tensors(&d.join("my runs/full/weights.safetensors"))
+        .iter()
+        .zip(&tensors(&d.join("my runs/x_resumed/weights.safetensors")))
+    {
+        assert!(ta.equal(tb), "{na} differs after the printed resume");
+    }
 }
 
 #[test]

@@ -123,3 +123,54 @@ fn sweep_trains_several_solver_files_and_scores_their_ensemble() {
     let test = ok(&["test", ra.to_str().unwrap(), "--ensemble", rb.to_str().unwrap()], d);
     assert!((swept - overall_rmse(&test)).abs() < 1e-3, "{line} vs {test}");
 }
+
+/// Ctrl-C in a sweep snapshots the run in progress, prints the command that resumes
+/// it, and that command finishes it.
+#[test]
+fn ctrl_c_in_a_sweep_snapshots_the_current_run() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let solver = root().join("solvers/adam.yaml");
+    let data = format!("data.train={}", mini_csv());
+    let bin = env!("CARGO_BIN_EXE_fkpnet");
+    let child = Command::new(bin)
+        .args([
+            "sweep",
+            solver.to_str().unwrap(),
+            "--set",
+            &data,
+            "--set",
+            "max_iter=150",
+            "--set",
+            "batch_size=8",
+        ])
+        .args(["--set", "display=2", "--set", "base_lr=1e-3,3e-4", "--runs-dir", "runs", "--name", "sw"])
+        .env("FKPNET_PROGRAM", bin)
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = d.join("runs/sw-base_lr=1e-3/metrics.csv");
+    let t0 = Instant::now();
+    while fkpnet::run::read_metrics(&metrics).map_or(0, |r| r.len()) < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "the sweep did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{e}");
+    assert!(e.contains("sweep interrupted after 1 of 2 runs"), "{e}");
+    assert!(!d.join("runs/sw-base_lr=3e-4").exists(), "the second run never started");
+    let cmd =
+        e.lines().skip_while(|l| !l.contains("resume the last with")).nth(1).unwrap_or_else(|| panic!("{e}"));
+    let snap = cmd.split("--snapshot ").nth(1).unwrap().split(' ').next().unwrap().trim_matches('\'');
+    assert!(d.join(snap).is_file() && d.join(snap).with_extension("safetensors").is_file(), "{cmd}");
+    let resumed = Command::new("sh").args(["-c", cmd.trim()]).current_dir(d).output().unwrap();
+    assert!(resumed.status.success(), "{cmd}:\n{}", String::from_utf8_lossy(&resumed.stderr));
+    let rows = fkpnet::run::read_metrics(&d.join("runs/sw-base_lr=1e-3_resumed/metrics.csv")).unwrap();
+    assert_eq!(rows.last().unwrap().iter, 150, "the resumed run trains to max_iter");
+}

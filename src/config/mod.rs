@@ -1,6 +1,7 @@
 //! Config: the typed schema (solver, data, net), loading with file/line errors,
 //! path resolution and `--set` overrides.
 
+pub mod diff;
 mod load;
 pub mod net;
 pub mod schema;

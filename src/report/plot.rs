@@ -22,11 +22,14 @@ pub fn plot(runs: &[Run], m: Metric, out: &Path) -> Result<()> {
     register_font();
     let svg = out.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("svg"));
     let size = (960, 600);
-    if svg {
-        draw(&SVGBackend::new(out, size).into_drawing_area(), runs, m)
-    } else {
-        draw(&BitMapBackend::new(out, size).into_drawing_area(), runs, m)
-    }
+    // Drawn to a temp file and renamed: a failed plot leaves an older one whole.
+    crate::run::atomic_write(out, |tmp| {
+        if svg {
+            draw(&SVGBackend::new(tmp, size).into_drawing_area(), runs, m)
+        } else {
+            draw(&BitMapBackend::new(tmp, size).into_drawing_area(), runs, m)
+        }
+    })
 }
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[Run], m: Metric) -> Result<()>

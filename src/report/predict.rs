@@ -103,19 +103,61 @@ pub fn to_json(preds: &[Prediction]) -> String {
     serde_json::to_string_pretty(&items).expect("plain data") + "\n"
 }
 
-/// Write each prediction's image with its keypoints drawn into `dir`.
-pub fn draw_all(preds: &[Prediction], dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    preds
+/// One output file name per prediction, all distinct: the input's stem (`face.png` ->
+/// `face`), or where two inputs share a stem (`a/1.png`, `b/1.png`) their paths with
+/// `/` as `_` (`a_1`, `b_1`), numbered if even those are equal (the same file twice).
+fn distinct_stems(preds: &[Prediction]) -> Vec<String> {
+    let count = |names: &[String], n: &str| names.iter().filter(|m| *m == n).count();
+    let stems: Vec<String> = preds.iter().map(|p| p.stem.clone()).collect();
+    let named: Vec<String> = preds
         .iter()
-        .map(|p| {
-            let mut img = p.image.clone();
-            draw::keypoints(&mut img, &p.keypoints);
-            let path = dir.join(format!("{}.png", p.stem));
-            img.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
-            Ok(path)
+        .zip(&stems)
+        .map(|(p, s)| if count(&stems, s) > 1 { path_stem(&p.input) } else { s.clone() })
+        .collect();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    named
+        .iter()
+        .map(|n| {
+            let k = seen.entry(n).or_insert(0);
+            *k += 1;
+            if count(&named, n) > 1 {
+                format!("{n}_{k}")
+            } else {
+                n.clone()
+            }
         })
         .collect()
+}
+
+/// `./a/b/1.png` -> `a_b_1`, `x/test.csv#7` -> `x_test_7`: a file name from a whole input.
+fn path_stem(input: &str) -> String {
+    let (file, row) = input.split_once('#').map_or((input, None), |(f, r)| (f, Some(r)));
+    let p = Path::new(file).with_extension("");
+    let mut parts: Vec<String> = p
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    parts.extend(row.map(str::to_string));
+    parts.join("_")
+}
+
+/// Write each prediction's image with its keypoints drawn into `dir`, one file per
+/// prediction; files already there are refused unless `force`, before any is written.
+pub fn draw_all(preds: &[Prediction], dir: &Path, force: bool) -> Result<Vec<PathBuf>> {
+    let paths: Vec<PathBuf> = distinct_stems(preds).iter().map(|s| dir.join(format!("{s}.png"))).collect();
+    for p in &paths {
+        crate::run::check_new_output(p, force)?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (p, path) in preds.iter().zip(&paths) {
+        let mut img = p.image.clone();
+        draw::keypoints(&mut img, &p.keypoints);
+        img.save(path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(paths)
 }
 
 /// Kaggle's submission: `RowId,Location` for every IdLookupTable row, clipped to [0, 96].
@@ -162,6 +204,7 @@ pub fn extract(
     draw_labels: bool,
     limit: Option<usize>,
     augment: Option<&crate::data::augment::Augment>,
+    force: bool,
 ) -> Result<usize> {
     let mut t = if csv == Path::new("synthetic") {
         let faces = crate::data::synthetic::generate(limit.unwrap_or(16), 0);
@@ -172,8 +215,12 @@ pub fn extract(
     if draw_labels && !t.labelled {
         bail!("{}: no keypoint columns to draw (--draw needs a labelled CSV)", csv.display());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let n = limit.unwrap_or(usize::MAX).min(t.ids.len());
+    let paths: Vec<PathBuf> = t.ids[..n].iter().map(|id| dir.join(format!("{id}.png"))).collect();
+    for p in &paths {
+        crate::run::check_new_output(p, force)?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if let Some(a) = augment {
         tch::manual_seed(0);
         let faces = t.faces.select(&(0..n).collect::<Vec<_>>());
@@ -183,15 +230,14 @@ pub fn extract(
         t.faces.pixels = Vec::<u8>::try_from(&px)?;
         t.faces.keypoints = Vec::<f32>::try_from((y * 48.0 + 48.0).flatten(0, -1))?;
     }
-    for i in 0..n {
+    for (i, path) in paths.iter().enumerate() {
         let pixels = &t.faces.pixels[i * PIXELS..(i + 1) * PIXELS];
-        let path = dir.join(format!("{}.png", t.ids[i]));
         if draw_labels {
             let mut img = draw::face_image(pixels);
             draw::keypoints(&mut img, &t.faces.keypoints[i * TARGETS..(i + 1) * TARGETS]);
-            img.save(&path)
+            img.save(path)
         } else {
-            image::GrayImage::from_raw(96, 96, pixels.to_vec()).expect("96x96").save(&path)
+            image::GrayImage::from_raw(96, 96, pixels.to_vec()).expect("96x96").save(path)
         }
         .with_context(|| format!("cannot write {}", path.display()))?;
     }

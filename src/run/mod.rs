@@ -111,6 +111,16 @@ pub fn atomic_write(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     done
 }
 
+/// Refuse to replace a file the user already has, unless they said `--force`: every
+/// command that writes files the user names (`-o`, `--draw DIR`, `extract DIR`) checks
+/// each of them before writing the first.
+pub fn check_new_output(path: &Path, force: bool) -> Result<()> {
+    if !force && fs::symlink_metadata(path).is_ok() {
+        bail!("{} exists; pass --force to overwrite it (nothing is overwritten otherwise)", path.display());
+    }
+    Ok(())
+}
+
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
     atomic_write(path, |tmp| {
         let mut f = fs::File::create(tmp).with_context(|| format!("cannot write {}", tmp.display()))?;

@@ -19,6 +19,13 @@ pub fn weights_of(state: &Path) -> PathBuf {
 /// Best val result so far: (loss, RMSE px, iteration).
 pub type Best = Option<(f64, f64, i64)>;
 
+/// A tensor as a file stores it: on the CPU and contiguous. Buffers follow their
+/// param's layout (channels-last conv weights have NHWC strides), which safetensors
+/// cannot write; `load` copies them back into the layout the resumed run computes in.
+fn to_file(t: &Tensor) -> Tensor {
+    t.to_device(tch::Device::Cpu).contiguous()
+}
+
 /// `loop_state` is the train loop's own running state (display window, smoothed
 /// losses), stored as is and handed back by `load`.
 pub fn save(path: &Path, solver: &Solver, params: &[Param], best: Best, loop_state: &[f64]) -> Result<()> {
@@ -32,13 +39,13 @@ pub fn save(path: &Path, solver: &Solver, params: &[Param], best: Best, loop_sta
     }
     for (p, hist) in params.iter().zip(&solver.history) {
         for (k, h) in hist.iter().enumerate() {
-            named.push((format!("history.{}.{k}", p.name), h.to_device(tch::Device::Cpu)));
+            named.push((format!("history.{}.{k}", p.name), to_file(h)));
         }
     }
     if let Some(ema) = &solver.ema {
         for (p, s) in params.iter().zip(&ema.shadow) {
             if let Some(s) = s {
-                named.push((format!("ema.{}", p.name), s.to_device(tch::Device::Cpu)));
+                named.push((format!("ema.{}", p.name), to_file(s)));
             }
         }
     }
@@ -46,6 +53,22 @@ pub fn save(path: &Path, solver: &Solver, params: &[Param], best: Best, loop_sta
     atomic_write(path, |tmp| {
         Tensor::write_safetensors(&refs, tmp).with_context(|| format!("cannot write {}", tmp.display()))
     })
+}
+
+/// Fail before a run dir is made when a solverstate cannot resume this solver type.
+pub fn check_kind(path: &Path, kind: crate::config::SolverType) -> Result<()> {
+    let file = path.display();
+    let tensors =
+        Tensor::read_safetensors(path).map_err(|e| anyhow!("{file}: not a readable solverstate ({e})"))?;
+    let t = tensors
+        .iter()
+        .find(|(n, _)| n == "fkpnet.type")
+        .ok_or_else(|| anyhow!("{file}: no `fkpnet.type` entry; not an fkpnet solverstate"))?;
+    let written = String::from_utf8(Vec::<u8>::try_from(&t.1)?).unwrap_or_default();
+    if written != format!("{kind:?}") {
+        bail!("{file} was written by a {written} solver, but the solver config says type: {kind:?}");
+    }
+    Ok(())
 }
 
 /// Restore `solver` from a solverstate; returns the best val result and the loop
