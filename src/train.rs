@@ -210,9 +210,9 @@ fn install_signal_handler() {
             eprintln!("\nsecond interrupt: exiting now without a snapshot");
             std::process::exit(130);
         }
-        eprintln!(
-            "\ninterrupt: finishing this iteration, then writing a snapshot (Ctrl-C again to quit now)"
-        );
+        // Short enough for an 80-column terminal: a wrapped line is half erased by the
+        // progress bar's next redraw.
+        eprintln!("\ninterrupt: snapshot after this iteration (Ctrl-C again: quit now)");
     });
 }
 
@@ -668,7 +668,8 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         .map(|(l, r, i)| format!("best val loss {l:.5} = RMSE {r:.3} px at iteration {i}"))
         .unwrap_or_else(|| "no val split (data.split = 1)".into());
     say(&format!(
-        "done: {} iterations ({epochs:.1} epochs) in {seconds:.1}s; {best_txt}\n  results: {}",
+        "{}: {} iterations ({epochs:.1} epochs) in {seconds:.1}s; {best_txt}\n  results: {}",
+        if interrupted.is_some() { "stopped" } else { "done" },
         solver.iter,
         run.path.display()
     ));
@@ -741,7 +742,7 @@ fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] iter {pos}/{len} {msg} ETA {eta}")
+        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} {msg} ETA {eta}")
             .expect("valid template")
             .progress_chars("=> "),
     );
