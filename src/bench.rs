@@ -69,11 +69,13 @@ pub fn run(graph: &Graph, o: &Options) -> Result {
     let mut shape = vec![o.batch];
     shape.extend(&graph.input);
     let x = net.input(&Tensor::rand(shape.as_slice(), (Kind::Float, o.device)));
-    let y = Tensor::rand([o.batch, 30], (Kind::Float, o.device));
+    // Targets of the net's own output size (2 per keypoint, whatever the set).
+    let outputs = graph.nodes.last().map_or(30, |n| n.output.iter().product::<i64>());
+    let y = Tensor::rand([o.batch, outputs], (Kind::Float, o.device));
     let loss_cfg = LossConfig::of(LossKind::Mse);
     let mut step = || {
         let pred = net.forward_t(&x, true);
-        let s = loss::sums(&loss_cfg, &pred, &y);
+        let s = loss::sums(&loss_cfg, &pred, &y, 1.0); // mse: no pixel-sized parameter
         loss::normalise(loss_cfg.kind, &s.loss, &s.count, o.batch).backward();
         solver.step(&params, 1e-3);
     };

@@ -222,6 +222,15 @@ impl Graph {
                 None => format!("{file}: layer `{}` (#{})", names[i], i + 1),
             };
             let (common, layer) = parse_layer(v).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+            // Tensors are named `LAYER.weight`, and libtorch's VarStore refuses a dot in
+            // a path segment (found by the 100,000-case fuzz run).
+            if names[i].is_empty() || names[i].contains('.') {
+                bail!(
+                    "{at}: a layer name must be non-empty and without `.` (its tensors are named \
+                     NAME.weight, NAME.bias); got `{}`",
+                    names[i]
+                );
+            }
             if nodes.iter().any(|n| n.name == names[i]) {
                 bail!("{at}: the name `{}` is used twice; layer names must be unique", names[i]);
             }

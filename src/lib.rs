@@ -9,6 +9,7 @@ pub mod caffe;
 pub mod config;
 pub mod data;
 pub mod graph;
+pub mod infer;
 pub mod layers;
 pub mod loss;
 pub mod peak;

@@ -10,13 +10,11 @@
 //! | wing (Feng et al. 2018; `w`, `epsilon` in px) | w ln(1 + abs(d)/epsilon) if abs(d) < w, else abs(d) - C | number of present values |
 //!
 //! Wing's C = w - w ln(1 + w/epsilon) joins the two parts; d, w and epsilon enter in
-//! target units (px / 48), so the loss is the paper's pixel loss / 48, on l1's scale.
+//! target units (px / half, half = the input's half-side: 48 for Kaggle's faces), so
+//! the loss is the paper's pixel loss / half, on l1's scale.
 
 use crate::config::{LossConfig, LossKind};
 use tch::{Kind, Tensor};
-
-/// Half the side of the image: targets are (xy - 48) / 48, so 48 maps back to pixels.
-pub const PX: f64 = 48.0;
 
 /// What a batch contributes: the summed per-value loss, the summed squared error
 /// (for RMSE) and how many values were present.
@@ -26,7 +24,9 @@ pub struct Sums {
     pub count: Tensor,
 }
 
-pub fn sums(cfg: &LossConfig, pred: &Tensor, target: &Tensor) -> Sums {
+/// `half`: the input's half-side, which maps target units to pixels (wing's w and
+/// epsilon are in pixels).
+pub fn sums(cfg: &LossConfig, pred: &Tensor, target: &Tensor, half: f64) -> Sums {
     let present = target.isnan().logical_not().to_kind(pred.kind());
     let diff = (pred - target.nan_to_num(0.0, None::<f64>, None::<f64>)) * &present;
     let sq = diff.square().sum(Kind::Float);
@@ -40,7 +40,7 @@ pub fn sums(cfg: &LossConfig, pred: &Tensor, target: &Tensor) -> Sums {
             (a.square() * (0.5 / beta)).where_self(&a.lt(beta), &(&a - 0.5 * beta)).sum(Kind::Float)
         }
         LossKind::Wing => {
-            let (w, eps) = (cfg.w / PX, cfg.epsilon / PX);
+            let (w, eps) = (cfg.w / half, cfg.epsilon / half);
             let c = w - w * (1.0 + w / eps).ln();
             let a = diff.abs();
             // Masked values have d = 0: ln(1) = 0 on the logarithmic branch.
@@ -101,11 +101,12 @@ pub fn js_divergence(log_p: &Tensor, target: &Tensor, sigma: f64) -> (Tensor, Te
 
 /// Squared error summed over present values, and how many values were present.
 pub fn squared_error(pred: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
-    let s = sums(&LossConfig::of(LossKind::Mse), pred, target);
+    let s = sums(&LossConfig::of(LossKind::Mse), pred, target, 1.0);
     (s.sq, s.count)
 }
 
-/// RMSE in pixels from summed squared error and count of normalised targets.
-pub fn rmse_px(sq: f64, count: f64) -> f64 {
-    PX * (sq / count.max(1.0)).sqrt()
+/// RMSE in pixels from summed squared error and count of normalised targets; `half`
+/// is the input's half-side (targets are (xy - half) / half).
+pub fn rmse_px(sq: f64, count: f64, half: f64) -> f64 {
+    half * (sq / count.max(1.0)).sqrt()
 }

@@ -418,11 +418,11 @@ fn run(cli: Cli) -> Result<()> {
             let model = model.load(&run)?;
             let preds = report::predict::predict(&model, &inputs)?;
             match format.as_str() {
-                "json" => print!("{}", report::predict::to_json(&preds)),
+                "json" => print!("{}", report::predict::to_json(&preds, &model.models[0].spec.keypoints)),
                 _ => print!("{}", report::predict::to_csv(&preds)),
             }
             if let Some(dir) = draw {
-                let files = report::predict::draw_all(&preds, &dir, force)?;
+                let files = report::predict::draw_all(&preds, &model.models[0].spec.keypoints, &dir, force)?;
                 eprintln!("drew {} image(s) into {}", files.len(), dir.display());
             }
         }

@@ -2,10 +2,11 @@
 //! test_initialization) -> forward/backward (iter_size times) -> display -> update ->
 //! snapshot; a final test after the last update.
 
-use crate::config::solver::{Layout, LrPolicy, OnNan, Precision, TestConfig};
-use crate::config::{NetConfig, Resolved};
+use crate::config::solver::{Layout, LrPolicy, OnNan, Precision};
+use crate::config::Resolved;
 use crate::data;
 use crate::graph::{Graph, Net};
+use crate::infer;
 use crate::layers::BuildOptions;
 use crate::loss;
 use crate::run::caffe_log::CaffeLog;
@@ -69,55 +70,6 @@ pub fn parse_device(s: &str) -> Result<Device> {
     Ok(dev)
 }
 
-/// The net's prediction under test-time augmentation (`test:`): averaged over the
-/// views of `TestConfig::views` (each prediction moved back into the face), each also
-/// with the mirrored prediction of the mirrored view when `flip`.
-pub fn predict(net: &Net, x: &Tensor, test: &TestConfig) -> Tensor {
-    use crate::data::augment::{flip_targets, Affine, View};
-    let views = test.views();
-    let mut sum: Option<Tensor> = None;
-    for &v in &views {
-        let affine = (v != View::IDENTITY).then(|| Affine::uniform(x.size()[0], x.device(), v));
-        let xv = affine.as_ref().map_or_else(|| x.shallow_clone(), |a| a.faces(x));
-        let mut pred = net.forward_t(&xv, false);
-        if test.flip {
-            pred = (pred + flip_targets(&net.forward_t(&xv.flip([3]), false))) / 2.0;
-        }
-        let pred = affine.as_ref().map_or(pred.shallow_clone(), |a| a.untargets(&pred));
-        sum = Some(match sum {
-            Some(s) => s + pred,
-            None => pred,
-        });
-    }
-    sum.expect("at least the face as it is") / views.len() as f64
-}
-
-/// Mean loss and pixel RMSE of `net` on the first `limit` faces of a split (all by
-/// default), without autograd.
-pub fn evaluate(
-    net: &Net,
-    x: &Tensor,
-    y: &Tensor,
-    cfg: &crate::config::LossConfig,
-    limit: Option<i64>,
-    test: &TestConfig,
-) -> (f64, f64) {
-    let _guard = tch::no_grad_guard();
-    let n = limit.map_or(x.size()[0], |l| l.min(x.size()[0]));
-    let bs = 256;
-    let (mut total, mut sq, mut count) = (0.0, 0.0, 0.0);
-    for start in (0..n).step_by(bs as usize) {
-        let len = bs.min(n - start);
-        let pred = predict(net, &x.narrow(0, start, len), test);
-        let [l, s, c] = loss::sums(cfg, &pred, &y.narrow(0, start, len)).to_host();
-        total += l;
-        sq += s;
-        count += c;
-    }
-    let loss = loss::normalise(cfg.kind, &Tensor::from(total), &Tensor::from(count), n).double_value(&[]);
-    (loss, loss::rmse_px(sq, count))
-}
-
 /// Batches in a seeded shuffled order, a fresh order each epoch; a batch that runs
 /// past the end of an epoch continues into the next (as Caffe's data layers do).
 /// Batch k is a pure function of (seed, k), so a resumed run sees the same batches.
@@ -164,14 +116,6 @@ pub fn build_options(graph: &Graph, device: Device, precision: Precision, layout
         Layout::Auto => has_conv && device == Device::Cpu,
     };
     BuildOptions { bf16: precision == Precision::Bf16, channels_last }
-}
-
-fn check_input(net: &NetConfig) -> Result<()> {
-    let want = [1, data::SIDE as i64, data::SIDE as i64];
-    if net.input != want {
-        bail!("net {}: input is {:?}, but the faces are [1, 96, 96] (grey 96x96)", net.name, net.input);
-    }
-    Ok(())
 }
 
 /// The resolved config as written to the run dir: solver keys, the net inline with
@@ -326,8 +270,8 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         bail!("--snapshot (resume) and --weights (finetune) exclude each other, as in Caffe: choose one");
     }
     let device = parse_device(&cfg.device)?;
-    let graph = Graph::compile(&r.net, &r.net_source, data::TARGETS as i64)?;
-    check_input(&r.net)?;
+    let spec = data::spec(&cfg.data, &r.net)?;
+    let graph = Graph::compile(&r.net, &r.net_source, spec.targets() as i64)?;
     // A resumed run draws what the interrupted one drew: a random seed is the one it used.
     let resumed_seed = opts
         .resume
@@ -468,7 +412,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             return Ok(None);
         }
         solver.swap_ema(&params);
-        let (vl, vr) = evaluate(&net, &val_x, &val_y, &graph.loss, test_limit, &cfg.test);
+        let (vl, vr) = infer::evaluate(&net, &val_x, &val_y, &graph.loss, test_limit, &cfg.test, &spec);
         let histograms = cfg.histograms.then(|| histogram_tensors(&graph, &net, &params, &val_x));
         let improved = best.is_none_or(|b| vl * w < b.0);
         let saved = if improved {
@@ -547,10 +491,10 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             let mut x = train_x.index_select(0, &idx);
             let mut y = train_y.index_select(0, &idx);
             if !cfg.data.augment.is_off() {
-                (x, y) = cfg.data.augment.apply(&x, &y);
+                (x, y) = cfg.data.augment.apply(&x, &y, &spec);
             }
             let (pred, reg) = train_forward(&net, &graph, &x, &y);
-            let loss::Sums { loss: sum, sq, count } = loss::sums(&graph.loss, &pred, &y);
+            let loss::Sums { loss: sum, sq, count } = loss::sums(&graph.loss, &pred, &y, spec.half());
             let l = loss::normalise(graph.loss.kind, &sum, &count, bs as i64) * w;
             // The regulariser joins the gradient; the reported loss stays the coordinate
             // loss, comparable with val and with runs without it.
@@ -601,7 +545,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         if cfg.display > 0 && iter % cfg.display == 0 {
             let sl = smoothed.iter().sum::<f64>() / smoothed.len() as f64;
             row.train_loss = Some(sl);
-            row.train_rmse_px = Some(loss::rmse_px(win_sq, win_count));
+            row.train_rmse_px = Some(loss::rmse_px(win_sq, win_count, spec.half()));
             row.lr = Some(rate);
             last_train_loss = Some(sl);
             (win_sq, win_count) = (0.0, 0.0);

@@ -241,6 +241,9 @@ fn bad_bottoms_are_clear_errors() {
     // A later layer is not visible yet: no cycles.
     let e = graph_err(dir.path(), &RESIDUAL.replace("bottom: [c2, c1]", "bottom: [c2, cat]"));
     assert!(e.contains("bottom `cat`"), "{e}");
+    // A dot in a name would clash with the tensor names (the fuzzer's `.infconv1`).
+    let e = graph_err(dir.path(), &RESIDUAL.replace("name: c2,", "name: .infc2,"));
+    assert!(e.contains("layer `.infc2`") && e.contains("without `.`"), "{e}");
 }
 
 #[test]

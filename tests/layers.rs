@@ -100,12 +100,12 @@ fn euclidean_is_15_times_mse_for_30_outputs_and_masks_missing() {
     assert_eq!(n2.double_value(&[]), 8.0 * 20.0);
     let want = (&pred - &target).narrow(1, 10, 20).square().sum(Kind::Float).double_value(&[]);
     assert!((sq2.double_value(&[]) - want).abs() < 1e-3);
-    assert!((loss::rmse_px(4.0, 4.0) - 48.0).abs() < 1e-12);
+    assert!((loss::rmse_px(4.0, 4.0, 48.0) - 48.0).abs() < 1e-12);
 }
 
 fn loss_of(kind: LossKind, beta: f64, pred: &Tensor, target: &Tensor) -> f64 {
     let cfg = LossConfig { beta, ..LossConfig::of(kind) };
-    let s = loss::sums(&cfg, pred, target);
+    let s = loss::sums(&cfg, pred, target, 48.0);
     loss::normalise(kind, &s.loss, &s.count, pred.size()[0]).double_value(&[])
 }
 
@@ -140,13 +140,13 @@ fn wing_matches_its_formula_in_pixels_and_masks_missing_values() {
     let wing_px = |d: f64| if d.abs() < w { w * (1.0 + d.abs() / e).ln() } else { d.abs() - c };
     let want = (wing_px(1.0) + wing_px(6.0) + wing_px(24.0)) / 3.0 / 48.0;
     let cfg = LossConfig::of(LossKind::Wing);
-    let s = loss::sums(&cfg, &pred, &target);
+    let s = loss::sums(&cfg, &pred, &target, 48.0);
     let got = loss::normalise(LossKind::Wing, &s.loss, &s.count, 1).double_value(&[]);
     assert!((got - want).abs() < 1e-6, "{got} vs {want}");
     // Continuous where the parts join, steeper than l1 for small errors.
     assert!((wing_px(w - 1e-9) - wing_px(w + 1e-9)).abs() < 1e-6);
     let small = Tensor::from_slice(&[0.5f32 / 48.0]).view([1, 1]).set_requires_grad(true);
-    let s = loss::sums(&cfg, &small, &Tensor::zeros([1, 1], tch::kind::FLOAT_CPU));
+    let s = loss::sums(&cfg, &small, &Tensor::zeros([1, 1], tch::kind::FLOAT_CPU), 48.0);
     s.loss.backward();
     let g = small.grad().double_value(&[0, 0]);
     assert!((g - w / (e + 0.5)).abs() < 1e-4, "d loss / d target unit = w / (epsilon + |d| px) = {g}");

@@ -3,7 +3,8 @@
 mod common;
 use common::*;
 
-use fkpnet::data::augment::{flip_targets, Affine, Augment, View, FLIP};
+use fkpnet::data::augment::{flip_targets, Affine, Augment, View};
+use fkpnet::data::Spec;
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -13,7 +14,8 @@ fn flipping_mirrors_x_and_swaps_left_and_right() {
     px[0..4].copy_from_slice(&[60.0, 30.0, 36.0, 31.0]);
     px[20..22].copy_from_slice(&[48.0, 50.0]);
     let y = (Tensor::from_slice(&px).view([1, 30]) - 48.0) / 48.0;
-    let f = Vec::<f32>::try_from((flip_targets(&y) * 48.0 + 48.0).flatten(0, -1)).unwrap();
+    let spec = Spec::kaggle();
+    let f = Vec::<f32>::try_from((flip_targets(&y, &spec) * 48.0 + 48.0).flatten(0, -1)).unwrap();
     let close = |a: f32, b: f32| (a - b).abs() < 1e-4;
     // The mirrored right eye (95 - 36 = 59) is now the person's left eye, and vice versa.
     assert!(close(f[0], 59.0) && close(f[1], 31.0), "{:?}", &f[0..4]);
@@ -21,17 +23,18 @@ fn flipping_mirrors_x_and_swaps_left_and_right() {
     assert!(close(f[20], 47.0) && close(f[21], 50.0));
     assert!(f[4].is_nan());
     // An involution: flipping twice gives the original.
-    let twice = flip_targets(&flip_targets(&y));
+    let twice = flip_targets(&flip_targets(&y, &spec), &spec);
     assert!(twice.nan_to_num(0.0, None::<f64>, None::<f64>).allclose(
         &y.nan_to_num(0.0, None::<f64>, None::<f64>),
         1e-6,
         1e-6,
         false
     ));
-    let mut seen = FLIP.to_vec();
+    let flip = &spec.keypoints.flip;
+    let mut seen = flip.clone();
     seen.sort();
     assert_eq!(seen, (0..15).collect::<Vec<_>>());
-    assert!(FLIP.iter().enumerate().all(|(i, &j)| FLIP[j] == i));
+    assert!(flip.iter().enumerate().all(|(i, &j)| flip[j] == i));
 }
 
 #[test]
@@ -40,7 +43,7 @@ fn geometric_augmentation_moves_keypoints_with_the_face() {
     let n = 32;
     let (x, y) = blob_faces(n);
     let aug = Augment { flip: true, shift: 6.0, scale: 0.15, rotate: 20.0, ..Default::default() };
-    let (xa, ya) = aug.apply(&x, &y);
+    let (xa, ya) = aug.apply(&x, &y, &Spec::kaggle());
     let ya = ya * 48.0 + 48.0;
     let mut moved = 0;
     for i in 0..n {
@@ -59,7 +62,7 @@ fn geometric_augmentation_moves_keypoints_with_the_face() {
     assert!(moved > n / 2, "the faces were actually transformed");
     // A keypoint pushed out of the image is dropped (NaN), not kept at a wrong place.
     let far = Augment { shift: 90.0, ..Default::default() };
-    let (_, yf) = far.apply(&x, &y);
+    let (_, yf) = far.apply(&x, &y, &Spec::kaggle());
     assert!(Vec::<f32>::try_from(yf.select(1, 20)).unwrap().iter().any(|v| v.is_nan()));
 }
 
@@ -77,8 +80,8 @@ fn blob_faces(n: i64) -> (Tensor, Tensor) {
 #[test]
 fn translation_moves_faces_and_keypoints_alike() {
     let (x, y) = blob_faces(1);
-    let view = Affine::uniform(1, Device::Cpu, View { dx: 3.0, dy: -2.0, ..View::IDENTITY });
-    let (xs, ys) = (view.faces(&x), view.targets(&y) * 48.0 + 48.0);
+    let view = Affine::uniform(1, Device::Cpu, View { dx: 3.0, dy: -2.0, ..View::IDENTITY }, 48.0);
+    let (xs, ys) = (view.faces(&x), view.targets(&y, 48.0) * 48.0 + 48.0);
     // The blob is now centred on (43, 53), all of it: whole-pixel shifts copy pixels
     // exactly (no blur).
     let blob = xs.get(0).get(0).narrow(0, 52, 3).narrow(1, 42, 3);
@@ -111,7 +114,7 @@ fn rotated_and_zoomed_keypoints_land_on_their_pixels_to_a_tenth_of_a_pixel() {
         Tensor::zeros([4], (Kind::Float, Device::Cpu)),
         Tensor::zeros([4], (Kind::Float, Device::Cpu)),
     );
-    let (xv, yv) = (view.faces(&x), view.targets(&y) * 48.0 + 48.0);
+    let (xv, yv) = (view.faces(&x), view.targets(&y, 48.0) * 48.0 + 48.0);
     for (i, (cx, cy)) in centroids(&xv).into_iter().enumerate() {
         let (kx, ky) = (yv.double_value(&[i as i64, 20]), yv.double_value(&[i as i64, 21]));
         assert!(
@@ -121,7 +124,7 @@ fn rotated_and_zoomed_keypoints_land_on_their_pixels_to_a_tenth_of_a_pixel() {
     }
     // Predictions on a view move back to where they were: untargets inverts targets.
     let k = Tensor::rand([4, 30], (Kind::Float, Device::Cpu)) - 0.5;
-    assert!(view.untargets(&view.targets(&k)).allclose(&k, 1e-5, 1e-5, false));
+    assert!(view.untargets(&view.targets(&k, 48.0), 48.0).allclose(&k, 1e-5, 1e-5, false));
 }
 
 #[test]
@@ -130,7 +133,7 @@ fn erasing_blacks_out_one_rectangle_and_keeps_the_labels() {
     let n = 64;
     let x = Tensor::ones([n, 1, 96, 96], (Kind::Float, Device::Cpu));
     let y = Tensor::zeros([n, 30], (Kind::Float, Device::Cpu));
-    let (xa, ya) = Augment { erase: 1.0, ..Default::default() }.apply(&x, &y);
+    let (xa, ya) = Augment { erase: 1.0, ..Default::default() }.apply(&x, &y, &Spec::kaggle());
     assert!(ya.equal(&y), "labels unchanged");
     for i in 0..n {
         let black = xa.get(i).get(0).eq(0.0);
@@ -142,7 +145,7 @@ fn erasing_blacks_out_one_rectangle_and_keeps_the_labels() {
         let cols = black.any_dim(0, false).sum(Kind::Float).double_value(&[]);
         assert_eq!(rows * cols, pixels, "face {i}");
     }
-    let (xh, _) = Augment { erase: 0.5, ..Default::default() }.apply(&x, &y);
+    let (xh, _) = Augment { erase: 0.5, ..Default::default() }.apply(&x, &y, &Spec::kaggle());
     let erased = xh.eq(0.0).flatten(1, -1).any_dim(1, false).sum(Kind::Float).double_value(&[]);
     assert!((16.0..=48.0).contains(&erased), "about half the faces erased: {erased} of 64");
     assert!(Augment { erase: 1.5, ..Default::default() }.validate().unwrap_err().contains("probability"));

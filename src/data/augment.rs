@@ -4,6 +4,7 @@
 //! shifts/scales/rotations with the keypoints moved along (a keypoint that leaves
 //! the image is dropped from that batch's loss), brightness and contrast jitter.
 
+use super::Spec;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -35,26 +36,27 @@ pub struct Augment {
     pub erase: f64,
 }
 
-/// Kaggle's keypoint order mirrored: index k of a flipped face is keypoint FLIP[k]
-/// of the original (both eye centres, inner and outer eye corners, inner and outer
-/// brow ends, mouth corners swap; nose tip and lips stay).
-pub const FLIP: [usize; 15] = [1, 0, 4, 5, 2, 3, 8, 9, 6, 7, 10, 12, 11, 13, 14];
-
-/// Mirror normalised targets `[N, 30]`: x -> 95 - x in pixels (pixel centres at
-/// integers), i.e. x_n -> -x_n - 1/48, then swap left and right.
-pub fn flip_targets(y: &Tensor) -> Tensor {
-    let cols: Vec<i64> = FLIP.iter().flat_map(|&k| [2 * k as i64, 2 * k as i64 + 1]).collect();
+/// Mirror normalised targets `[N, 2K]`: x -> (W - 1) - x in pixels (pixel centres at
+/// integers), i.e. x_n -> -x_n - 1/half, then swap the mirror pairs of the keypoint
+/// set (left and right eye corners, ...; points on the midline stay).
+pub fn flip_targets(y: &Tensor, spec: &Spec) -> Tensor {
+    let flip = &spec.keypoints.flip;
+    let cols: Vec<i64> = flip.iter().flat_map(|&k| [2 * k as i64, 2 * k as i64 + 1]).collect();
     let y = y.index_select(1, &Tensor::from_slice(&cols).to_device(y.device()));
-    let sign = Tensor::from_slice(&[-1.0f32, 1.0]).repeat([15]).to_device(y.device());
-    let shift = Tensor::from_slice(&[-1.0f32 / 48.0, 0.0]).repeat([15]).to_device(y.device());
+    let k = flip.len() as i64;
+    let sign = Tensor::from_slice(&[-1.0f32, 1.0]).repeat([k]).to_device(y.device());
+    let shift = Tensor::from_slice(&[-1.0f32 / spec.half() as f32, 0.0]).repeat([k]).to_device(y.device());
     y * sign + shift
 }
 
-/// Targets are `(xy - 48) / 48` with pixel centres at whole numbers, while the
+/// Targets are `(xy - half) / half` with pixel centres at whole numbers, while the
 /// sampling grid puts -1 and 1 at the image's outer edges, so pixel i sits at
-/// `(i - 47.5) / 48` there: a target plus this is the same point on the grid.
-/// Rotations and zooms turn about the grid's origin, so keypoints must too.
-const GRID_OFFSET: f64 = 1.0 / 96.0;
+/// `(i + 0.5 - half) / half` there: a target plus this offset, 1 / side, is the same
+/// point on the grid. Rotations and zooms turn about the grid's origin, so keypoints
+/// must too.
+fn grid_offset(half: f64) -> f64 {
+    1.0 / (2.0 * half)
+}
 
 /// One view of a face: zoomed by `scale` about the image centre (1.1 = zoomed in
 /// 10%), turned by `degrees` and moved `dx` pixels right and `dy` down.
@@ -86,10 +88,10 @@ impl Affine {
         Affine { s, cos: r.cos(), sin: r.sin(), tx, ty }
     }
 
-    /// The same view for every face of a batch of `n`.
-    pub fn uniform(n: i64, device: tch::Device, v: View) -> Affine {
+    /// The same view for every face of a batch of `n` whose input has half-side `half`.
+    pub fn uniform(n: i64, device: tch::Device, v: View, half: f64) -> Affine {
         let full = |x: f64| Tensor::full([n], x, (Kind::Float, device));
-        Affine::new(full(v.scale), full(v.degrees.to_radians()), full(-v.dx / 48.0), full(-v.dy / 48.0))
+        Affine::new(full(v.scale), full(v.degrees.to_radians()), full(-v.dx / half), full(-v.dy / half))
     }
 
     /// Resample faces `[N, C, H, W]` into the view: bilinear, border padding (a moved
@@ -106,30 +108,32 @@ impl Affine {
         x.grid_sampler(&grid, 0, 1, false)
     }
 
-    /// Normalised targets `[N, 30]` as they appear in the view: keypoint k (on the
+    /// Normalised targets `[N, 2K]` as they appear in the view: keypoint k (on the
     /// grid) moves to `s R(-r) (k - t)`.
-    pub fn targets(&self, y: &Tensor) -> Tensor {
-        let n = y.size()[0];
+    pub fn targets(&self, y: &Tensor, half: f64) -> Tensor {
+        let (n, t) = (y.size()[0], y.size()[1]);
+        let off = grid_offset(half);
         let col = |t: &Tensor| t.view([n, 1]);
-        let kx = y.slice(1, 0, 30, 2) + GRID_OFFSET - col(&self.tx);
-        let ky = y.slice(1, 1, 30, 2) + GRID_OFFSET - col(&self.ty);
+        let kx = y.slice(1, 0, t, 2) + off - col(&self.tx);
+        let ky = y.slice(1, 1, t, 2) + off - col(&self.ty);
         let (c, sn, s) = (col(&self.cos), col(&self.sin), col(&self.s));
-        let nx = (&kx * &c + &ky * &sn) * &s - GRID_OFFSET;
-        let ny = (-&kx * &sn + &ky * &c) * &s - GRID_OFFSET;
-        Tensor::stack(&[&nx, &ny], 2).view([n, 30])
+        let nx = (&kx * &c + &ky * &sn) * &s - off;
+        let ny = (-&kx * &sn + &ky * &c) * &s - off;
+        Tensor::stack(&[&nx, &ny], 2).view([n, t])
     }
 
-    /// Predictions made on the view `[N, 30]` moved back into the original face: the
+    /// Predictions made on the view `[N, 2K]` moved back into the original face: the
     /// inverse of `targets`, `k = R(r) q / s + t`.
-    pub fn untargets(&self, q: &Tensor) -> Tensor {
-        let n = q.size()[0];
+    pub fn untargets(&self, q: &Tensor, half: f64) -> Tensor {
+        let (n, t) = (q.size()[0], q.size()[1]);
+        let off = grid_offset(half);
         let col = |t: &Tensor| t.view([n, 1]);
         let (c, sn, s) = (col(&self.cos), col(&self.sin), col(&self.s));
-        let qx = (q.slice(1, 0, 30, 2) + GRID_OFFSET) / &s;
-        let qy = (q.slice(1, 1, 30, 2) + GRID_OFFSET) / &s;
-        let kx = &qx * &c - &qy * &sn + col(&self.tx) - GRID_OFFSET;
-        let ky = &qx * &sn + &qy * &c + col(&self.ty) - GRID_OFFSET;
-        Tensor::stack(&[&kx, &ky], 2).view([n, 30])
+        let qx = (q.slice(1, 0, t, 2) + off) / &s;
+        let qy = (q.slice(1, 1, t, 2) + off) / &s;
+        let kx = &qx * &c - &qy * &sn + col(&self.tx) - off;
+        let ky = &qx * &sn + &qy * &c + col(&self.ty) - off;
+        Tensor::stack(&[&kx, &ky], 2).view([n, t])
     }
 }
 
@@ -161,9 +165,10 @@ impl Augment {
         Ok(())
     }
 
-    /// Augment a batch: images `[N, 1, 96, 96]` in [0, 1], targets `[N, 30]` normalised.
-    pub fn apply(&self, x: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
-        let n = x.size()[0];
+    /// Augment a batch: images `[N, C, H, W]` in [0, 1], targets `[N, 2K]` normalised.
+    pub fn apply(&self, x: &Tensor, y: &Tensor, spec: &Spec) -> (Tensor, Tensor) {
+        let (n, t) = (x.size()[0], y.size()[1]);
+        let half = spec.half();
         let dev = x.device();
         let opts = (Kind::Float, dev);
         let (mut x, mut y) = (x.shallow_clone(), y.shallow_clone());
@@ -171,7 +176,7 @@ impl Augment {
             let m = Tensor::rand([n], opts).lt(0.5);
             let xm = m.view([n, 1, 1, 1]);
             x = x.flip([3]).where_self(&xm, &x);
-            y = flip_targets(&y).where_self(&m.view([n, 1]), &y);
+            y = flip_targets(&y, spec).where_self(&m.view([n, 1]), &y);
         }
         if self.shift > 0.0 || self.scale > 0.0 || self.rotate > 0.0 {
             let u = |a: f64| (Tensor::rand([n], opts) * 2.0 - 1.0) * a;
@@ -179,15 +184,15 @@ impl Augment {
             let view = Affine::new(
                 u(self.scale) + 1.0,
                 u(self.rotate.to_radians()),
-                u(self.shift / 48.0),
-                u(self.shift / 48.0),
+                u(self.shift / half),
+                u(self.shift / half),
             );
             x = view.faces(&x);
-            let out = view.targets(&y);
+            let out = view.targets(&y, half);
             // A keypoint that left the image no longer says where it is: drop it.
-            let (nx, ny) = (out.slice(1, 0, 30, 2), out.slice(1, 1, 30, 2));
+            let (nx, ny) = (out.slice(1, 0, t, 2), out.slice(1, 1, t, 2));
             let outside = nx.abs().gt(1.0).logical_or(&ny.abs().gt(1.0));
-            let outside = Tensor::stack(&[&outside, &outside], 2).view([n, 30]);
+            let outside = Tensor::stack(&[&outside, &outside], 2).view([n, t]);
             y = out.masked_fill(&outside, f64::NAN);
         }
         if self.brightness > 0.0 || self.contrast > 0.0 {

@@ -68,7 +68,7 @@ fn parse(b: &[u8], size: u64, mtime: u128) -> Result<Table> {
     if ids.len() != n {
         bail!("corrupt cache");
     }
-    Ok(Table { faces: Faces { pixels, keypoints }, ids, labelled })
+    Ok(Table { faces: Faces { pixels, keypoints, ..Faces::kaggle() }, ids, labelled })
 }
 
 /// Write the cache for `csv` (best effort: a read-only or full disk only costs speed).

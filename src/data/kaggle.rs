@@ -68,7 +68,7 @@ pub fn parse(path: &Path) -> Result<Table> {
     let cols: Vec<usize> =
         if labelled { names.iter().map(|n| col(n).expect("checked")).collect() } else { vec![] };
 
-    let mut faces = Faces::default();
+    let mut faces = Faces::kaggle();
     let mut ids = Vec::new();
     // Records first (the CSV scan is sequential), then the Image fields, the bulk of
     // the file, parsed on every core; the first bad row in file order is reported.

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod cache;
 pub mod kaggle;
+pub mod keypoints;
 pub mod synthetic;
 
 use crate::config::{DataConfig, Labels};
@@ -14,79 +15,143 @@ use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
+pub use keypoints::{KeypointSet, KAGGLE15 as KEYPOINTS};
+
+/// Kaggle's faces: 96x96 grey, 15 keypoints (30 targets).
 pub const SIDE: usize = 96;
 pub const PIXELS: usize = SIDE * SIDE;
 pub const TARGETS: usize = 30;
 
-/// Kaggle's 15 keypoints in its column order; each has an `_x` and a `_y` column.
-/// "left" is the person's left (the image's right).
-pub const KEYPOINTS: [&str; 15] = [
-    "left_eye_center",
-    "right_eye_center",
-    "left_eye_inner_corner",
-    "left_eye_outer_corner",
-    "right_eye_inner_corner",
-    "right_eye_outer_corner",
-    "left_eyebrow_inner_end",
-    "left_eyebrow_outer_end",
-    "right_eyebrow_inner_end",
-    "right_eyebrow_outer_end",
-    "nose_tip",
-    "mouth_left_corner",
-    "mouth_right_corner",
-    "mouth_center_top_lip",
-    "mouth_center_bottom_lip",
-];
-
-/// The 30 target column names, `left_eye_center_x, left_eye_center_y, ...`.
-pub fn target_columns() -> Vec<String> {
-    KEYPOINTS.iter().flat_map(|k| [format!("{k}_x"), format!("{k}_y")]).collect()
+/// What a face tensor is: the keypoint set and the input the net sees (channels,
+/// height, width). Everything downstream (targets, flips, losses, metrics, reports)
+/// takes its shape from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub keypoints: KeypointSet,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
 }
 
-/// Faces in memory: grey pixels row-major 96x96 per face, keypoints in pixels
-/// (NaN = not annotated).
-#[derive(Debug, Clone, Default)]
+impl Spec {
+    /// Kaggle's faces: 1x96x96 grey with the 15 keypoints.
+    pub fn kaggle() -> Spec {
+        Spec { keypoints: KeypointSet::kaggle15(), channels: 1, height: SIDE, width: SIDE }
+    }
+
+    /// Values of one face's image.
+    pub fn pixels(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// x and y of each keypoint.
+    pub fn targets(&self) -> usize {
+        self.keypoints.targets()
+    }
+
+    /// Half the side of the (square) input: targets are (xy - half) / half, so `half`
+    /// maps normalised units back to pixels (48 for Kaggle's 96x96 faces).
+    pub fn half(&self) -> f64 {
+        self.width as f64 / 2.0
+    }
+
+    /// The net's `input:` this data needs.
+    pub fn input(&self) -> [i64; 3] {
+        [self.channels as i64, self.height as i64, self.width as i64]
+    }
+
+    /// The target column names, `NAME_x, NAME_y` per keypoint.
+    pub fn target_columns(&self) -> Vec<String> {
+        self.keypoints.names.iter().flat_map(|k| [format!("{k}_x"), format!("{k}_y")]).collect()
+    }
+}
+
+/// The 30 Kaggle target column names, `left_eye_center_x, left_eye_center_y, ...`.
+pub fn target_columns() -> Vec<String> {
+    Spec::kaggle().target_columns()
+}
+
+/// Faces in memory: pixels row-major, channel planes one after another (CxHxW) per
+/// face, keypoints in pixels of that image (NaN = not annotated).
+#[derive(Debug, Clone)]
 pub struct Faces {
     pub pixels: Vec<u8>,
     pub keypoints: Vec<f32>,
+    /// The image of one face: [channels, height, width].
+    pub shape: [usize; 3],
+    /// Values per face in `keypoints`: 2 x the number of keypoints.
+    pub targets: usize,
 }
 
 impl Faces {
+    /// No faces yet, of this shape.
+    pub fn empty(shape: [usize; 3], targets: usize) -> Faces {
+        Faces { pixels: Vec::new(), keypoints: Vec::new(), shape, targets }
+    }
+
+    /// No Kaggle faces yet (1x96x96, 30 targets).
+    pub fn kaggle() -> Faces {
+        Faces::empty([1, SIDE, SIDE], TARGETS)
+    }
+
+    /// Values of one face's image.
+    pub fn frame(&self) -> usize {
+        self.shape.iter().product()
+    }
+
     pub fn len(&self) -> usize {
-        self.pixels.len() / PIXELS
+        self.pixels.len() / self.frame()
     }
 
     pub fn is_empty(&self) -> bool {
         self.pixels.is_empty()
     }
 
+    /// Face i's pixels and keypoints.
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.pixels[i * self.frame()..(i + 1) * self.frame()]
+    }
+
+    pub fn points(&self, i: usize) -> &[f32] {
+        &self.keypoints[i * self.targets..(i + 1) * self.targets]
+    }
+
     pub fn is_complete(&self, i: usize) -> bool {
-        self.keypoints[i * TARGETS..(i + 1) * TARGETS].iter().all(|v| !v.is_nan())
+        self.points(i).iter().all(|v| !v.is_nan())
     }
 
     pub fn select(&self, idx: &[usize]) -> Faces {
-        let mut out = Faces::default();
+        let mut out = Faces::empty(self.shape, self.targets);
         for &i in idx {
-            out.pixels.extend_from_slice(&self.pixels[i * PIXELS..(i + 1) * PIXELS]);
-            out.keypoints.extend_from_slice(&self.keypoints[i * TARGETS..(i + 1) * TARGETS]);
+            out.pixels.extend_from_slice(self.image(i));
+            out.keypoints.extend_from_slice(self.points(i));
         }
         out
     }
 
-    /// Inputs `[N, 1, 96, 96]` scaled to [0, 1] and targets `[N, 30]` as (xy - 48) / 48
-    /// (NaN stays NaN: the loss masks it).
+    /// Inputs `[N, C, H, W]` scaled to [0, 1] and targets `[N, 2K]` as (xy - half) /
+    /// half, half = the input's half-side (NaN stays NaN: the loss masks it).
     pub fn to_tensors(&self, device: Device) -> (Tensor, Tensor) {
         let n = self.len() as i64;
-        let x = Tensor::from_slice(&self.pixels).to_device(device).to_kind(Kind::Float).view([
-            n,
-            1,
-            SIDE as i64,
-            SIDE as i64,
-        ]) / 255.0;
-        let y =
-            (Tensor::from_slice(&self.keypoints).to_device(device).view([n, TARGETS as i64]) - 48.0) / 48.0;
+        let [c, h, w] = self.shape.map(|d| d as i64);
+        let x = Tensor::from_slice(&self.pixels).to_device(device).to_kind(Kind::Float).view([n, c, h, w])
+            / 255.0;
+        let half = w as f64 / 2.0;
+        let y = (Tensor::from_slice(&self.keypoints).to_device(device).view([n, self.targets as i64]) - half)
+            / half;
         (x, y)
     }
+}
+
+/// The faces a data section describes, as the net must take them: its `input:` must
+/// be what the data gives, and its output is then checked against the keypoint count.
+pub fn spec(cfg: &DataConfig, net: &crate::config::NetConfig) -> Result<Spec> {
+    let spec = Spec::kaggle();
+    if net.input != spec.input() {
+        bail!("net {}: input is {:?}, but the faces are [1, 96, 96] (grey 96x96)", net.name, net.input);
+    }
+    let _ = cfg;
+    Ok(spec)
 }
 
 /// The train and val faces of a data section.

@@ -1,26 +1,27 @@
-//! Keypoints drawn onto images: the person's left in green, right in red, centre
-//! points (nose tip, lips) in blue.
+//! Keypoints drawn onto images: the two sides of each mirror pair in two colours
+//! (for Kaggle's set: the person's left in green, right in red), points on the
+//! midline (nose tip, lips, chin) in blue.
 
-use crate::data::{KEYPOINTS, TARGETS};
+use crate::data::KeypointSet;
 use image::{Rgb, RgbImage};
 
-fn colour(k: usize) -> Rgb<u8> {
-    match KEYPOINTS[k] {
-        n if n.starts_with("left") || n == "mouth_left_corner" => Rgb([40, 220, 60]),
-        n if n.starts_with("right") || n == "mouth_right_corner" => Rgb([235, 50, 50]),
+fn colour(set: &KeypointSet, k: usize) -> Rgb<u8> {
+    match set.side(k) {
+        0 => Rgb([40, 220, 60]),
+        1 => Rgb([235, 50, 50]),
         _ => Rgb([60, 120, 255]),
     }
 }
 
-/// Draw 15 keypoints (pixel coordinates of `img`; NaN = skip) as small discs.
-pub fn keypoints(img: &mut RgbImage, kp: &[f32]) {
+/// Draw the keypoints of `set` (pixel coordinates of `img`; NaN = skip) as small discs.
+pub fn keypoints(img: &mut RgbImage, kp: &[f32], set: &KeypointSet) {
     let r = (img.width().min(img.height()) as f32 / 60.0).max(1.2);
-    for k in 0..TARGETS / 2 {
+    for k in 0..set.len() {
         let (x, y) = (kp[2 * k], kp[2 * k + 1]);
         if x.is_nan() || y.is_nan() {
             continue;
         }
-        let c = colour(k);
+        let c = colour(set, k);
         let ri = r.ceil() as i64;
         for dy in -ri..=ri {
             for dx in -ri..=ri {

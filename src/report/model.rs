@@ -3,7 +3,7 @@
 
 use crate::config::solver::TestConfig;
 use crate::config::{self, Override, Resolved};
-use crate::data::{Faces, TARGETS};
+use crate::data::{Faces, Spec};
 use crate::graph::{Graph, Net};
 use crate::solver::state::load_weights;
 use anyhow::{bail, Result};
@@ -39,6 +39,8 @@ pub struct Model {
     pub weights: PathBuf,
     /// Test-time augmentation: the run's `test:` (off for an export), or as `--set` says.
     pub test: TestConfig,
+    /// The faces it takes and the keypoints it predicts.
+    pub spec: Spec,
     _vs: nn::VarStore,
 }
 
@@ -69,23 +71,29 @@ impl Model {
             };
             bail!("{}: no such weights file{hint}", file.display());
         }
-        let graph = Graph::compile(&net, &src, TARGETS as i64)?;
+        let spec = match &run {
+            Some(r) => crate::data::spec(&r.solver.data, &net)?,
+            None => Spec::kaggle(),
+        };
+        let graph = Graph::compile(&net, &src, spec.targets() as i64)?;
         let vs = nn::VarStore::new(Device::Cpu);
         let (net, params) = graph.build(&vs.root(), Default::default());
         load_weights(&file, &params, true)?;
         let test = run.as_ref().map(|r| r.solver.test.clone()).unwrap_or_default();
-        Ok(Model { graph, net, run, dir: dir.to_path_buf(), weights: file, test, _vs: vs })
+        Ok(Model { graph, net, run, dir: dir.to_path_buf(), weights: file, test, spec, _vs: vs })
     }
 
-    /// Keypoints in pixels (96x96 frame), 30 per face, Kaggle's column order.
+    /// Keypoints in pixels of the net's input frame, 2K per face in the set's order.
     pub fn predict_px(&self, faces: &Faces) -> Vec<f32> {
         let _guard = tch::no_grad_guard();
         let (x, _) = faces.to_tensors(Device::Cpu);
         let n = faces.len() as i64;
-        let mut out = Vec::with_capacity(faces.len() * TARGETS);
+        let half = self.spec.half();
+        let mut out = Vec::with_capacity(faces.len() * self.spec.targets());
         for start in (0..n).step_by(256) {
             let len = 256.min(n - start);
-            let y = crate::train::predict(&self.net, &x.narrow(0, start, len), &self.test) * 48.0 + 48.0;
+            let y = crate::infer::predict(&self.net, &x.narrow(0, start, len), &self.test, &self.spec) * half
+                + half;
             out.extend(Vec::<f32>::try_from(y.flatten(0, -1)).expect("float predictions"));
         }
         out

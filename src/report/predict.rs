@@ -3,7 +3,7 @@
 
 use super::draw;
 use super::model::Ensemble;
-use crate::data::{kaggle, target_columns, Faces, KEYPOINTS, PIXELS, SIDE, TARGETS};
+use crate::data::{kaggle, target_columns, Faces, KeypointSet, PIXELS, SIDE, TARGETS};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +55,7 @@ pub fn predict(model: &Ensemble, inputs: &[PathBuf]) -> Result<Vec<Prediction>> 
             }
         } else {
             let (pixels, image) = load_image(p)?;
-            let faces = Faces { pixels, keypoints: vec![f32::NAN; TARGETS] };
+            let faces = Faces { pixels, keypoints: vec![f32::NAN; TARGETS], ..Faces::kaggle() };
             let (sx, sy) = (image.width() as f32 / SIDE as f32, image.height() as f32 / SIDE as f32);
             let kp: Vec<f32> = model
                 .predict_px(&faces)
@@ -86,11 +86,12 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-pub fn to_json(preds: &[Prediction]) -> String {
+pub fn to_json(preds: &[Prediction], set: &KeypointSet) -> String {
     let items: Vec<serde_json::Value> = preds
         .iter()
         .map(|p| {
-            let kps: serde_json::Map<String, serde_json::Value> = KEYPOINTS
+            let kps: serde_json::Map<String, serde_json::Value> = set
+                .names
                 .iter()
                 .enumerate()
                 .map(|(k, n)| {
@@ -146,7 +147,7 @@ fn path_stem(input: &str) -> String {
 
 /// Write each prediction's image with its keypoints drawn into `dir`, one file per
 /// prediction; files already there are refused unless `force`, before any is written.
-pub fn draw_all(preds: &[Prediction], dir: &Path, force: bool) -> Result<Vec<PathBuf>> {
+pub fn draw_all(preds: &[Prediction], set: &KeypointSet, dir: &Path, force: bool) -> Result<Vec<PathBuf>> {
     let paths: Vec<PathBuf> = distinct_stems(preds).iter().map(|s| dir.join(format!("{s}.png"))).collect();
     for p in &paths {
         crate::run::check_new_output(p, force)?;
@@ -154,7 +155,7 @@ pub fn draw_all(preds: &[Prediction], dir: &Path, force: bool) -> Result<Vec<Pat
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (p, path) in preds.iter().zip(&paths) {
         let mut img = p.image.clone();
-        draw::keypoints(&mut img, &p.keypoints);
+        draw::keypoints(&mut img, &p.keypoints, set);
         img.save(path).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(paths)
@@ -225,7 +226,7 @@ pub fn extract(
         tch::manual_seed(0);
         let faces = t.faces.select(&(0..n).collect::<Vec<_>>());
         let (x, y) = faces.to_tensors(tch::Device::Cpu);
-        let (x, y) = a.apply(&x, &y);
+        let (x, y) = a.apply(&x, &y, &crate::data::Spec::kaggle());
         let px = (x * 255.0).round().clamp(0.0, 255.0).to_kind(tch::Kind::Uint8).flatten(0, -1);
         t.faces.pixels = Vec::<u8>::try_from(&px)?;
         t.faces.keypoints = Vec::<f32>::try_from((y * 48.0 + 48.0).flatten(0, -1))?;
@@ -234,7 +235,11 @@ pub fn extract(
         let pixels = &t.faces.pixels[i * PIXELS..(i + 1) * PIXELS];
         if draw_labels {
             let mut img = draw::face_image(pixels);
-            draw::keypoints(&mut img, &t.faces.keypoints[i * TARGETS..(i + 1) * TARGETS]);
+            draw::keypoints(
+                &mut img,
+                &t.faces.keypoints[i * TARGETS..(i + 1) * TARGETS],
+                &KeypointSet::kaggle15(),
+            );
             img.save(path)
         } else {
             image::GrayImage::from_raw(96, 96, pixels.to_vec()).expect("96x96").save(path)

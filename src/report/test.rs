@@ -2,7 +2,7 @@
 //! conventions, on the run's val split or on any labelled Kaggle CSV.
 
 use super::model::Ensemble;
-use crate::data::{self, kaggle, Faces, KEYPOINTS, TARGETS};
+use crate::data::{self, kaggle, Faces};
 use anyhow::{bail, Result};
 use std::path::Path;
 
@@ -10,7 +10,7 @@ pub struct Report {
     pub source: String,
     pub faces: usize,
     /// Per keypoint: (name, RMSE px, present coordinates).
-    pub keypoints: Vec<(&'static str, f64, usize)>,
+    pub keypoints: Vec<(String, f64, usize)>,
     pub rmse_px: f64,
     pub euclidean: f64,
     pub mse: f64,
@@ -43,24 +43,27 @@ pub fn run(model: &Ensemble, csv: Option<&Path>) -> Result<Report> {
         n => format!("{source} (ensemble of {n} runs, predictions averaged)"),
     };
     let pred = model.predict_px(&faces);
-    let mut per = vec![(0.0f64, 0usize); KEYPOINTS.len()];
+    let spec = &model.models[0].spec;
+    let mut per = vec![(0.0f64, 0usize); spec.keypoints.len()];
     for (i, (p, t)) in pred.iter().zip(&faces.keypoints).enumerate() {
         if !t.is_nan() {
-            let k = (i % TARGETS) / 2;
+            let k = (i % spec.targets()) / 2;
             per[k].0 += ((p - t) as f64).powi(2);
             per[k].1 += 1;
         }
     }
     let (sq_px, count): (f64, usize) = per.iter().fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    // Normalised units (targets / 48), as training computes them.
-    let sq = sq_px / (48.0 * 48.0);
+    // Normalised units (targets / half), as training computes them.
+    let sq = sq_px / (spec.half() * spec.half());
     Ok(Report {
         source,
         faces: faces.len(),
-        keypoints: KEYPOINTS
+        keypoints: spec
+            .keypoints
+            .names
             .iter()
             .zip(&per)
-            .map(|(k, (s, c))| (*k, if *c > 0 { (s / *c as f64).sqrt() } else { f64::NAN }, *c))
+            .map(|(k, (s, c))| (k.clone(), if *c > 0 { (s / *c as f64).sqrt() } else { f64::NAN }, *c))
             .collect(),
         rmse_px: (sq_px / count.max(1) as f64).sqrt(),
         euclidean: sq / (2.0 * faces.len() as f64),
