@@ -196,8 +196,10 @@ pub fn parse_layer(v: &Value) -> Result<(LayerCommon, Box<dyn Layer>), String> {
 
 impl Graph {
     /// Check the net and infer every shape. `outputs` is the number of targets the
-    /// data has (30 for 15 keypoints): the last layer must produce exactly that.
-    pub fn compile(net: &NetConfig, src: &NetSource, outputs: i64) -> Result<Graph> {
+    /// data has (30 for 15 keypoints): the last layer must produce exactly that. Without
+    /// data (a net file on its own) any x, y per keypoint will do: a vector of even length.
+    pub fn compile(net: &NetConfig, src: &NetSource, outputs: impl Into<Option<i64>>) -> Result<Graph> {
+        let outputs = outputs.into();
         let file = src.path.display();
         let lines = layer_lines(&src.text);
         let names = layer_names(&net.layers);
@@ -312,14 +314,24 @@ impl Graph {
             });
         }
         let shape = shapes.last().expect("non-empty").clone();
-        if shape != [outputs] {
-            let last = nodes.last().expect("non-empty");
-            bail!(
-                "{file}: the last layer `{}` outputs {} but the data has {outputs} targets \
-                 (15 keypoints x/y); end the net with a dense layer of num_output: {outputs}",
+        let last = nodes.last().expect("non-empty");
+        match outputs {
+            Some(n) if shape != [n] => bail!(
+                "{file}: the last layer `{}` outputs {} but the data has {n} targets \
+                 ({} keypoints x/y); end the net with a dense layer of num_output: {n} (or a \
+                 soft_argmax over {} heatmaps)",
+                last.name,
+                shape_str(&shape),
+                n / 2,
+                n / 2
+            ),
+            None if shape.len() != 1 || shape[0] % 2 != 0 => bail!(
+                "{file}: the last layer `{}` outputs {}, but a keypoint net outputs x and y of \
+                 each keypoint: a vector of even length",
                 last.name,
                 shape_str(&shape)
-            );
+            ),
+            _ => {}
         }
         let loss = &net.loss;
         loss.check().map_err(|e| anyhow::anyhow!("{file}: {e}"))?;

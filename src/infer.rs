@@ -6,6 +6,7 @@ use crate::config::solver::TestConfig;
 use crate::data::Spec;
 use crate::graph::Net;
 use crate::loss;
+use crate::metrics::{face_nme, Nme};
 use tch::Tensor;
 
 /// The net's prediction under test-time augmentation (`test:`): averaged over the
@@ -32,8 +33,18 @@ pub fn predict(net: &Net, x: &Tensor, test: &TestConfig, spec: &Spec) -> Tensor 
     sum.expect("at least the face as it is") / views.len() as f64
 }
 
-/// Mean loss and pixel RMSE of `net` on the first `limit` faces of a split (all by
-/// default), without autograd.
+/// What `evaluate` measured on a split.
+#[derive(Debug, Clone, Copy)]
+pub struct Eval {
+    /// The loss in the net's convention (unweighted).
+    pub loss: f64,
+    pub rmse_px: f64,
+    /// NME, failure rate and AUC, where the keypoint set has a normaliser.
+    pub nme: Option<Nme>,
+}
+
+/// Mean loss, pixel RMSE and NME of `net` on the first `limit` faces of a split (all
+/// by default), without autograd.
 pub fn evaluate(
     net: &Net,
     x: &Tensor,
@@ -42,19 +53,29 @@ pub fn evaluate(
     limit: Option<i64>,
     test: &TestConfig,
     spec: &Spec,
-) -> (f64, f64) {
+) -> Eval {
     let _guard = tch::no_grad_guard();
     let n = limit.map_or(x.size()[0], |l| l.min(x.size()[0]));
     let bs = 256;
     let (mut total, mut sq, mut count) = (0.0, 0.0, 0.0);
+    let mut per_face = Vec::new();
     for start in (0..n).step_by(bs as usize) {
         let len = bs.min(n - start);
         let pred = predict(net, &x.narrow(0, start, len), test, spec);
-        let [l, s, c] = loss::sums(cfg, &pred, &y.narrow(0, start, len), spec.half()).to_host();
+        let target = y.narrow(0, start, len);
+        let [l, s, c] = loss::sums(cfg, &pred, &target, spec.half()).to_host();
         total += l;
         sq += s;
         count += c;
+        if let Some(norm) = spec.keypoints.normaliser {
+            let e = face_nme(&pred, &target, norm).to_kind(tch::Kind::Double).to_device(tch::Device::Cpu);
+            per_face.extend(Vec::<f64>::try_from(&e).expect("a double vector"));
+        }
     }
     let loss = loss::normalise(cfg.kind, &Tensor::from(total), &Tensor::from(count), n).double_value(&[]);
-    (loss, loss::rmse_px(sq, count, spec.half()))
+    Eval {
+        loss,
+        rmse_px: loss::rmse_px(sq, count, spec.half()),
+        nme: Nme::of(&per_face, spec.keypoints.failure),
+    }
 }

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod infer;
 pub mod layers;
 pub mod loss;
+pub mod metrics;
 pub mod peak;
 pub mod report;
 pub mod run;

@@ -280,13 +280,13 @@ fn load_graph(path: &std::path::Path, sets: &[String]) -> Result<Graph> {
     let sets = config::parse_sets(sets)?;
     let text =
         std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let (net, src) = if is_solver(&text) {
+    if is_solver(&text) {
         let r = config::load_solver(path, &sets)?;
-        (r.net, r.net_source)
-    } else {
-        config::load_net(path, &sets)?
-    };
-    Graph::compile(&net, &src, fkpnet::data::TARGETS as i64)
+        let spec = fkpnet::data::spec(&r.solver.data, &r.net)?;
+        return Graph::compile(&r.net, &r.net_source, spec.targets() as i64);
+    }
+    let (net, src) = config::load_net(path, &sets)?;
+    Graph::compile(&net, &src, None)
 }
 
 /// How the user started fkpnet, for commands it prints to be run as they are: the
@@ -374,7 +374,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Config { solver, sets } => {
             let sets = config::parse_sets(&sets)?;
             let r = config::load_solver(&solver, &sets)?;
-            let g = Graph::compile(&r.net, &r.net_source, fkpnet::data::TARGETS as i64)?;
+            let spec = fkpnet::data::spec(&r.solver.data, &r.net)?;
+            let g = Graph::compile(&r.net, &r.net_source, spec.targets() as i64)?;
             let mut s = r.solver.clone();
             s.net = g.resolved();
             print!("{}", serde_yaml::to_string(&s)?);

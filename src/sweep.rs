@@ -123,7 +123,8 @@ pub fn plan(solvers: &[PathBuf], sets: &[String], name: Option<&str>, runs_dir: 
             let overrides = config::parse_sets(&all)?;
             let r =
                 config::load_solver(solver, &overrides).map_err(|e| anyhow::anyhow!("{}: {e:#}", what()))?;
-            crate::graph::Graph::compile(&r.net, &r.net_source, crate::data::TARGETS as i64)
+            crate::data::spec(&r.solver.data, &r.net)
+                .and_then(|spec| crate::graph::Graph::compile(&r.net, &r.net_source, spec.targets() as i64))
                 .map_err(|e| anyhow::anyhow!("{}: {e:#}", what()))?;
             runs.push((name, r));
         }

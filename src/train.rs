@@ -310,7 +310,7 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
 
     run::check_writable(&opts.runs_dir)?;
     run::check_space(&opts.runs_dir, run_bytes(&graph, cfg), run::free_bytes(&opts.runs_dir))?;
-    let split = data::load(&cfg.data)?;
+    let split = data::load(&cfg.data, &spec)?;
     let run =
         RunDir::create(&opts.runs_dir, opts.name.as_deref(), &default_run_name(r, opts.resume.as_deref()))?;
     run::write_text(&run.file("config.yaml"), &resolved)?;
@@ -412,7 +412,8 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
             return Ok(None);
         }
         solver.swap_ema(&params);
-        let (vl, vr) = infer::evaluate(&net, &val_x, &val_y, &graph.loss, test_limit, &cfg.test, &spec);
+        let eval = infer::evaluate(&net, &val_x, &val_y, &graph.loss, test_limit, &cfg.test, &spec);
+        let (vl, vr) = (eval.loss, eval.rmse_px);
         let histograms = cfg.histograms.then(|| histogram_tensors(&graph, &net, &params, &val_x));
         let improved = best.is_none_or(|b| vl * w < b.0);
         let saved = if improved {
@@ -422,9 +423,26 @@ pub fn train(r: &Resolved, opts: &Options) -> Result<Outcome> {
         };
         solver.swap_ema(&params);
         saved?;
-        log.test(iter, &[("loss", vl, Some(w)), ("rmse_px", vr, None)])?;
+        let mut outputs = vec![("loss", vl, Some(w)), ("rmse_px", vr, None)];
+        let mut scalars = vec![("val/loss", vl * w), ("val/rmse_px", vr)];
+        if let Some(m) = eval.nme {
+            outputs.extend([
+                ("nme_pct", m.nme, None),
+                ("failure_pct", m.failure_rate, None),
+                ("auc_pct", m.auc, None),
+            ]);
+            scalars.extend([
+                ("val/nme_pct", m.nme),
+                ("val/failure_pct", m.failure_rate),
+                ("val/auc_pct", m.auc),
+            ]);
+            row.val_nme = Some(m.nme);
+            row.val_fr = Some(m.failure_rate);
+            row.val_auc = Some(m.auc);
+        }
+        log.test(iter, &outputs)?;
         let vl = vl * w;
-        events.scalars(iter, &[("val/loss", vl), ("val/rmse_px", vr)])?;
+        events.scalars(iter, &scalars)?;
         if let Some(h) = histograms {
             events.histograms(iter, &h)?;
         }

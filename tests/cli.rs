@@ -68,8 +68,18 @@ fn config_errors_name_file_line_and_layer() {
         "{e}"
     );
 
-    let p = write(d, "out.yaml", &net("  - {type: dense, name: fc, num_output: 10}\n"));
+    // A net on its own may predict any number of keypoints, but x and y of each.
+    let p = write(d, "out.yaml", &net("  - {type: dense, name: fc, num_output: 9}\n"));
     let e = err(&["summary", p.to_str().unwrap()], d);
+    assert!(e.contains("outputs 9") && e.contains("vector of even length"), "{e}");
+    // With Kaggle's data it must predict its 15.
+    write(d, "out10.yaml", &net("  - {type: dense, name: fc, num_output: 10}\n"));
+    let s = write(
+        d,
+        "out_solver.yaml",
+        &format!("net: out10.yaml\ndata: {{train: synthetic}}\nbase_lr: 0.1\nmax_iter: 1\nbatch_size: 1\n"),
+    );
+    let e = err(&["summary", s.to_str().unwrap()], d);
     assert!(e.contains("outputs 10") && e.contains("num_output: 30"), "{e}");
 
     let p = write(

@@ -161,9 +161,17 @@ fn a_full_disk_is_reported_before_training() {
 fn a_cut_off_metrics_line_is_left_out() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("metrics.csv");
-    std::fs::write(&p, format!("{}\n0,0.000,1e-3,1.0,2.0,,,0.50\n10,0.5", fkpnet::run::METRICS_HEADER))
-        .unwrap();
+    // The header of runs made before NME joined (2026-12-01) still reads.
+    let old_header = "iter,epoch,lr,train_loss,train_rmse_px,val_loss,val_rmse_px,seconds";
+    std::fs::write(&p, format!("{old_header}\n0,0.000,1e-3,1.0,2.0,,,0.50\n10,0.5")).unwrap();
     let r = fkpnet::run::read_metrics(&p).unwrap();
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].train_rmse_px, Some(2.0));
+    assert_eq!((r[0].val_loss, r[0].val_nme, r[0].seconds), (None, None, 0.5));
+    // Today's header, with a cut-off row.
+    let h = fkpnet::run::metrics_header();
+    assert!(h.ends_with("val_rmse_px,val_nme,val_fr,val_auc,seconds"), "{h}");
+    std::fs::write(&p, format!("{h}\n0,0.000,,,,1.0,2.0,5.0,1.0,60.0,0.50\n10,0.5")).unwrap();
+    let r = fkpnet::run::read_metrics(&p).unwrap();
+    assert_eq!((r.len(), r[0].val_nme, r[0].val_auc), (1, Some(5.0), Some(60.0)));
 }

@@ -396,14 +396,19 @@ fn every_shipped_net_and_solver_loads_and_compiles() {
     for dir in ["nets", "solvers"] {
         for entry in std::fs::read_dir(root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
-            let (net, src) = if dir == "nets" {
-                load_net(&path, &[]).unwrap_or_else(|e| panic!("{e:#}"))
+            // A net alone predicts any number of keypoints; a solver, its data's.
+            let (net, src, targets) = if dir == "nets" {
+                let (net, src) = load_net(&path, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+                (net, src, None)
             } else {
                 let r = load_solver(&path, &[]).unwrap_or_else(|e| panic!("{e:#}"));
-                (r.net, r.net_source)
+                let spec = fkpnet::data::spec(&r.solver.data, &r.net).unwrap_or_else(|e| panic!("{e:#}"));
+                (r.net, r.net_source, Some(spec.targets() as i64))
             };
-            let g = Graph::compile(&net, &src, 30).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-            assert_eq!(g.nodes.last().unwrap().output, vec![30], "{}", path.display());
+            let g =
+                Graph::compile(&net, &src, targets).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            let out = g.nodes.last().unwrap().output[0];
+            assert_eq!(out, targets.unwrap_or(out), "{}", path.display());
             seen += 1;
         }
     }

@@ -17,8 +17,22 @@ use std::path::{Path, PathBuf};
 /// Short-run overrides for any shipped solver: the small data, few iterations, a
 /// test every 2, a row every iteration, a snapshot at 3 (and 6).
 fn short(extra: &[&str]) -> Vec<String> {
+    short_on(&mini_csv(), extra)
+}
+
+/// The small data a solver's format reads: Kaggle's faces-mini, or landmarks68-mini.
+fn mini_data_for(solver: &Path) -> String {
+    let text = std::fs::read_to_string(solver).unwrap();
+    if text.contains("format: csv") {
+        shared_data().join("landmarks68-mini/train/keypoints.csv").display().to_string()
+    } else {
+        mini_csv()
+    }
+}
+
+fn short_on(data: &str, extra: &[&str]) -> Vec<String> {
     let mut sets = vec![
-        format!("data.train={}", mini_csv()),
+        format!("data.train={data}"),
         "batch_size=8".into(),
         "max_iter=6".into(),
         "test_interval=2".into(),
@@ -63,7 +77,7 @@ fn assert_identical(full: &Path, resumed: &Path, what: &str) {
 /// Train `solver` uninterrupted, then again from its iteration-3 snapshot, and compare.
 fn check_resume(d: &Path, solver: &Path, extra: &[&str], tag: &str) {
     let s = solver.to_str().unwrap();
-    let sets = short(extra);
+    let sets = short_on(&mini_data_for(solver), extra);
     let run = |name: &str, more: &[&str]| {
         let mut args: Vec<&str> = vec!["train", s, "--runs-dir", "runs", "--name", name, "-q"];
         args.extend(sets.iter().map(String::as_str));

@@ -8,7 +8,7 @@ use super::proto::caffe::{
     NetParameter, Phase, SolverParameter,
 };
 use crate::config::schema::did_you_mean;
-use crate::config::solver::{DataConfig, Labels, LrPolicy, Regularization, SyntheticConfig};
+use crate::config::solver::{DataConfig, Labels, LrPolicy, Regularization};
 use crate::config::{NetConfig, NetSource, SolverConfig, SolverType};
 use crate::graph::Graph;
 use anyhow::{anyhow, bail, Result};
@@ -524,14 +524,7 @@ fn convert_solver(
     let f = |v: f32| num(v as f64).as_f64().unwrap_or(v as f64);
     let cfg = SolverConfig {
         net: Value::String(net_file.into()),
-        data: DataConfig {
-            train: opts.data.clone(),
-            split: 0.9,
-            labels: Labels::Complete,
-            seed: 0,
-            synthetic: SyntheticConfig::default(),
-            augment: Default::default(),
-        },
+        data: DataConfig { split: 0.9, labels: Labels::Complete, ..DataConfig::of(opts.data.clone()) },
         solver_type,
         flavor: Default::default(),
         base_lr: f(s.base_lr()),
@@ -596,8 +589,7 @@ pub fn import(net: &Path, solver: Option<&Path>, opts: &Options) -> Result<Impor
     let out = convert_net(net, opts, &mut notes)?;
     let cfg: NetConfig = serde_yaml::from_str(&out.yaml)?;
     let src = NetSource { path: net.with_extension("yaml"), text: out.yaml.clone() };
-    Graph::compile(&cfg, &src, crate::data::TARGETS as i64)
-        .map_err(|e| anyhow!("the converted net: {e:#}"))?;
+    Graph::compile(&cfg, &src, None).map_err(|e| anyhow!("the converted net: {e:#}"))?;
     let net_file = format!("{}.yaml", out.name);
     let solver_yaml = match solver {
         Some(s) => Some(convert_solver(s, &net_file, out.batch.unwrap_or(opts.batch), out.test_batch, opts)?),

@@ -208,7 +208,7 @@ fn net_from_value(mut doc: Value, src: &NetSource, sets: &[Override]) -> Result<
     serde_yaml::from_value(doc).map_err(|e| anyhow!("{}: {e}", src.path.display()))
 }
 
-const PATH_KEYS: &[&[&str]] = &[&["net"], &["data", "train"]];
+const PATH_KEYS: &[&[&str]] = &[&["net"], &["data", "train"], &["data", "images"]];
 
 fn resolve_paths(doc: &mut Value, base: &Path) {
     for keys in PATH_KEYS {
@@ -269,9 +269,11 @@ fn set_solver_key(doc: &mut Value, o: &Override, cwd: &Path) -> Result<(), Strin
             check(key, "test", struct_fields::<TestConfig>())?;
             mapping(top.entry("test".into()).or_insert(Value::Null)).insert((*key).into(), value);
         }
-        ["data", sub @ ("synthetic" | "augment"), key] => {
+        ["data", sub @ ("synthetic" | "augment" | "crop" | "columns"), key] => {
             let fields = match *sub {
                 "synthetic" => struct_fields::<SyntheticConfig>(),
+                "crop" => struct_fields::<crate::config::solver::CropConfig>(),
+                "columns" => struct_fields::<crate::config::solver::Columns>(),
                 _ => struct_fields::<Augment>(),
             };
             check(key, &format!("data.{sub}"), fields)?;

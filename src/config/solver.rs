@@ -121,9 +121,32 @@ pub struct SolverConfig {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Kaggle's training.csv (relative to this file), or `synthetic` for the built-in
-    /// face generator.
+    /// The annotations (relative to this file): Kaggle's training.csv, a csv of image
+    /// paths and coordinates, a folder of images with .pts files, a COCO keypoints
+    /// JSON; or `synthetic` for the built-in face generator.
     pub train: String,
+    /// How `train` is written: kaggle (Kaggle's CSV with pixels), csv, pts or coco.
+    #[serde(default, skip_serializing_if = "DataFormat::is_kaggle")]
+    pub format: DataFormat,
+    /// Where relative image paths start (relative to this file; default: the
+    /// annotation file's folder, or for pts the folder itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<String>,
+    /// The columns of a csv file.
+    #[serde(default, skip_serializing_if = "Columns::is_default")]
+    pub columns: Columns,
+    /// The keypoint set: a preset (kaggle15, ibug68, wflw98, cofw29) or inline
+    /// {count, names, mirror, normaliser, failure}; default kaggle15 for Kaggle's CSV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keypoints: Option<crate::data::keypoints::KeypointsConfig>,
+    /// How a face is cut out of its image for the net's input.
+    #[serde(default, skip_serializing_if = "CropConfig::is_default")]
+    pub crop: CropConfig,
+    /// A regular expression on the image path: faces whose paths give the same match
+    /// (its first group, where it has one) stay on the same side of the train/val split,
+    /// e.g. the person's name, `([^/]+)_\d+\.jpg$`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_group: Option<String>,
     /// Fraction of the faces used for training; the rest is the val split.
     #[serde(default = "d_split")]
     pub split: f64,
@@ -140,6 +163,97 @@ pub struct DataConfig {
     /// Training-time augmentation (off by default).
     #[serde(default, skip_serializing_if = "crate::data::augment::Augment::is_off")]
     pub augment: crate::data::augment::Augment,
+}
+
+impl DataConfig {
+    /// `train` with every other key at its default (a Kaggle CSV, or `synthetic`).
+    pub fn of(train: String) -> DataConfig {
+        serde_yaml::from_value(serde_yaml::Value::Mapping(
+            [("train".into(), train.into())].into_iter().collect(),
+        ))
+        .expect("every other data key has a default")
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    #[default]
+    Kaggle,
+    Csv,
+    Pts,
+    Coco,
+}
+
+impl DataFormat {
+    pub fn is_kaggle(&self) -> bool {
+        *self == DataFormat::Kaggle
+    }
+}
+
+/// The columns of a `format: csv` file.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Columns {
+    /// The image path column.
+    #[serde(default = "d_image_column")]
+    pub image: String,
+    /// The first of the 2K coordinate columns (x0, y0, x1, y1, ...); default: the
+    /// column after `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
+    /// HRNet's face box: its centre's columns [x, y] ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub center: Option<[String; 2]>,
+    /// ... and its scale column (side = 200 x scale pixels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<String>,
+}
+
+fn d_image_column() -> String {
+    "image".into()
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns { image: d_image_column(), first: None, center: None, scale: None }
+    }
+}
+
+impl Columns {
+    pub fn is_default(&self) -> bool {
+        *self == Columns::default()
+    }
+}
+
+/// Where the square box a face is cut out of comes from.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CropFrom {
+    /// The whole image, its longer side fitting the input (the rest padded black).
+    #[default]
+    Whole,
+    /// The annotation's face box (COCO's bbox, the csv's center and scale).
+    Box,
+    /// The extent of the annotated keypoints.
+    Landmarks,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CropConfig {
+    #[serde(default)]
+    pub from: CropFrom,
+    /// Grow the box's side by this fraction about its centre (0.25 = 1.25 times; a
+    /// negative value zooms in).
+    #[serde(default)]
+    pub margin: f64,
+}
+
+impl CropConfig {
+    pub fn is_default(&self) -> bool {
+        *self == CropConfig::default()
+    }
 }
 
 /// How the val split (and `fkpnet test`, `predict`, `submit`) evaluates.

@@ -1,5 +1,5 @@
-//! A binary cache of parsed Kaggle CSVs: the 120 MB training.csv is parsed once, then
-//! read back as raw bytes. The cache lives in `$FKPNET_CACHE`, or
+//! A binary cache of parsed Kaggle CSVs (the 120 MB training.csv is parsed once, then
+//! read back as raw bytes) and of image datasets' decoded, cropped faces. The cache lives in `$FKPNET_CACHE`, or
 //! `$XDG_CACHE_HOME/fkpnet`, or `~/.cache/fkpnet` (the data folder may be read-only),
 //! keyed by the CSV's absolute path, and is invalid as soon as the CSV's size or
 //! modification time differ from what the cache recorded.
@@ -90,6 +90,114 @@ pub fn store(csv: &Path, t: &Table) {
     let write = || -> Result<()> {
         std::fs::create_dir_all(file.parent().expect("cache file in a dir"))?;
         crate::run::atomic_write(&file, |tmp| {
+            let mut f = std::fs::File::create(tmp)?;
+            f.write_all(&b)?;
+            Ok(())
+        })
+    };
+    let _ = write();
+}
+
+/// Where an image dataset's faces are cached, and the digest of everything they were
+/// made from: the annotation file, every image file (size and modification time),
+/// the format, columns, crop, keypoint set and input size.
+pub struct ImagesKey {
+    file: PathBuf,
+    digest: u64,
+}
+
+const IMAGES_MAGIC: &[u8; 8] = b"FKPNETI1";
+
+/// FNV-1a over bytes: a stable, dependency-free digest.
+fn fnv(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn stat_bytes(p: &Path) -> Option<Vec<u8>> {
+    let meta = std::fs::metadata(p).ok()?;
+    let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+    let mut b = meta.len().to_le_bytes().to_vec();
+    b.extend(mtime.to_le_bytes());
+    Some(b)
+}
+
+pub fn images_key(
+    cfg: &crate::config::DataConfig,
+    spec: &super::Spec,
+    anns: &[super::annotations::Annotation],
+) -> Option<ImagesKey> {
+    let source = std::fs::canonicalize(&cfg.train).ok()?;
+    let what = format!(
+        "{:?}|{:?}|{:?}|{:?}|{}x{}x{}|{}",
+        cfg.format,
+        cfg.columns,
+        cfg.crop,
+        cfg.images,
+        spec.channels,
+        spec.height,
+        spec.width,
+        spec.keypoints.len()
+    );
+    let path_hash = fnv(0xcbf2_9ce4_8422_2325, format!("{}|{what}", source.display()).as_bytes());
+    let mut digest = fnv(path_hash, &stat_bytes(&source).unwrap_or_default());
+    for a in anns {
+        digest = fnv(digest, a.path.to_string_lossy().as_bytes());
+        digest = fnv(digest, &stat_bytes(&a.path)?);
+    }
+    let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
+    Some(ImagesKey { file: cache_dir()?.join(format!("{stem}-images-{path_hash:016x}.bin")), digest })
+}
+
+pub fn load_images(key: &ImagesKey) -> Option<Faces> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(&key.file).ok()?.read_to_end(&mut bytes).ok()?;
+    parse_images(&bytes, key.digest).ok()
+}
+
+fn parse_images(b: &[u8], digest: u64) -> Result<Faces> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let s = b.get(at..at + n).ok_or_else(|| anyhow::anyhow!("truncated cache"))?;
+        at += n;
+        Ok(s)
+    };
+    let u64_of = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes"));
+    if take(8)? != IMAGES_MAGIC || u64_of(take(8)?) != digest {
+        bail!("not this dataset's cache, or stale");
+    }
+    let n = u64_of(take(8)?) as usize;
+    let shape = [u64_of(take(8)?) as usize, u64_of(take(8)?) as usize, u64_of(take(8)?) as usize];
+    let targets = u64_of(take(8)?) as usize;
+    let mut faces = Faces::empty(shape, targets);
+    faces.pixels = take(n * shape.iter().product::<usize>())?.to_vec();
+    faces.keypoints =
+        take(n * targets * 4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let meta_len = u64_of(take(8)?) as usize;
+    faces.sources = serde_json::from_slice(take(meta_len)?)?;
+    if faces.sources.len() != n {
+        bail!("corrupt cache");
+    }
+    Ok(faces)
+}
+
+/// Best effort, as `store`.
+pub fn store_images(key: &ImagesKey, faces: &Faces) {
+    let Ok(meta) = serde_json::to_vec(&faces.sources) else { return };
+    let mut b = Vec::with_capacity(faces.pixels.len() + faces.keypoints.len() * 4 + meta.len() + 64);
+    b.extend_from_slice(IMAGES_MAGIC);
+    b.extend_from_slice(&key.digest.to_le_bytes());
+    for v in [faces.len(), faces.shape[0], faces.shape[1], faces.shape[2], faces.targets] {
+        b.extend_from_slice(&(v as u64).to_le_bytes());
+    }
+    b.extend_from_slice(&faces.pixels);
+    for v in &faces.keypoints {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+    b.extend_from_slice(&meta);
+    let write = || -> Result<()> {
+        std::fs::create_dir_all(key.file.parent().expect("cache file in a dir"))?;
+        crate::run::atomic_write(&key.file, |tmp| {
             let mut f = std::fs::File::create(tmp)?;
             f.write_all(&b)?;
             Ok(())

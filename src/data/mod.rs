@@ -1,8 +1,11 @@
 //! Faces: Kaggle's CSV or the built-in generator -> in-memory dataset -> seeded
 //! train/val split -> tensors on the training device.
 
+pub mod annotations;
 pub mod augment;
 pub mod cache;
+pub mod crop;
+pub mod images;
 pub mod kaggle;
 pub mod keypoints;
 pub mod synthetic;
@@ -15,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
+pub use crate::config::solver::DataFormat;
 pub use keypoints::{KeypointSet, KAGGLE15 as KEYPOINTS};
 
 /// Kaggle's faces: 96x96 grey, 15 keypoints (30 targets).
@@ -71,6 +75,14 @@ pub fn target_columns() -> Vec<String> {
     Spec::kaggle().target_columns()
 }
 
+/// Where a face cut from an image file came from: the image's name as the
+/// annotations give it and the box it was cut out of.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Source {
+    pub name: String,
+    pub crop: crop::CropBox,
+}
+
 /// Faces in memory: pixels row-major, channel planes one after another (CxHxW) per
 /// face, keypoints in pixels of that image (NaN = not annotated).
 #[derive(Debug, Clone)]
@@ -81,12 +93,14 @@ pub struct Faces {
     pub shape: [usize; 3],
     /// Values per face in `keypoints`: 2 x the number of keypoints.
     pub targets: usize,
+    /// Per face, for faces cut from image files (empty for Kaggle's and generated ones).
+    pub sources: Vec<Source>,
 }
 
 impl Faces {
     /// No faces yet, of this shape.
     pub fn empty(shape: [usize; 3], targets: usize) -> Faces {
-        Faces { pixels: Vec::new(), keypoints: Vec::new(), shape, targets }
+        Faces { pixels: Vec::new(), keypoints: Vec::new(), shape, targets, sources: Vec::new() }
     }
 
     /// No Kaggle faces yet (1x96x96, 30 targets).
@@ -125,6 +139,9 @@ impl Faces {
         for &i in idx {
             out.pixels.extend_from_slice(self.image(i));
             out.keypoints.extend_from_slice(self.points(i));
+            if !self.sources.is_empty() {
+                out.sources.push(self.sources[i].clone());
+            }
         }
         out
     }
@@ -146,12 +163,54 @@ impl Faces {
 /// The faces a data section describes, as the net must take them: its `input:` must
 /// be what the data gives, and its output is then checked against the keypoint count.
 pub fn spec(cfg: &DataConfig, net: &crate::config::NetConfig) -> Result<Spec> {
-    let spec = Spec::kaggle();
-    if net.input != spec.input() {
-        bail!("net {}: input is {:?}, but the faces are [1, 96, 96] (grey 96x96)", net.name, net.input);
+    let format = format!("{:?}", cfg.format).to_lowercase();
+    let keypoints = match &cfg.keypoints {
+        Some(k) => KeypointSet::from_config(k).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None if cfg.format == DataFormat::Kaggle => KeypointSet::kaggle15(),
+        None => bail!(
+            "data.keypoints: a {format} dataset needs its keypoint set: a preset ({}) or \
+             {{count: K, mirror: [[a, b], ...], normaliser: [a, b]}}",
+            keypoints::PRESETS.join(", ")
+        ),
+    };
+    if cfg.format == DataFormat::Kaggle {
+        if keypoints.len() != 15 {
+            bail!("data.keypoints: Kaggle's CSV has 15 keypoints, the set has {}", keypoints.len());
+        }
+        if !cfg.crop.is_default() || !cfg.columns.is_default() || cfg.images.is_some() {
+            bail!("data.crop, data.columns and data.images belong to image datasets (format csv, pts or coco); Kaggle's faces are already cut out at 96x96");
+        }
+        let spec = Spec { keypoints, ..Spec::kaggle() };
+        if net.input != spec.input() {
+            bail!("net {}: input is {:?}, but the faces are [1, 96, 96] (grey 96x96)", net.name, net.input);
+        }
+        return Ok(spec);
     }
-    let _ = cfg;
-    Ok(spec)
+    if cfg.train == "synthetic" {
+        bail!("data.train: synthetic faces are Kaggle-shaped; use format: kaggle (the default)");
+    }
+    let [c, h, w] = net.input[..] else { bail!("net {}: input must be [C, H, W]", net.name) };
+    if !(c == 1 || c == 3) {
+        bail!(
+            "net {}: input {:?}: a {format} dataset gives grey (1 channel) or RGB (3) faces",
+            net.name,
+            net.input
+        );
+    }
+    if h != w {
+        bail!(
+            "net {}: input {:?}: faces are cut out as squares; give a square input such as [{c}, {h}, {h}]",
+            net.name,
+            net.input
+        );
+    }
+    if !(cfg.crop.margin > -0.9 && cfg.crop.margin <= 4.0) {
+        bail!(
+            "data.crop.margin grows the box's side by a fraction; it must be in (-0.9, 4], got {}",
+            cfg.crop.margin
+        );
+    }
+    Ok(Spec { keypoints, channels: c as usize, height: h as usize, width: w as usize })
 }
 
 /// The train and val faces of a data section.
@@ -163,9 +222,11 @@ pub struct Split {
 }
 
 /// Load the faces a data section names, keep the rows its `labels` asks for, and
-/// split them with its seed.
-pub fn load(cfg: &DataConfig) -> Result<Split> {
-    let faces = if cfg.train == "synthetic" {
+/// split them with its seed (keeping `split_group`'s groups together).
+pub fn load(cfg: &DataConfig, spec: &Spec) -> Result<Split> {
+    let faces = if cfg.format != DataFormat::Kaggle {
+        images::load(cfg, spec)?
+    } else if cfg.train == "synthetic" {
         synthetic::generate(cfg.synthetic.size, cfg.synthetic.seed)
     } else {
         let path = Path::new(&cfg.train);
@@ -186,13 +247,25 @@ pub fn load(cfg: &DataConfig) -> Result<Split> {
     if complete.is_empty() && cfg.labels == Labels::Complete {
         bail!("{}: no fully annotated faces (labels: complete); use labels: masked", cfg.train);
     }
-    let (mut train, val) = if complete.is_empty() {
-        split_indices(&(0..faces.len()).collect::<Vec<_>>(), cfg.split, cfg.seed)
-    } else {
-        split_indices(&complete, cfg.split, cfg.seed)
+    let groups = match &cfg.split_group {
+        Some(pattern) => Some(group_keys(&faces, pattern)?),
+        None => None,
+    };
+    let candidates =
+        if complete.is_empty() { (0..faces.len()).collect::<Vec<_>>() } else { complete.clone() };
+    let (mut train, val) = match &groups {
+        Some(g) => split_groups(&candidates, g, cfg.split, cfg.seed),
+        None => split_indices(&candidates, cfg.split, cfg.seed),
     };
     if cfg.labels == Labels::Masked && !complete.is_empty() {
-        train.extend((0..faces.len()).filter(|&i| !faces.is_complete(i)));
+        // A partly annotated face of a val group would let the net see that person.
+        let val_groups: std::collections::HashSet<&str> =
+            groups.iter().flat_map(|g| val.iter().map(|&i| g[i].as_str())).collect();
+        train.extend(
+            (0..faces.len())
+                .filter(|&i| !faces.is_complete(i))
+                .filter(|&i| groups.as_ref().is_none_or(|g| !val_groups.contains(g[i].as_str()))),
+        );
     }
     let keep = if cfg.labels == Labels::Masked { faces.len() } else { complete.len() };
     Ok(Split {
@@ -202,6 +275,49 @@ pub fn load(cfg: &DataConfig) -> Result<Split> {
             .replace("Complete", "complete")
             .replace("Masked", "masked"),
     })
+}
+
+/// Each face's group: the first capture group of `pattern` on its image name (the
+/// whole match where the pattern has no group).
+fn group_keys(faces: &Faces, pattern: &str) -> Result<Vec<String>> {
+    if faces.sources.is_empty() {
+        bail!("data.split_group groups faces by their image paths; Kaggle's CSV has none");
+    }
+    let re = regex::Regex::new(pattern)
+        .map_err(|e| anyhow::anyhow!("data.split_group `{pattern}` is not a regular expression: {e}"))?;
+    faces
+        .sources
+        .iter()
+        .map(|s| {
+            let c = re.captures(&s.name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "data.split_group `{pattern}` does not match image `{}`; every image path must match",
+                    s.name
+                )
+            })?;
+            Ok(c.get(1).or(c.get(0)).map_or("", |m| m.as_str()).to_string())
+        })
+        .collect()
+}
+
+/// As `split_indices`, but whole groups go to one side: the groups in a seeded order
+/// fill training up to `ratio` of the faces, the rest are val.
+pub fn split_groups(idx: &[usize], groups: &[String], ratio: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut names: Vec<&str> = idx.iter().map(|&i| groups[i].as_str()).collect();
+    names.sort();
+    names.dedup();
+    names.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let n_train = ((idx.len() as f64 * ratio).round() as usize).clamp(1, idx.len());
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for g in names {
+        let members = idx.iter().copied().filter(|&i| groups[i] == g);
+        if train.len() < n_train {
+            train.extend(members);
+        } else {
+            val.extend(members);
+        }
+    }
+    (train, val)
 }
 
 /// Seeded shuffle, then the first `ratio` for training (at least one face), the rest val.

@@ -36,10 +36,14 @@ pub fn keypoints(img: &mut RgbImage, kp: &[f32], set: &KeypointSet) {
     }
 }
 
-/// A 96x96 grey face as an RGB image.
-pub fn face_image(pixels: &[u8]) -> RgbImage {
-    RgbImage::from_fn(96, 96, |x, y| {
-        let v = pixels[(y * 96 + x) as usize];
-        Rgb([v, v, v])
+/// A face's pixels (CxHxW planes, grey or RGB) as an RGB image.
+pub fn face_image(pixels: &[u8], [c, h, w]: [usize; 3]) -> RgbImage {
+    let plane = h * w;
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let i = y as usize * w + x as usize;
+        match c {
+            3 => Rgb([pixels[i], pixels[plane + i], pixels[2 * plane + i]]),
+            _ => Rgb([pixels[i]; 3]),
+        }
     })
 }

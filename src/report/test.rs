@@ -31,7 +31,7 @@ pub fn run(model: &Ensemble, csv: Option<&Path>) -> Result<Report> {
         }
         None => {
             let r = model.val_run()?;
-            let split = data::load(&r.solver.data)?;
+            let split = data::load(&r.solver.data, &model.models[0].spec)?;
             if split.val.is_empty() {
                 bail!("the run has no val split (data.split = 1): give --data CSV");
             }

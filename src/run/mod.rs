@@ -5,6 +5,7 @@ pub mod caffe_log;
 pub mod tensorboard;
 
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -130,20 +131,59 @@ pub fn write_text(path: &Path, text: &str) -> Result<()> {
     })
 }
 
-/// One line of metrics.csv; `None` is written as an empty cell.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One line of metrics.csv; `None` is written as an empty cell. The struct is the
+/// file's schema: its header, each row and the reader all come from it (serde + csv).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricsRow {
     pub iter: i64,
+    #[serde(serialize_with = "fixed3")]
     pub epoch: f64,
+    #[serde(serialize_with = "sci", default)]
     pub lr: Option<f64>,
+    #[serde(serialize_with = "sci", default)]
     pub train_loss: Option<f64>,
+    #[serde(serialize_with = "sci", default)]
     pub train_rmse_px: Option<f64>,
+    #[serde(serialize_with = "sci", default)]
     pub val_loss: Option<f64>,
+    #[serde(serialize_with = "sci", default)]
     pub val_rmse_px: Option<f64>,
+    /// NME, failure rate and AUC on the val split, in percent (where the keypoint set
+    /// has a normaliser; absent from runs made before 2026-12-01).
+    #[serde(serialize_with = "sci", default)]
+    pub val_nme: Option<f64>,
+    #[serde(serialize_with = "sci", default)]
+    pub val_fr: Option<f64>,
+    #[serde(serialize_with = "sci", default)]
+    pub val_auc: Option<f64>,
+    #[serde(serialize_with = "fixed2")]
     pub seconds: f64,
 }
 
-pub const METRICS_HEADER: &str = "iter,epoch,lr,train_loss,train_rmse_px,val_loss,val_rmse_px,seconds";
+fn sci<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&v.map(|x| format!("{x:.6e}")).unwrap_or_default())
+}
+
+fn fixed3<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:.3}"))
+}
+
+fn fixed2<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:.2}"))
+}
+
+/// `row` as one CSV line, with the header line first when `header`.
+fn csv_lines(row: &MetricsRow, header: bool) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new().has_headers(header).from_writer(Vec::new());
+    w.serialize(row).expect("plain data serializes");
+    w.into_inner().expect("a Vec does not fail")
+}
+
+/// The header line of metrics.csv (without its newline), from `MetricsRow`'s fields.
+pub fn metrics_header() -> String {
+    let lines = String::from_utf8(csv_lines(&MetricsRow::default(), true)).expect("ASCII");
+    lines.lines().next().expect("a header line").to_string()
+}
 
 /// metrics.csv, flushed after every row so it is readable while training runs.
 pub struct Metrics {
@@ -153,26 +193,14 @@ pub struct Metrics {
 impl Metrics {
     pub fn create(path: &Path) -> Result<Metrics> {
         let mut file = fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-        writeln!(file, "{METRICS_HEADER}")?;
+        writeln!(file, "{}", metrics_header())?;
         Ok(Metrics { file })
     }
 
     /// One `write` call per row, so a killed process leaves whole rows (and at most
     /// one cut-off last line, which `read_metrics` skips).
     pub fn write(&mut self, r: &MetricsRow) -> Result<()> {
-        let o = |v: Option<f64>| v.map(|x| format!("{x:.6e}")).unwrap_or_default();
-        let line = format!(
-            "{},{:.3},{},{},{},{},{},{:.2}\n",
-            r.iter,
-            r.epoch,
-            o(r.lr),
-            o(r.train_loss),
-            o(r.train_rmse_px),
-            o(r.val_loss),
-            o(r.val_rmse_px),
-            r.seconds
-        );
-        self.file.write_all(line.as_bytes())?;
+        self.file.write_all(&csv_lines(r, false))?;
         self.file.flush()?;
         Ok(())
     }
@@ -185,36 +213,13 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
     if !text.ends_with('\n') {
         text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
     }
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or("");
-    if header != METRICS_HEADER {
-        bail!("{}: unexpected header {header:?}, expected {METRICS_HEADER:?}", path.display());
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let header = rdr.headers().map(|h| h.iter().collect::<Vec<_>>().join(",")).unwrap_or_default();
+    if !header.starts_with("iter,epoch,lr,train_loss,train_rmse_px,val_loss,val_rmse_px") {
+        bail!("{}: unexpected header {header:?}, expected {:?}", path.display(), metrics_header());
     }
-    lines
+    rdr.deserialize()
         .enumerate()
-        .map(|(i, l)| {
-            let c: Vec<&str> = l.split(',').collect();
-            let bad = || anyhow::anyhow!("{}:{}: malformed row {l:?}", path.display(), i + 2);
-            if c.len() != 8 {
-                return Err(bad());
-            }
-            let opt = |s: &str| -> Result<Option<f64>> {
-                if s.is_empty() {
-                    Ok(None)
-                } else {
-                    s.parse().map(Some).map_err(|_| bad())
-                }
-            };
-            Ok(MetricsRow {
-                iter: c[0].parse().map_err(|_| bad())?,
-                epoch: c[1].parse().map_err(|_| bad())?,
-                lr: opt(c[2])?,
-                train_loss: opt(c[3])?,
-                train_rmse_px: opt(c[4])?,
-                val_loss: opt(c[5])?,
-                val_rmse_px: opt(c[6])?,
-                seconds: c[7].parse().map_err(|_| bad())?,
-            })
-        })
+        .map(|(i, row)| row.map_err(|e| anyhow::anyhow!("{}:{}: malformed row ({e})", path.display(), i + 2)))
         .collect()
 }
