@@ -126,17 +126,29 @@ enum Cmd {
         #[command(flatten)]
         model: ModelArgs,
     },
-    /// Keypoints for image files (any size or colour) or the rows of Kaggle CSVs.
+    /// Keypoints in each image's own pixels, for image files, folders of them
+    /// (recursively) or the rows of Kaggle CSVs; one row per face.
     Predict {
         /// A run dir or an export.
         run: PathBuf,
+        /// Image files (any size or colour), folders of images, or Kaggle CSVs.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// Also write each image with its keypoints drawn into this directory.
         #[arg(long)]
         draw: Option<PathBuf>,
+        /// csv (the dataset's layout: image,x0,y0,... or Kaggle's columns) or json.
         #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
         format: String,
+        /// Write the predictions to this file instead of standard output.
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+        /// The face's box in every image, x,y,w,h in pixels (cut out as the model's crop).
+        #[arg(long = "box", value_name = "X,Y,W,H", conflicts_with = "boxes")]
+        face_box: Option<String>,
+        /// A CSV of face boxes, image,x,y,w,h per face (several rows: several faces).
+        #[arg(long, value_name = "CSV")]
+        boxes: Option<PathBuf>,
         /// Overwrite output files that exist (by default an existing file is refused).
         #[arg(long)]
         force: bool,
@@ -415,22 +427,40 @@ fn run(cli: Cli) -> Result<()> {
             let model = model.load(&run)?;
             print!("{}", report::test::run(&model, data.as_deref())?.table());
         }
-        Cmd::Predict { run, inputs, draw, format, force, model } => {
+        Cmd::Predict { run, inputs, draw, format, out, face_box, boxes, force, model } => {
+            if let Some(o) = &out {
+                fkpnet::run::check_new_output(o, force)?;
+            }
+            let boxes = report::predict::Boxes {
+                all: face_box.as_deref().map(report::predict::Boxes::parse_one).transpose()?,
+                per_image: boxes
+                    .as_deref()
+                    .map(report::predict::Boxes::read)
+                    .transpose()?
+                    .unwrap_or_default(),
+            };
             let model = model.load(&run)?;
-            let preds = report::predict::predict(&model, &inputs)?;
-            match format.as_str() {
-                "json" => print!("{}", report::predict::to_json(&preds, &model.models[0].spec.keypoints)),
-                _ => print!("{}", report::predict::to_csv(&preds)),
+            let preds = report::predict::predict(&model, &inputs, &boxes)?;
+            let text = match format.as_str() {
+                "json" => report::predict::to_json(&preds, &model.spec().keypoints),
+                _ => report::predict::to_csv(&preds, model.spec()),
+            };
+            match &out {
+                Some(o) => {
+                    fkpnet::run::write_text(o, &text)?;
+                    eprintln!("wrote {} face(s) to {}", preds.len(), o.display());
+                }
+                None => print!("{text}"),
             }
             if let Some(dir) = draw {
-                let files = report::predict::draw_all(&preds, &model.models[0].spec.keypoints, &dir, force)?;
+                let files = report::predict::draw_all(&preds, &model.spec().keypoints, &dir, force)?;
                 eprintln!("drew {} image(s) into {}", files.len(), dir.display());
             }
         }
         Cmd::Submit { run, test_csv, lookup_csv, out, force, model } => {
             fkpnet::run::check_new_output(&out, force)?;
             let model = model.load(&run)?;
-            let text = report::predict::submit(&model, &test_csv, &lookup_csv)?;
+            let text = report::submit::submit(&model, &test_csv, &lookup_csv)?;
             fkpnet::run::write_text(&out, &text)?;
             eprintln!("wrote {} rows to {}", text.lines().count() - 1, out.display());
         }
@@ -439,7 +469,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(s) => Some(config::load_solver(&s, &[])?.solver.data.augment),
                 None => None,
             };
-            let n = report::predict::extract(&csv, &dir, draw, limit, aug.as_ref(), force)?;
+            let n = report::extract::extract(&csv, &dir, draw, limit, aug.as_ref(), force)?;
             eprintln!("wrote {n} image(s) into {}", dir.display());
         }
         Cmd::Export { run, out, weights } => {

@@ -238,3 +238,143 @@ fn bad_datasets_are_clear_errors() {
     let e = bad(&[&format!("data.train={}", coco.display()), "data.format=coco", &images]);
     assert!(e.contains("annotations[3]") && e.contains("201 keypoint values") && e.contains("has 68"), "{e}");
 }
+
+/// A short run of the shipped 68-point solver (whole frames) and of a variant cut out
+/// by the landmarks (RGB, 96x96), trained once for the predict tests.
+fn trained() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
+    static RUNS: std::sync::OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    RUNS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let s = root().join("solvers/lenet68.yaml");
+        let data = format!("data.train={}", l68().join("keypoints.csv").display());
+        let common = [
+            "train",
+            s.to_str().unwrap(),
+            "--runs-dir",
+            "runs",
+            "-q",
+            "--set",
+            &data,
+            "--set",
+            "max_iter=6",
+            "--set",
+            "batch_size=16",
+        ];
+        ok(&[&common[..], &["--name", "whole"]].concat(), dir.path());
+        let lm = [
+            "--name",
+            "lm",
+            "--set",
+            "data.crop={from: landmarks, margin: 0.25}",
+            "--set",
+            "input=[3, 96, 96]",
+        ];
+        ok(&[&common[..], &lm].concat(), dir.path());
+        let (a, b) = (dir.path().join("runs/whole"), dir.path().join("runs/lm"));
+        (dir, a, b)
+    })
+}
+
+fn rows(csv: &str) -> Vec<(String, Vec<f64>)> {
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let (name, rest) = l.split_once(',').unwrap();
+            (name.to_string(), rest.split(',').map(|v| v.parse().unwrap()).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn predict_writes_one_row_per_image_in_its_own_pixels() {
+    let (dir, whole, lm) = trained();
+    let d = dir.path();
+    let w = whole.to_str().unwrap();
+    // A folder, recursively: one row per image (the .pts files beside them are skipped),
+    // named relative to the folder, in the dataset's layout.
+    ok(&["predict", w, l68().to_str().unwrap(), "-o", "pred.csv"], d);
+    let text = std::fs::read_to_string(d.join("pred.csv")).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(header.starts_with("image,x0,y0,x1,y1,") && header.ends_with(",x67,y67"), "{header}");
+    let r = rows(&text);
+    assert_eq!(r.len(), 120);
+    assert!(r.iter().all(|(n, v)| n.starts_with("frames_") && v.len() == 136), "{:?}", r[0].0);
+    // In the image's pixels: inside (or near) each frame, not the 96x96 input.
+    let img = image::open(l68().join(&r[0].0)).unwrap();
+    let xs: Vec<f64> = r[0].1.iter().step_by(2).copied().collect();
+    assert!(xs.iter().all(|x| (-20.0..img.width() as f64 + 20.0).contains(x)), "{xs:?}");
+    // An existing output is refused.
+    let e = err(&["predict", w, l68().to_str().unwrap(), "-o", "pred.csv"], d);
+    assert!(e.contains("pred.csv exists"), "{e}");
+
+    // A model of cut-out faces needs a box: the same face moved within a larger photo,
+    // with its box moved alike, gets the same keypoints moved alike.
+    let l = lm.to_str().unwrap();
+    let name = &r[0].0;
+    let e = err(&["predict", l, l68().join(name).to_str().unwrap()], d);
+    assert!(e.contains("must be cropped or boxed") && e.contains("--box"), "{e}");
+    let small = image::open(l68().join(name)).unwrap().to_rgb8();
+    let mut big = image::RgbImage::new(small.width() + 100, small.height() + 60);
+    image::imageops::overlay(&mut big, &small, 70, 40);
+    big.save(d.join("big.png")).unwrap();
+    let at = |img: &str, b: &str| rows(&ok(&["predict", l, img, "--box", b], d))[0].1.clone();
+    let (p1, p2) = (at(l68().join(name).to_str().unwrap(), "40,50,100,110"), at("big.png", "110,90,100,110"));
+    for (k, (a, b)) in p1.iter().zip(&p2).enumerate() {
+        let shift = if k % 2 == 0 { 70.0 } else { 40.0 };
+        assert!((b - a - shift).abs() < 0.02, "value {k}: {a} vs {b}");
+    }
+    let e = err(&["predict", l, "big.png", "--box", "900,900,10,10"], d);
+    assert!(e.contains("lies outside the"), "{e}");
+    // Several faces of one photo from a boxes file: a row each.
+    std::fs::write(d.join("boxes.csv"), "image,x,y,w,h\nbig.png,110,90,100,110\nbig.png,0,0,80,80\n")
+        .unwrap();
+    let two = rows(&ok(&["predict", l, "big.png", "--boxes", "boxes.csv", "--draw", "drawn"], d));
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0].1, p2, "the first box is the --box above");
+    assert!(d.join("drawn/big_face1.png").is_file() && d.join("drawn/big_face2.png").is_file());
+
+    // JSON: the box and the keypoints by name, in the set's order.
+    let json = ok(&["predict", w, l68().join(name).to_str().unwrap(), "--format", "json"], d);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let names: Vec<&String> = v[0]["keypoints"].as_object().unwrap().keys().collect();
+    assert_eq!(names.len(), 68);
+    assert_eq!((names[0].as_str(), names[10].as_str(), names[67].as_str()), ("p0", "p10", "p67"));
+    assert_eq!(v[0]["box"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn an_export_carries_its_faces_and_keypoints() {
+    let (dir, _, lm) = trained();
+    let d = dir.path();
+    ok(&["export", lm.to_str().unwrap(), "-o", "ex_lm"], d);
+    let data = std::fs::read_to_string(d.join("ex_lm/data.yaml")).unwrap();
+    assert!(
+        data.contains("format: csv") && data.contains("from: landmarks") && data.contains("mirror:"),
+        "{data}"
+    );
+    let readme = std::fs::read_to_string(d.join("ex_lm/README.md")).unwrap();
+    assert!(readme.contains("96x96 RGB faces") && readme.contains("68 keypoints"), "{readme}");
+    let img = l68().join(
+        std::fs::read_to_string(l68().join("keypoints.csv"))
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap(),
+    );
+    let img = img.to_str().unwrap();
+    let a = ok(&["predict", lm.to_str().unwrap(), img, "--box", "30,40,90,90"], d);
+    let b = ok(&["predict", d.join("ex_lm").to_str().unwrap(), img, "--box", "30,40,90,90"], d);
+    assert_eq!(a, b, "the export predicts what the run predicts");
+    // fkpnet test on another annotation file of the same format: per point and NME.
+    let out = ok(&["test", lm.to_str().unwrap(), "--data", l68().join("keypoints.csv").to_str().unwrap()], d);
+    assert!(
+        out.contains("120 faces")
+            && out.contains("p67")
+            && out.contains("NME ")
+            && out.contains("(NME > 8%)"),
+        "{out}"
+    );
+}

@@ -35,12 +35,23 @@ pub struct Spec {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// How a face is cut out of an image file (Kaggle's faces come cut out).
+    pub crop: crate::config::solver::CropConfig,
+    /// The format the faces came in (Kaggle's CSV, or an image dataset's).
+    pub format: DataFormat,
 }
 
 impl Spec {
     /// Kaggle's faces: 1x96x96 grey with the 15 keypoints.
     pub fn kaggle() -> Spec {
-        Spec { keypoints: KeypointSet::kaggle15(), channels: 1, height: SIDE, width: SIDE }
+        Spec {
+            keypoints: KeypointSet::kaggle15(),
+            channels: 1,
+            height: SIDE,
+            width: SIDE,
+            crop: Default::default(),
+            format: DataFormat::Kaggle,
+        }
     }
 
     /// Values of one face's image.
@@ -210,7 +221,14 @@ pub fn spec(cfg: &DataConfig, net: &crate::config::NetConfig) -> Result<Spec> {
             cfg.crop.margin
         );
     }
-    Ok(Spec { keypoints, channels: c as usize, height: h as usize, width: w as usize })
+    Ok(Spec {
+        keypoints,
+        channels: c as usize,
+        height: h as usize,
+        width: w as usize,
+        crop: cfg.crop,
+        format: cfg.format,
+    })
 }
 
 /// The train and val faces of a data section.

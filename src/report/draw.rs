@@ -47,3 +47,23 @@ pub fn face_image(pixels: &[u8], [c, h, w]: [usize; 3]) -> RgbImage {
         }
     })
 }
+
+/// A square outline (the box a face was cut out of), clipped to the image.
+pub fn square(img: &mut RgbImage, left: i64, top: i64, side: i64) {
+    let c = Rgb([255, 210, 0]);
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let thick = (w.min(h) / 300).max(1);
+    let mut put = |x: i64, y: i64| {
+        if (0..w).contains(&x) && (0..h).contains(&y) {
+            img.put_pixel(x as u32, y as u32, c);
+        }
+    };
+    for t in 0..thick {
+        for i in 0..side {
+            put(left + i, top + t);
+            put(left + i, top + side - 1 - t);
+            put(left + t, top + i);
+            put(left + side - 1 - t, top + i);
+        }
+    }
+}

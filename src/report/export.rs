@@ -24,9 +24,14 @@ pub fn pytorch_code(model: &Model) -> String {
          from safetensors.torch import load_file\n{classes}\n\
          {net}\
          model.load_state_dict(load_file(\"model.safetensors\"))\nmodel.eval()\n\n\
-         # faces: float tensor (N, {}, {}, {}) with grey values / 255\n\
-         # keypoints in pixels (Kaggle's column order): model(faces) * 48 + 48\n",
-        g.input[0], g.input[1], g.input[2]
+         # faces: float tensor (N, {c}, {h}, {w}) with {colour} values / 255\n\
+         # keypoints in pixels of the face image ({k} x, y in the set's order): model(faces) * {half} + {half}\n",
+        c = g.input[0],
+        h = g.input[1],
+        w = g.input[2],
+        colour = if g.input[0] == 3 { "RGB" } else { "grey" },
+        k = model.spec.keypoints.len(),
+        half = model.spec.half()
     )
 }
 
@@ -72,6 +77,30 @@ fn module(g: &Graph) -> String {
     )
 }
 
+/// What the model's faces are, for `fkpnet predict EXPORT` and other readers: the
+/// run's data format, keypoint set (written out in full) and crop; no data files.
+fn data_yaml(model: &Model) -> Result<String> {
+    let mut data = match &model.run {
+        Some(r) => r.solver.data.clone(),
+        None => crate::config::DataConfig::of("export".into()),
+    };
+    data.train = "export".into();
+    data.images = None;
+    data.split_group = None;
+    let mut v = serde_yaml::to_value(&data)?;
+    if let serde_yaml::Value::Mapping(m) = &mut v {
+        m.insert("keypoints".into(), model.spec.keypoints.to_value());
+        for k in ["split", "labels", "seed", "synthetic", "augment"] {
+            m.remove(k);
+        }
+    }
+    Ok(format!(
+        "# The faces this model takes and the keypoints it predicts (the training run's data\n\
+         # section without its files). fkpnet predict reads it.\n{}",
+        serde_yaml::to_string(&v)?
+    ))
+}
+
 pub fn export(model: &Model, dir: &Path) -> Result<()> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!("{} exists and is not empty; choose a new directory (nothing is overwritten)", dir.display());
@@ -80,18 +109,37 @@ pub fn export(model: &Model, dir: &Path) -> Result<()> {
     std::fs::copy(&model.weights, dir.join("model.safetensors"))
         .with_context(|| format!("cannot copy {}", model.weights.display()))?;
     write_text(&dir.join("net.yaml"), &serde_yaml::to_string(&model.graph.resolved())?)?;
+    write_text(&dir.join("data.yaml"), &data_yaml(model)?)?;
     let readme = format!(
         "# {name}: a frozen fkpnet model\n\n\
          - `model.safetensors`: float32 weights from `{w}`; tensor names are the layer names\n  \
          (`conv1.weight` has nn.Conv2d's layout (out, in, kh, kw), `fc1.weight` nn.Linear's (out, in)).\n\
          - `net.yaml`: the resolved net; `fkpnet summary net.yaml` shows it, and\n  \
-         `fkpnet predict {dir} face.png` runs it.\n\n\
-         Inputs are 96x96 grey faces scaled to [0, 1]; outputs are the 15 keypoints' x, y in\n\
-         Kaggle's column order, normalised as (xy - 48) / 48.\n\n\
+         `fkpnet predict {dir} face.png` runs it.\n\
+         - `data.yaml`: the faces it takes (format, keypoint set with names and mirror pairs, crop).\n\n\
+         Inputs are {s}x{s} {colour} faces scaled to [0, 1]{crop}; outputs are the {k} keypoints' x, y\n\
+         in the set's order ({names}), normalised as (xy - {half}) / {half}.\n\n\
          ## In PyTorch\n\n```python\n{code}```\n",
         name = model.graph.name,
         w = model.weights.display(),
         dir = dir.display(),
+        s = model.spec.width,
+        colour = if model.spec.channels == 3 { "RGB" } else { "grey" },
+        crop = match model.spec.format {
+            crate::data::DataFormat::Kaggle => String::new(),
+            _ => format!(
+                " (cut out of their images: crop from {}, margin {})",
+                format!("{:?}", model.spec.crop.from).to_lowercase(),
+                model.spec.crop.margin
+            ),
+        },
+        k = model.spec.keypoints.len(),
+        names = if model.spec.format == crate::data::DataFormat::Kaggle {
+            "Kaggle's column order".to_string()
+        } else {
+            "see data.yaml".into()
+        },
+        half = model.spec.half(),
         code = pytorch_code(model)
     );
     write_text(&dir.join("README.md"), &readme)

@@ -3,7 +3,9 @@
 pub mod diff;
 pub mod draw;
 pub mod export;
+pub mod extract;
 pub mod model;
 pub mod plot;
 pub mod predict;
+pub mod submit;
 pub mod test;

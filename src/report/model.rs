@@ -73,7 +73,7 @@ impl Model {
         }
         let spec = match &run {
             Some(r) => crate::data::spec(&r.solver.data, &net)?,
-            None => Spec::kaggle(),
+            None => export_spec(dir, &net)?,
         };
         let graph = Graph::compile(&net, &src, spec.targets() as i64)?;
         let vs = nn::VarStore::new(Device::Cpu);
@@ -100,6 +100,19 @@ impl Model {
     }
 }
 
+/// An export's faces: its `data.yaml` (the training run's data section without its
+/// files: format, keypoints, crop), or Kaggle's for exports made before it existed.
+fn export_spec(dir: &Path, net: &crate::config::NetConfig) -> Result<Spec> {
+    let f = dir.join("data.yaml");
+    if !f.is_file() {
+        return crate::data::spec(&crate::config::DataConfig::of("export".into()), net);
+    }
+    let text = std::fs::read_to_string(&f)?;
+    let data: crate::config::DataConfig =
+        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+    crate::data::spec(&data, net).map_err(|e| anyhow::anyhow!("{}: {e:#}", f.display()))
+}
+
 /// One model or several whose predictions are averaged (an ensemble: `fkpnet test A
 /// --ensemble B`). Each member applies its own test-time augmentation first.
 pub struct Ensemble {
@@ -121,7 +134,29 @@ impl Ensemble {
             .chain(more.iter().map(PathBuf::as_path))
             .map(|d| Model::load(d, weights))
             .collect::<Result<Vec<_>>>()?;
+        // Their predictions are averaged face by face: they must take the same faces.
+        for m in &models[1..] {
+            let (a, b) = (&models[0].spec, &m.spec);
+            if a.keypoints != b.keypoints || a.input() != b.input() || a.crop != b.crop {
+                bail!(
+                    "{} and {} take different faces or keypoints ({} keypoints {:?} / {} keypoints {:?}, crop {:?} / {:?}): an ensemble averages models of one keypoint set and input",
+                    models[0].dir.display(),
+                    m.dir.display(),
+                    a.keypoints.len(),
+                    a.input(),
+                    b.keypoints.len(),
+                    b.input(),
+                    a.crop,
+                    b.crop
+                );
+            }
+        }
         Ok(Ensemble { models })
+    }
+
+    /// The faces all members take and the keypoints they predict.
+    pub fn spec(&self) -> &Spec {
+        &self.models[0].spec
     }
 
     /// Apply `--set test.KEY=VALUE` to every member's test-time augmentation.
