@@ -186,8 +186,35 @@ pub struct DataResult {
     pub cache_s: f64,
 }
 
+/// A solver file's image dataset: decoding and cutting out every face, then reading
+/// them back from the cache.
+pub fn image_data(solver: &std::path::Path) -> anyhow::Result<DataResult> {
+    use crate::data::{cache, images};
+    let r = crate::config::load_solver(solver, &[])?;
+    let spec = crate::data::spec(&r.solver.data, &r.net)?;
+    anyhow::ensure!(
+        spec.format != crate::data::DataFormat::Kaggle,
+        "{}: a Kaggle dataset; give the CSV itself",
+        solver.display()
+    );
+    let t = Instant::now();
+    let (faces, key) = images::decode_and_cache(&r.solver.data, &spec)?;
+    let parse_s = t.elapsed().as_secs_f64();
+    let key = key.ok_or_else(|| {
+        anyhow::anyhow!("no cache for this dataset (no cache folder, or an image file vanished)")
+    })?;
+    let t = Instant::now();
+    let again = cache::load_images(&key).ok_or_else(|| anyhow::anyhow!("the cache could not be written"))?;
+    let cache_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(again.pixels == faces.pixels, "cache round trip differs");
+    Ok(DataResult { faces: faces.len(), parse_s, cache_s })
+}
+
 pub fn data(csv: &std::path::Path) -> anyhow::Result<DataResult> {
     use crate::data::{cache, kaggle};
+    if csv.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        return image_data(csv);
+    }
     let t = Instant::now();
     let table = kaggle::parse(csv)?;
     let parse_s = t.elapsed().as_secs_f64();

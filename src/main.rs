@@ -199,7 +199,7 @@ enum Cmd {
         /// Write the curves here (.png, or .svg).
         #[arg(short = 'o', long = "out")]
         out: Option<PathBuf>,
-        /// val_rmse_px, val_loss, train_loss or train_rmse_px.
+        /// val_rmse_px, val_loss, train_loss, train_rmse_px, or the field's val_nme, val_fr, val_auc.
         #[arg(long, default_value = "val_rmse_px")]
         metric: Metric,
         /// Overwrite output files that exist (by default an existing file is refused).
@@ -255,7 +255,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Seconds to load a Kaggle CSV: parsing it, and from fkpnet's binary cache.
+    /// Seconds to load a Kaggle CSV (parsing it, and from fkpnet's binary cache), or a
+    /// solver file's image dataset (decoding and cutting out every face, and from the cache).
     BenchData {
         csv: PathBuf,
         #[arg(long)]

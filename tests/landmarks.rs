@@ -378,3 +378,28 @@ fn an_export_carries_its_faces_and_keypoints() {
         "{out}"
     );
 }
+
+#[test]
+fn colour_jitter_changes_saturation_of_rgb_faces_only() {
+    use fkpnet::data::augment::Augment;
+    use tch::{Kind, Tensor};
+    let (spec, s) = faces_of(&["input=[3, 96, 96]"]);
+    let (x, y) = s.train.select(&[0, 1, 2, 3]).to_tensors(tch::Device::Cpu);
+    tch::manual_seed(0);
+    let (xa, ya) = Augment { saturation: 0.5, ..Default::default() }.apply(&x, &y, &spec);
+    assert!(ya.equal(&y), "colour leaves the keypoints alone");
+    // Each pixel's grey value stays (up to the clamp to [0, 1]); its colour spread changes.
+    let w = Tensor::from_slice(&[0.299f32, 0.587, 0.114]).view([1, 3, 1, 1]);
+    let grey = |t: &Tensor| (t * &w).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    let dg = (grey(&xa) - grey(&x)).abs().mean(Kind::Float).double_value(&[]);
+    let spread = |t: &Tensor| (t - grey(t).unsqueeze(1)).abs().mean(Kind::Float).double_value(&[]);
+    assert!(
+        dg < 0.01 && (spread(&xa) - spread(&x)).abs() > 0.002,
+        "grey moved {dg}, spread {} -> {}",
+        spread(&x),
+        spread(&xa)
+    );
+    // On grey faces it is a config error, not a silent no-op.
+    let e = bad(&["data.augment={saturation: 0.3}"]);
+    assert!(e.contains("saturation jitters colour") && e.contains("grey"), "{e}");
+}

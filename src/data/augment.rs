@@ -29,6 +29,10 @@ pub struct Augment {
     /// Largest relative contrast change around the face's mean.
     #[serde(default)]
     pub contrast: f64,
+    /// Largest relative saturation change of RGB faces (0.3: blended 0.7x to 1.3x away
+    /// from their grey), colour jitter as torchvision's ColorJitter(saturation=...).
+    #[serde(default)]
+    pub saturation: f64,
     /// Probability that a face gets a random black rectangle (2-33% of the image,
     /// aspect 0.3-3.3, as torchvision's RandomErasing); its keypoints keep their labels,
     /// so the net learns to place hidden ones.
@@ -149,6 +153,7 @@ impl Augment {
             ("rotate", self.rotate),
             ("brightness", self.brightness),
             ("contrast", self.contrast),
+            ("saturation", self.saturation),
             ("erase", self.erase),
         ];
         for (k, v) in nonneg {
@@ -159,8 +164,8 @@ impl Augment {
         if self.erase > 1.0 {
             return Err(format!("data.augment.erase is a probability (0 to 1), got {}", self.erase));
         }
-        if self.scale >= 1.0 || self.contrast >= 1.0 {
-            return Err("data.augment.scale and .contrast must be below 1".into());
+        if self.scale >= 1.0 || self.contrast >= 1.0 || self.saturation > 1.0 {
+            return Err("data.augment.scale and .contrast must be below 1, .saturation at most 1".into());
         }
         Ok(())
     }
@@ -200,6 +205,13 @@ impl Augment {
             let b = (Tensor::rand([n, 1, 1, 1], opts) * 2.0 - 1.0) * self.brightness;
             let mean = x.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
             x = ((&x - &mean) * c + mean + b).clamp(0.0, 1.0);
+        }
+        // Drawn after the others, so configs without it see the batches they saw.
+        if self.saturation > 0.0 && x.size()[1] == 3 {
+            let s = (Tensor::rand([n, 1, 1, 1], opts) * 2.0 - 1.0) * self.saturation + 1.0;
+            let w = Tensor::from_slice(&[0.299f32, 0.587, 0.114]).to_device(dev).view([1, 3, 1, 1]);
+            let grey = (&x * w).sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+            x = (&grey + (&x - &grey) * s).clamp(0.0, 1.0);
         }
         if self.erase > 0.0 {
             x = erase(&x, self.erase);

@@ -95,7 +95,9 @@ pub fn store(csv: &Path, t: &Table) {
             Ok(())
         })
     };
-    let _ = write();
+    if write().is_ok() {
+        prune(&file, max_bytes());
+    }
 }
 
 /// Where an image dataset's faces are cached, and the digest of everything they were
@@ -150,8 +152,12 @@ pub fn images_key(
 
 pub fn load_images(key: &ImagesKey) -> Option<Faces> {
     let mut bytes = Vec::new();
-    std::fs::File::open(&key.file).ok()?.read_to_end(&mut bytes).ok()?;
-    parse_images(&bytes, key.digest).ok()
+    let mut f = std::fs::File::open(&key.file).ok()?;
+    f.read_to_end(&mut bytes).ok()?;
+    let faces = parse_images(&bytes, key.digest).ok()?;
+    // Marks it as used, for `prune` (best effort).
+    let _ = f.set_modified(std::time::SystemTime::now());
+    Some(faces)
 }
 
 fn parse_images(b: &[u8], digest: u64) -> Result<Faces> {
@@ -203,5 +209,59 @@ pub fn store_images(key: &ImagesKey, faces: &Faces) {
             Ok(())
         })
     };
-    let _ = write();
+    if write().is_ok() {
+        prune(&key.file, max_bytes());
+    }
+}
+
+/// `FKPNET_CACHE_MAX_MB` (default 2,048 MB) in bytes.
+fn max_bytes() -> u64 {
+    std::env::var("FKPNET_CACHE_MAX_MB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(2048) << 20
+}
+
+/// Keep the cache folder under `max` bytes: every dataset, crop and input size is a
+/// file of its own, so without a bound it would only grow. The least recently used
+/// files go first; `keep`, just written, stays.
+fn prune(keep: &Path, max: u64) {
+    let Some(dir) = keep.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let m = p.metadata().ok()?;
+            let used = m.modified().ok()?;
+            (p.extension().is_some_and(|x| x == "bin") && m.is_file()).then_some((used, m.len(), p))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    files.sort();
+    for (_, len, p) in files {
+        if total <= max {
+            break;
+        }
+        if p != keep && std::fs::remove_file(&p).is_ok() {
+            total -= len;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prune_drops_the_least_recently_used_files_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str, age_s: u64| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, vec![0u8; 1000]).unwrap();
+            let t = std::time::SystemTime::now() - std::time::Duration::from_secs(age_s);
+            std::fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
+            p
+        };
+        let (old, mid, keep) = (at("old.bin", 300), at("mid.bin", 200), at("new.bin", 100));
+        let other = at("notes.txt", 400);
+        super::prune(&keep, 2000);
+        assert!(!old.exists() && mid.exists() && keep.exists() && other.exists());
+        super::prune(&keep, 500);
+        assert!(!mid.exists() && keep.exists(), "the file just written stays even over the bound");
+    }
 }

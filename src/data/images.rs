@@ -12,13 +12,7 @@ use std::path::Path;
 
 /// The faces of an image dataset, ordered by image name.
 pub fn load(cfg: &DataConfig, spec: &Spec) -> Result<Faces> {
-    let source = Path::new(&cfg.train);
-    let images = cfg.images.as_deref().map(Path::new);
-    let mut anns = annotations::read(cfg.format, source, images, &cfg.columns, spec.keypoints.len())?;
-    // One order whatever the format (a folder of .pts files has none of its own), so the
-    // same faces train the same as csv, pts or coco; an image's faces keep theirs.
-    anns.sort_by(|a, b| a.name.cmp(&b.name));
-    let key = super::cache::images_key(cfg, spec, &anns);
+    let (anns, key) = annotated(cfg, spec)?;
     if let Some(faces) = key.as_ref().and_then(super::cache::load_images) {
         return Ok(faces);
     }
@@ -27,6 +21,29 @@ pub fn load(cfg: &DataConfig, spec: &Spec) -> Result<Faces> {
         super::cache::store_images(k, &faces);
     }
     Ok(faces)
+}
+
+/// Decode every face, bypassing the cache, then store it; and the cache key (for
+/// `fkpnet bench-data`).
+pub fn decode_and_cache(cfg: &DataConfig, spec: &Spec) -> Result<(Faces, Option<super::cache::ImagesKey>)> {
+    let (anns, key) = annotated(cfg, spec)?;
+    let faces = decode_all(&anns, cfg, spec)?;
+    if let Some(k) = &key {
+        super::cache::store_images(k, &faces);
+    }
+    Ok((faces, key))
+}
+
+/// The annotations, in one order whatever the format (a folder of .pts files has
+/// none of its own), so the same faces train the same as csv, pts or coco; an image's
+/// faces keep theirs. And where their cache is.
+fn annotated(cfg: &DataConfig, spec: &Spec) -> Result<(Vec<Annotation>, Option<super::cache::ImagesKey>)> {
+    let source = Path::new(&cfg.train);
+    let images = cfg.images.as_deref().map(Path::new);
+    let mut anns = annotations::read(cfg.format, source, images, &cfg.columns, spec.keypoints.len())?;
+    anns.sort_by(|a, b| a.name.cmp(&b.name));
+    let key = super::cache::images_key(cfg, spec, &anns);
+    Ok((anns, key))
 }
 
 /// One face: its crop's pixels and its keypoints in the crop.

@@ -215,6 +215,9 @@ pub fn spec(cfg: &DataConfig, net: &crate::config::NetConfig) -> Result<Spec> {
             net.input
         );
     }
+    if cfg.augment.saturation > 0.0 && c != 3 {
+        bail!("data.augment.saturation jitters colour; the net's input {:?} is grey (1 channel)", net.input);
+    }
     if !(cfg.crop.margin > -0.9 && cfg.crop.margin <= 4.0) {
         bail!(
             "data.crop.margin grows the box's side by a fraction; it must be in (-0.9, 4], got {}",

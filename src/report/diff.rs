@@ -16,33 +16,34 @@ pub enum Metric {
     ValLoss,
     TrainLoss,
     TrainRmse,
+    ValNme,
+    ValFr,
+    ValAuc,
 }
+
+const METRICS: &[(&str, Metric)] = &[
+    ("val_rmse_px", Metric::ValRmse),
+    ("val_loss", Metric::ValLoss),
+    ("train_loss", Metric::TrainLoss),
+    ("train_rmse_px", Metric::TrainRmse),
+    ("val_nme", Metric::ValNme),
+    ("val_fr", Metric::ValFr),
+    ("val_auc", Metric::ValAuc),
+];
 
 impl std::str::FromStr for Metric {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "val_rmse_px" => Metric::ValRmse,
-            "val_loss" => Metric::ValLoss,
-            "train_loss" => Metric::TrainLoss,
-            "train_rmse_px" => Metric::TrainRmse,
-            _ => {
-                return Err(format!(
-                    "unknown metric `{s}`; valid: val_rmse_px, val_loss, train_loss, train_rmse_px"
-                ))
-            }
+        METRICS.iter().find(|(n, _)| *n == s).map(|(_, m)| *m).ok_or_else(|| {
+            let names: Vec<&str> = METRICS.iter().map(|(n, _)| *n).collect();
+            format!("unknown metric `{s}`; valid: {}", names.join(", "))
         })
     }
 }
 
 impl Metric {
     pub fn name(self) -> &'static str {
-        match self {
-            Metric::ValRmse => "val_rmse_px",
-            Metric::ValLoss => "val_loss",
-            Metric::TrainLoss => "train_loss",
-            Metric::TrainRmse => "train_rmse_px",
-        }
+        METRICS.iter().find(|(_, m)| *m == self).map(|(n, _)| *n).expect("every metric is named")
     }
 
     pub fn of(self, r: &MetricsRow) -> Option<f64> {
@@ -51,11 +52,27 @@ impl Metric {
             Metric::ValLoss => r.val_loss,
             Metric::TrainLoss => r.train_loss,
             Metric::TrainRmse => r.train_rmse_px,
+            Metric::ValNme => r.val_nme,
+            Metric::ValFr => r.val_fr,
+            Metric::ValAuc => r.val_auc,
         }
     }
 
     fn is_loss(self) -> bool {
         matches!(self, Metric::ValLoss | Metric::TrainLoss)
+    }
+
+    /// AUC grows as a net gets better; every other metric shrinks.
+    pub fn higher_is_better(self) -> bool {
+        self == Metric::ValAuc
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Metric::ValRmse | Metric::TrainRmse => " px",
+            Metric::ValNme | Metric::ValFr | Metric::ValAuc => " points of %",
+            _ => "",
+        }
     }
 }
 
@@ -90,7 +107,17 @@ impl Run {
     }
 
     fn best(&self, m: Metric) -> Option<(i64, f64)> {
-        self.series(m).into_iter().min_by(|a, b| a.1.total_cmp(&b.1))
+        let s = self.series(m).into_iter();
+        if m.higher_is_better() {
+            s.max_by(|a, b| a.1.total_cmp(&b.1))
+        } else {
+            s.min_by(|a, b| a.1.total_cmp(&b.1))
+        }
+    }
+
+    /// Trained on Kaggle's faces (the mean-face plateau of about 4 px is theirs).
+    pub fn is_kaggle(&self) -> bool {
+        self.config["data"]["format"].as_str().is_none_or(|f| f == "kaggle")
     }
 
     fn seconds_per_iter(&self) -> Option<f64> {
@@ -169,18 +196,25 @@ pub fn table(runs: &[Run], m: Metric) -> String {
     if let Some((_, base)) = runs[0].best(m) {
         for r in &runs[1..] {
             if let Some((_, v)) = r.best(m) {
-                let (better, worse, d) = if v < base {
-                    (&r.name, &runs[0].name, base - v)
-                } else {
-                    (&runs[0].name, &r.name, v - base)
-                };
-                let unit = if m.is_loss() { "" } else { " px" };
+                let first_better = if m.higher_is_better() { base >= v } else { base <= v };
+                let (better, worse) =
+                    if first_better { (&runs[0].name, &r.name) } else { (&r.name, &runs[0].name) };
+                let d = (base - v).abs();
                 s += &format!(
-                    "best {}: {better} is better than {worse} by {d:.4}{unit} ({:.1}%)\n",
+                    "best {}: {better} is better than {worse} by {d:.4}{} ({:.1}%)\n",
                     m.name(),
-                    100.0 * d / base.max(v)
+                    m.unit(),
+                    100.0 * d / base.abs().max(v.abs())
                 );
             }
+        }
+    }
+    // The field's metrics beside the one compared, where the runs have them.
+    for extra in [Metric::ValNme, Metric::ValFr, Metric::ValAuc] {
+        if extra != m && runs.iter().all(|r| r.best(extra).is_some()) {
+            s += &row(&format!("{}", extra.name()), &|r| {
+                r.best(extra).map(|(i, v)| format!("{v:.3}% @{i}")).unwrap_or("-".into())
+            });
         }
     }
     s

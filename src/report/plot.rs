@@ -68,7 +68,7 @@ where
                 .label_style(("sans-serif", 14))
                 .draw()
                 .map_err(err)?;
-            if m == Metric::ValRmse && (lo..=hi).contains(&MEAN_FACE_PX) {
+            if m == Metric::ValRmse && runs.iter().all(Run::is_kaggle) && (lo..=hi).contains(&MEAN_FACE_PX) {
                 chart
                     .draw_series(LineSeries::new(
                         [(0.0, MEAN_FACE_PX), (x_max, MEAN_FACE_PX)],
