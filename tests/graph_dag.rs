@@ -22,41 +22,7 @@ fn graph_err(dir: &std::path::Path, text: &str) -> String {
     }
 }
 
-/// Central differences of sum(f(x) * r) against autograd's dx, in float32.
-fn grad_check(f: &dyn Fn(&[Tensor]) -> Tensor, xs: &[Tensor]) {
-    tch::manual_seed(3);
-    let xs: Vec<Tensor> = xs.iter().map(|x| x.detach().set_requires_grad(true)).collect();
-    let y = f(&xs);
-    let r = Tensor::randn(y.size(), (Kind::Float, tch::Device::Cpu));
-    (&y * &r).sum(Kind::Float).backward();
-    let h = 1e-2;
-    for (k, x) in xs.iter().enumerate() {
-        let analytic = x.grad().flatten(0, -1);
-        let n = x.numel() as i64;
-        for i in (0..n).step_by((n as usize / 12).max(1)) {
-            let value = |d: f64| {
-                let moved: Vec<Tensor> = xs
-                    .iter()
-                    .enumerate()
-                    .map(|(j, t)| {
-                        let t = t.detach().copy();
-                        if j == k {
-                            let _ = t.flatten(0, -1).get(i).g_add_scalar_(d);
-                        }
-                        t
-                    })
-                    .collect();
-                tch::no_grad(|| (f(&moved) * &r).sum(Kind::Double).double_value(&[]))
-            };
-            let numeric = (value(h) - value(-h)) / (2.0 * h);
-            let a = analytic.double_value(&[i]);
-            assert!(
-                (a - numeric).abs() <= 2e-2 * (1.0 + numeric.abs()),
-                "input {k} value {i}: autograd {a}, numeric {numeric}"
-            );
-        }
-    }
-}
+use fkpnet::layers::check::gradients as grad_check;
 
 #[test]
 fn batchnorm_keeps_caffes_running_statistics_and_normalises() {

@@ -403,3 +403,42 @@ fn colour_jitter_changes_saturation_of_rgb_faces_only() {
     let e = bad(&["data.augment={saturation: 0.3}"]);
     assert!(e.contains("saturation jitters colour") && e.contains("grey"), "{e}");
 }
+
+/// HRNet's csv layout (`image_name,scale,center_w,center_h,x0,y0,...`, box side =
+/// 200 x scale) read with `crop: {from: box}` cuts the faces that `from: landmarks`
+/// cuts when the boxes are the landmarks' extents.
+#[test]
+fn hrnet_columns_give_their_face_boxes() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = std::fs::read_to_string(l68().join("keypoints.csv")).unwrap();
+    let mut out = String::from("image_name,scale,center_w,center_h");
+    out += &(0..68).map(|k| format!(",original_{k}_x,original_{k}_y")).collect::<String>();
+    out.push('\n');
+    for line in csv.lines().skip(1) {
+        let (name, rest) = line.split_once(',').unwrap();
+        let v: Vec<f32> = rest.split(',').map(|x| x.parse().unwrap()).collect();
+        let (xs, ys): (Vec<f32>, Vec<f32>) =
+            (v.iter().step_by(2).copied().collect(), v.iter().skip(1).step_by(2).copied().collect());
+        let ext = |a: &[f32]| {
+            (a.iter().cloned().fold(f32::MAX, f32::min), a.iter().cloned().fold(f32::MIN, f32::max))
+        };
+        let ((x0, x1), (y0, y1)) = (ext(&xs), ext(&ys));
+        let side = (x1 - x0 + 1.0).max(y1 - y0 + 1.0);
+        out +=
+            &format!("{name},{},{},{},{rest}\n", side / 200.0, (x0 + x1) / 2.0 + 0.5, (y0 + y1) / 2.0 + 0.5);
+    }
+    let f = dir.path().join("hrnet.csv");
+    std::fs::write(&f, out).unwrap();
+    let cols =
+        "data.columns={image: image_name, first: original_0_x, center: [center_w, center_h], scale: scale}";
+    let images = format!("data.images={}", l68().display());
+    let (_, boxed) = faces_of(&[
+        &format!("data.train={}", f.display()),
+        &images,
+        cols,
+        "data.crop={from: box, margin: 0.2}",
+    ]);
+    let (_, lm) = faces_of(&["data.crop={from: landmarks, margin: 0.2}"]);
+    assert_same_faces(&boxed.train, &lm.train, "hrnet boxes");
+    assert_same_faces(&boxed.val, &lm.val, "hrnet boxes");
+}

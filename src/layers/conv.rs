@@ -144,3 +144,46 @@ impl Layer for Conv {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::check;
+    use tch::{Kind, Tensor};
+
+    #[test]
+    fn conv_shapes_flops_and_a_hand_computed_output() {
+        let l = check::layer("{type: conv, num_output: 4, kernel_size: 3, stride: 2, pad: 1}");
+        // (7 + 2 - 3) / 2 + 1 = 4, rounding down as Caffe does.
+        assert_eq!(l.output_shape(&[2, 7, 7]).unwrap(), vec![4, 4, 4]);
+        let p = l.params(&[2, 7, 7]);
+        assert_eq!((p[0].shape.clone(), p[1].shape.clone()), (vec![4, 2, 3, 3], vec![4]));
+        assert_eq!(l.flops(&[2, 7, 7], &[4, 4, 4]), 4 * 4 * 4 * (2 * 2 * 9 + 1));
+        let dil = check::layer("{type: conv, num_output: 2, kernel_size: 3, dilation: 2}");
+        assert_eq!(dil.output_shape(&[1, 9, 9]).unwrap(), vec![2, 5, 5], "a dilated 3x3 spans 5");
+        let e = check::layer("{type: conv, num_output: 3, kernel_size: 3, group: 2}")
+            .output_shape(&[4, 8, 8])
+            .unwrap_err();
+        assert!(e.contains("group 2 must divide"), "{e}");
+        assert!(check::layer("{type: conv, num_output: 2, kernel_size: 5}")
+            .output_shape(&[1, 3, 3])
+            .unwrap_err()
+            .contains("larger than"));
+        // A 1-channel 3x3 input, a 2x2 kernel of ones and bias 1: each output is the sum
+        // of its window plus 1.
+        let one = check::layer("{type: conv, num_output: 1, kernel_size: 2, weight_filler: {type: constant, value: 1}, bias_filler: {type: constant, value: 1}}");
+        let params = check::params(one.as_ref(), &[1, 3, 3]);
+        let x = Tensor::arange(9, (Kind::Float, tch::Device::Cpu)).view([1, 1, 3, 3]);
+        let y = check::forward(one.as_ref(), &[1, 3, 3], &x, &params, true);
+        assert_eq!(Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(), vec![9.0, 13.0, 21.0, 25.0]);
+        let x = Tensor::randn([2, 2, 7, 7], (Kind::Float, tch::Device::Cpu));
+        let params = check::params(l.as_ref(), &[2, 7, 7]);
+        check::gradients(
+            &|xs: &[Tensor]| check::forward(l.as_ref(), &[2, 7, 7], &xs[0], &xs[1..], true),
+            &[x, params[0].copy(), params[1].copy()],
+        );
+        assert_eq!(
+            l.pytorch(&[2, 7, 7]),
+            "nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1, groups=1, bias=True)"
+        );
+    }
+}

@@ -86,3 +86,40 @@ impl Layer for Dense {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::check;
+    use tch::{Kind, Tensor};
+
+    #[test]
+    fn dense_flattens_then_computes_w_x_plus_b() {
+        let l = check::layer("{type: dense, num_output: 3, bias_filler: {type: constant, value: 0.5}}");
+        let input = [2i64, 2, 2];
+        assert_eq!(l.output_shape(&input).unwrap(), vec![3]);
+        let p = l.params(&input);
+        assert_eq!(
+            (p[0].shape.clone(), p[1].shape.clone()),
+            (vec![3, 8], vec![3]),
+            "Caffe's (num_output, inputs)"
+        );
+        assert_eq!(l.flops(&input, &[3]), 3 * (2 * 8 + 1), "a multiply-add counts 2, plus the bias");
+        let params = check::params(l.as_ref(), &input);
+        assert!(params[1].equal(&Tensor::full([3], 0.5, (Kind::Float, tch::Device::Cpu))), "the bias filler");
+        let x = Tensor::randn([4, 2, 2, 2], (Kind::Float, tch::Device::Cpu));
+        let y = check::forward(l.as_ref(), &input, &x, &params, true);
+        let want = x.view([4, 8]).matmul(&params[0].tr()) + &params[1];
+        assert!(y.allclose(&want, 1e-6, 1e-6, false));
+        check::gradients(
+            &|xs: &[Tensor]| check::forward(l.as_ref(), &input, &xs[0], &xs[1..], true),
+            &[x.copy(), params[0].copy(), params[1].copy()],
+        );
+        let no_bias = check::layer("{type: dense, num_output: 3, bias_term: false}");
+        assert_eq!((no_bias.params(&input).len(), no_bias.flops(&input, &[3])), (1, 3 * 16));
+        assert!(check::layer("{type: dense, num_output: 0}")
+            .output_shape(&input)
+            .unwrap_err()
+            .contains("num_output"));
+        assert_eq!(l.pytorch(&input), "nn.Linear(8, 3, bias=True)");
+    }
+}

@@ -3,6 +3,7 @@
 //! `KINDS`.
 
 pub mod batchnorm;
+pub mod check;
 pub mod concat;
 pub mod conv;
 pub mod dense;
