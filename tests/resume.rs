@@ -159,13 +159,18 @@ fn solverstate_buffers_are_restored_into_the_runs_layout() {
     let conv2 = params.iter().position(|p| p.name == "conv2.weight").unwrap();
     assert!(!solver.history[conv2][0].is_contiguous(), "the history follows the weight's NHWC strides");
     let path = dir.path().join("s.solverstate");
-    fkpnet::solver::state::save(&path, &solver, &params, Some((1.0, 2.0, 3)), &[0.5, 1.5]).unwrap();
+    let looped = fkpnet::train::LoopState {
+        window_sq: 0.5,
+        recent_losses: [1.5].into_iter().collect(),
+        best: Some(fkpnet::train::BestVal { loss: 1.0, rmse_px: 2.0, iter: 3 }),
+        ..Default::default()
+    };
+    fkpnet::solver::state::save(&path, &solver, &params, looped.to_entries()).unwrap();
 
     let (_vs2, params2) = build(2);
     let mut back = fkpnet::solver::Solver::new(&r.solver, &params2);
-    let (best, loop_state) = fkpnet::solver::state::load(&path, &mut back, &params2).unwrap();
-    assert_eq!(best, Some((1.0, 2.0, 3)));
-    assert_eq!(loop_state, vec![0.5, 1.5]);
+    let entries = fkpnet::solver::state::load(&path, &mut back, &params2).unwrap();
+    assert_eq!(fkpnet::train::LoopState::from_entries(&entries, "s").unwrap(), looped);
     for (p, (a, b)) in params.iter().zip(solver.history.iter().zip(&back.history)) {
         for (x, y) in a.iter().zip(b) {
             assert!(x.equal(y), "{}: history differs", p.name);

@@ -32,3 +32,12 @@ pub fn all_keys() -> Vec<String> {
     }
     keys
 }
+
+/// A closed choice's config spelling (`euclidean`, `channels_last`, `SGD`): what its
+/// serde name is, so every place that prints one agrees with what the config reads.
+pub fn name_of<T: serde::Serialize>(v: &T) -> String {
+    match serde_yaml::to_value(v) {
+        Ok(serde_yaml::Value::String(s)) => s,
+        other => format!("{other:?}"),
+    }
+}

@@ -130,6 +130,10 @@ impl Layer for Conv {
         })
     }
 
+    fn prefers_channels_last(&self) -> bool {
+        true
+    }
+
     fn pytorch(&self, input: &[i64]) -> String {
         format!(
             "nn.Conv2d({}, {}, {}, stride={}, padding={}, dilation={}, groups={}, bias={})",

@@ -142,6 +142,11 @@ pub trait Layer: std::fmt::Debug + Send + Resolved {
     fn is_max_pool(&self) -> bool {
         false
     }
+    /// Computes faster in the channels-last layout on CPU (measured for convolutions:
+    /// README "Speed"); `layout: auto` picks it for nets with such a layer.
+    fn prefers_channels_last(&self) -> bool {
+        false
+    }
     /// Kinds that read keypoints off heatmaps (soft_argmax): the log-probability of each
     /// position of each map, NxCxHxW, from the layer's input (for heatmap losses).
     fn heatmap_log_probs(&self, _input: &tch::Tensor) -> Option<tch::Tensor> {

@@ -9,15 +9,12 @@ use crate::run::atomic_write;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// The weights file that belongs to a solverstate (same stem).
 pub fn weights_of(state: &Path) -> PathBuf {
     state.with_extension("safetensors")
 }
-
-/// Best val result so far: (loss, RMSE px, iteration).
-pub type Best = Option<(f64, f64, i64)>;
 
 /// A tensor as a file stores it: on the CPU and contiguous. Buffers follow their
 /// param's layout (channels-last conv weights have NHWC strides), which safetensors
@@ -26,17 +23,15 @@ fn to_file(t: &Tensor) -> Tensor {
     t.to_device(tch::Device::Cpu).contiguous()
 }
 
-/// `loop_state` is the train loop's own running state (display window, smoothed
-/// losses), stored as is and handed back by `load`.
-pub fn save(path: &Path, solver: &Solver, params: &[Param], best: Best, loop_state: &[f64]) -> Result<()> {
+/// `extra` are the train loop's own named entries (its display window, smoothed
+/// loss, best val result: `train::LoopState`), stored as they are and handed back by
+/// `load` with every other entry.
+pub fn save(path: &Path, solver: &Solver, params: &[Param], extra: Vec<(String, Tensor)>) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = vec![
         ("fkpnet.iter".into(), Tensor::from_slice(&[solver.iter])),
         ("fkpnet.type".into(), Tensor::from_slice(format!("{:?}", solver.kind).as_bytes())),
-        ("fkpnet.loop".into(), Tensor::from_slice(loop_state)),
     ];
-    if let Some((l, r, i)) = best {
-        named.push(("fkpnet.best".into(), Tensor::from_slice(&[l, r, i as f64])));
-    }
+    named.extend(extra);
     for (p, hist) in params.iter().zip(&solver.history) {
         for (k, h) in hist.iter().enumerate() {
             named.push((format!("history.{}.{k}", p.name), to_file(h)));
@@ -71,9 +66,9 @@ pub fn check_kind(path: &Path, kind: crate::config::SolverType) -> Result<()> {
     Ok(())
 }
 
-/// Restore `solver` from a solverstate; returns the best val result and the loop
-/// state it recorded.
-pub fn load(path: &Path, solver: &mut Solver, params: &[Param]) -> Result<(Best, Vec<f64>)> {
+/// Restore `solver` from a solverstate; returns all its entries (the loop's own among
+/// them).
+pub fn load(path: &Path, solver: &mut Solver, params: &[Param]) -> Result<HashMap<String, Tensor>> {
     let file = path.display();
     let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
         .map_err(|e| anyhow!("{file}: not a readable solverstate ({e})"))?
@@ -86,10 +81,6 @@ pub fn load(path: &Path, solver: &mut Solver, params: &[Param]) -> Result<(Best,
         bail!("{file} was written by a {kind} solver, but the solver config says type: {:?}", solver.kind);
     }
     solver.iter = get("fkpnet.iter")?.int64_value(&[0]);
-    let best = tensors.get("fkpnet.best").map(|b| {
-        let v = Vec::<f64>::try_from(b.to_kind(Kind::Double)).unwrap_or_default();
-        (v[0], v[1], v[2] as i64)
-    });
     tch::no_grad(|| -> Result<()> {
         for (p, hist) in params.iter().zip(solver.history.iter_mut()) {
             for (k, h) in hist.iter_mut().enumerate() {
@@ -120,8 +111,7 @@ pub fn load(path: &Path, solver: &mut Solver, params: &[Param]) -> Result<(Best,
         }
         Ok(())
     })?;
-    let loop_state = Vec::<f64>::try_from(get("fkpnet.loop")?.to_kind(Kind::Double))?;
-    Ok((best, loop_state))
+    Ok(tensors)
 }
 
 /// Copy weights from a safetensors file into the net's params, by name.
