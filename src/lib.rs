@@ -1,8 +1,14 @@
 //! fkpnet: declarative, Caffe-style deep learning for facial keypoint detection.
 //!
-//! One direction of flow: `config` (YAML -> typed, validated) -> `graph` (shapes,
-//! params, FLOPs; built into libtorch modules) -> `train` (with `data`, `loss`,
-//! `solver`) -> `run` (the run directory) -> reports.
+//! One direction of flow: `config` (YAML -> typed, validated; it knows no layer or
+//! data code but the layer registry's key lists and the augmentation's schema) ->
+//! `graph` (shapes, params, FLOPs; built into libtorch modules from `layers`, one file
+//! per kind) -> `train` (a `Trainer` over `data`, `loss`, `solver`) -> `run` (the run
+//! directory: metrics, logs, events, weights) -> `report` (test, predict, export, diff,
+//! plots). `infer` (predictions with test-time views, evaluation) and `metrics` (NME,
+//! failure rate, AUC) serve both training's val tests and the reports, which never
+//! import `train`. `data` describes a dataset as config (`data::Spec`: keypoint set,
+//! input size and colour, crop) and reads the field's formats.
 
 pub mod bench;
 pub mod caffe;

@@ -163,7 +163,7 @@ fn skip_connections_compile_build_and_report_their_bottoms() {
     let sum = &g.nodes[4];
     assert_eq!(sum.bottoms, vec![4, 3]);
     assert_eq!(g.nodes[5].output, vec![5, 8, 8]);
-    let s = g.summary();
+    let s = fkpnet::report::summary::table(&g);
     assert!(s.contains("<- c2 + r1 sum") && s.contains("<- sum + data axis 1"), "{s}");
     // Buffers are not parameters: BN adds 4 + 4 learnable values.
     let want = (4 * 9 + 4) + 8 + (4 * 4 * 9 + 4) + (30 * 5 * 16 + 30);

@@ -364,7 +364,7 @@ pub enum OnNan {
     Skip,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
@@ -372,12 +372,13 @@ pub enum Precision {
     Bf16,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Layout {
     #[default]
     Auto,
     Nchw,
+    #[value(name = "channels_last")]
     ChannelsLast,
 }
 

@@ -219,3 +219,31 @@ pub fn table(runs: &[Run], m: Metric) -> String {
     }
     s
 }
+
+/// `fkpnet diff`'s output: each run's config against the first, the table, the plot
+/// (written to `out` when given).
+pub fn compare(runs: &[Run], metric: Metric, out: Option<&Path>) -> Result<String> {
+    let (metric, note) = effective_metric(runs, metric);
+    let mut s = String::new();
+    for other in &runs[1..] {
+        let lines = config_diff(&runs[0].config, &other.config);
+        s += &format!(
+            "config {} -> {}:{}\n",
+            runs[0].name,
+            other.name,
+            if lines.is_empty() { " same" } else { "" }
+        );
+        for l in lines {
+            s += &format!("  {l}\n");
+        }
+    }
+    if let Some(n) = note {
+        s += &format!("note: {n}\n");
+    }
+    s += &table(runs, metric);
+    if let Some(out) = out {
+        super::plot::plot(runs, metric, out)?;
+        s += &format!("plot: {}\n", out.display());
+    }
+    Ok(s)
+}

@@ -8,4 +8,5 @@ pub mod model;
 pub mod plot;
 pub mod predict;
 pub mod submit;
+pub mod summary;
 pub mod test;

@@ -129,3 +129,19 @@ impl Report {
         s
     }
 }
+
+/// The val RMSE of several runs' best weights averaged (`fkpnet test A --ensemble B
+/// ...`), when they share a val split; a note saying why not otherwise.
+pub fn ensemble_line(dirs: &[std::path::PathBuf]) -> String {
+    use super::model::Weights;
+    let score = Ensemble::load(&dirs[0], &dirs[1..], &Weights::Best).and_then(|m| run(&m, None));
+    match score {
+        Ok(r) => format!(
+            "ensemble of all {} runs: val RMSE {:.3} px (fkpnet test {} --ensemble ... averages their predictions)",
+            dirs.len(),
+            r.rmse_px,
+            dirs[0].display()
+        ),
+        Err(e) => format!("no ensemble score: {e:#}"),
+    }
+}

@@ -1,0 +1,57 @@
+//! Commands that compare runs: diff and plot.
+
+use super::check_out;
+use anyhow::Result;
+use fkpnet::report::diff::{self, Metric, Run};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Diff {
+    #[arg(required = true, num_args = 2..)]
+    runs: Vec<PathBuf>,
+    /// Write the curves here (.png, or .svg).
+    #[arg(short = 'o', long = "out")]
+    out: Option<PathBuf>,
+    /// val_rmse_px, val_loss, train_loss, train_rmse_px, or the field's val_nme, val_fr, val_auc.
+    #[arg(long, default_value = "val_rmse_px")]
+    metric: Metric,
+    /// Overwrite output files that exist (by default an existing file is refused).
+    #[arg(long)]
+    force: bool,
+}
+
+impl Diff {
+    pub fn run(self) -> Result<()> {
+        check_out(self.out.as_deref(), self.force)?;
+        let runs = self.runs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
+        print!("{}", diff::compare(&runs, self.metric, self.out.as_deref())?);
+        Ok(())
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Plot {
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
+    #[arg(long, default_value = "val_rmse_px")]
+    metric: Metric,
+    /// Overwrite output files that exist (by default an existing file is refused).
+    #[arg(long)]
+    force: bool,
+}
+
+impl Plot {
+    pub fn run(self) -> Result<()> {
+        check_out(Some(&self.out), self.force)?;
+        let runs = self.runs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
+        let (metric, note) = diff::effective_metric(&runs, self.metric);
+        if let Some(n) = note {
+            eprintln!("note: {n}");
+        }
+        fkpnet::report::plot::plot(&runs, metric, &self.out)?;
+        println!("{}", self.out.display());
+        Ok(())
+    }
+}
