@@ -194,13 +194,146 @@ pub fn parse_layer(v: &Value) -> Result<(LayerCommon, Box<dyn Layer>), String> {
     Ok((common, layer))
 }
 
+/// Blob names while compiling: `data`/`input` is the net's input; each layer's
+/// output is known by its name and its `top`, the latest layer with a name holding it.
+struct Blobs {
+    index: std::collections::HashMap<String, usize>,
+    shapes: Vec<Shape>,
+}
+
+impl Blobs {
+    fn new(input: &Shape) -> Blobs {
+        Blobs {
+            index: [("data".to_string(), 0), ("input".to_string(), 0)].into(),
+            shapes: vec![input.clone()],
+        }
+    }
+
+    /// The blobs layer `i` reads: its `bottom` names, or the layer before.
+    fn bottoms(&self, i: usize, common: &LayerCommon, at: &str) -> Result<Vec<usize>> {
+        if common.bottom.is_empty() {
+            return Ok(vec![i]);
+        }
+        let mut known: Vec<&str> = self.index.keys().map(|k| k.as_str()).collect();
+        known.sort();
+        common
+            .bottom
+            .iter()
+            .map(|b| {
+                self.index.get(b).copied().ok_or_else(|| {
+                    let hint = did_you_mean(b, &known)
+                        .map(|c| format!(" (did you mean `{c}`?)"))
+                        .unwrap_or_default();
+                    anyhow::anyhow!(
+                        "{at}: bottom `{b}` is not the name or top of an earlier layer{hint}; known: {}",
+                        known.join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Layer `i`'s output is known by its name and its top from now on.
+    fn add(&mut self, i: usize, name: &str, top: Option<&String>, shape: Shape) {
+        self.index.insert(name.to_string(), i + 1);
+        if let Some(top) = top {
+            self.index.insert(top.clone(), i + 1);
+        }
+        self.shapes.push(shape);
+    }
+}
+
+/// A layer's output shape and FLOPs for its bottoms' shapes (one, or several for the
+/// kinds that join them).
+fn shape_and_flops(layer: &dyn Layer, kind: &str, inputs: &[Shape], at: &str) -> Result<(Shape, i64)> {
+    let shape_err = |e: String| {
+        let ins: Vec<String> = inputs.iter().map(|s| shape_str(s)).collect();
+        anyhow::anyhow!("{at} ({kind}), input {}: {e}", ins.join(" + "))
+    };
+    if inputs.len() == 1 {
+        let out = layer.output_shape(&inputs[0]).map_err(shape_err)?;
+        let flops = layer.flops(&inputs[0], &out);
+        return Ok((out, flops));
+    }
+    let merge = layer.merge().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{at}: a {kind} layer takes one bottom, got {}; concat and eltwise join several",
+            inputs.len()
+        )
+    })?;
+    let out = merge.merge_shape(inputs).map_err(shape_err)?;
+    let flops = merge.merge_flops(inputs, &out);
+    Ok((out, flops))
+}
+
+/// lr_mult/decay_mult of each of a layer's tensors: the `param` entries for its
+/// learnable ones in order, the defaults for the rest and for buffers.
+fn multipliers(params: &[ParamDef], given: &[ParamMult], at: &str) -> Result<Vec<ParamMult>> {
+    let learnable = params.iter().filter(|p| p.learn).count();
+    if given.len() > learnable {
+        bail!("{at}: {} `param` entries given, but the layer has {learnable} learnable blobs", given.len());
+    }
+    let mut given = given.iter();
+    Ok(params
+        .iter()
+        .map(|p| if p.learn { given.next().copied().unwrap_or_default() } else { ParamMult::default() })
+        .collect())
+}
+
+/// Tensors are named `LAYER.weight`, and libtorch's VarStore refuses a dot in a path
+/// segment (found by the 100,000-case fuzz run).
+fn check_name(name: &str, nodes: &[Node], at: &str) -> Result<()> {
+    if name.is_empty() || name.contains('.') {
+        bail!("{at}: a layer name must be non-empty and without `.` (its tensors are named NAME.weight, NAME.bias); got `{name}`");
+    }
+    if nodes.iter().any(|n| n.name == name) {
+        bail!("{at}: the name `{name}` is used twice; layer names must be unique");
+    }
+    Ok(())
+}
+
+/// The net's end against the data: 2K values (`outputs`) where the data is known, an
+/// even-length vector otherwise; a heatmap loss needs a layer that reads heatmaps.
+fn check_head(nodes: &[Node], loss: &LossConfig, outputs: Option<i64>, file: &str) -> Result<()> {
+    let last = nodes.last().expect("non-empty");
+    let shape = &last.output;
+    match outputs {
+        Some(n) if *shape != [n] => bail!(
+            "{file}: the last layer `{}` outputs {} but the data has {n} targets ({} keypoints x/y); \
+             end the net with a dense layer of num_output: {n} (or a soft_argmax over {} heatmaps)",
+            last.name,
+            shape_str(shape),
+            n / 2,
+            n / 2
+        ),
+        None if shape.len() != 1 || shape[0] % 2 != 0 => bail!(
+            "{file}: the last layer `{}` outputs {}, but a keypoint net outputs x and y of each keypoint: \
+             a vector of even length",
+            last.name,
+            shape_str(shape)
+        ),
+        _ => {}
+    }
+    loss.check().map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    if loss.js_reg.is_some() && !last.layer.reads_heatmaps() {
+        bail!(
+            "{file}: loss `js_reg` regularises heatmaps, but the last layer `{}` is a {}; \
+             end the net with a soft_argmax layer (or drop js_reg)",
+            last.name,
+            last.kind
+        );
+    }
+    Ok(())
+}
+
 impl Graph {
-    /// Check the net and infer every shape. `outputs` is the number of targets the
-    /// data has (30 for 15 keypoints): the last layer must produce exactly that. Without
-    /// data (a net file on its own) any x, y per keypoint will do: a vector of even length.
+    /// Check the net and infer every shape, in steps: each layer's bottoms, its shape
+    /// and FLOPs, its params and multipliers; then the head against the data.
+    /// `outputs` is the number of targets the data has (30 for 15 keypoints): the last
+    /// layer must produce exactly that. Without data (a net file on its own) any x, y
+    /// per keypoint will do: a vector of even length.
     pub fn compile(net: &NetConfig, src: &NetSource, outputs: impl Into<Option<i64>>) -> Result<Graph> {
-        let outputs = outputs.into();
-        let file = src.path.display();
+        let file = src.path.display().to_string();
         let lines = layer_lines(&src.text);
         let names = layer_names(&net.layers);
         if net.input.len() != 3 || net.input.iter().any(|d| *d < 1) {
@@ -212,11 +345,7 @@ impl Graph {
         if net.layers.is_empty() {
             bail!("{file}: the net has no layers");
         }
-        // Blob names: `data`/`input` is the net's input; each layer's output is known by
-        // its name and its `top`, the latest layer with a name holding it.
-        let mut blobs: std::collections::HashMap<String, usize> =
-            [("data".to_string(), 0), ("input".to_string(), 0)].into();
-        let mut shapes: Vec<Shape> = vec![net.input.clone()];
+        let mut blobs = Blobs::new(&net.input);
         let mut nodes: Vec<Node> = Vec::new();
         for (i, v) in net.layers.iter().enumerate() {
             let at = match lines.get(i) {
@@ -224,86 +353,17 @@ impl Graph {
                 None => format!("{file}: layer `{}` (#{})", names[i], i + 1),
             };
             let (common, layer) = parse_layer(v).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-            // Tensors are named `LAYER.weight`, and libtorch's VarStore refuses a dot in
-            // a path segment (found by the 100,000-case fuzz run).
-            if names[i].is_empty() || names[i].contains('.') {
-                bail!(
-                    "{at}: a layer name must be non-empty and without `.` (its tensors are named \
-                     NAME.weight, NAME.bias); got `{}`",
-                    names[i]
-                );
-            }
-            if nodes.iter().any(|n| n.name == names[i]) {
-                bail!("{at}: the name `{}` is used twice; layer names must be unique", names[i]);
-            }
-            let bottoms: Vec<usize> = if common.bottom.is_empty() {
-                vec![i]
-            } else {
-                let mut known: Vec<&str> = blobs.keys().map(|k| k.as_str()).collect();
-                known.sort();
-                common
-                    .bottom
-                    .iter()
-                    .map(|b| {
-                        blobs.get(b).copied().ok_or_else(|| {
-                            let hint = did_you_mean(b, &known).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
-                            anyhow::anyhow!(
-                                "{at}: bottom `{b}` is not the name or top of an earlier layer{hint}; known: {}",
-                                known.join(", ")
-                            )
-                        })
-                    })
-                    .collect::<Result<_>>()?
-            };
-            let inputs: Vec<Shape> = bottoms.iter().map(|&b| shapes[b].clone()).collect();
-            let shape_err = |e: String| {
-                let ins: Vec<String> = inputs.iter().map(|s| shape_str(s)).collect();
-                anyhow::anyhow!("{at} ({}), input {}: {e}", common.kind, ins.join(" + "))
-            };
-            let (output, flops) = if inputs.len() == 1 {
-                let out = layer.output_shape(&inputs[0]).map_err(shape_err)?;
-                let flops = layer.flops(&inputs[0], &out);
-                (out, flops)
-            } else {
-                let merge = layer.merge().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{at}: a {} layer takes one bottom, got {}; concat and eltwise join several",
-                        common.kind,
-                        inputs.len()
-                    )
-                })?;
-                let out = merge.merge_shape(&inputs).map_err(shape_err)?;
-                let flops = merge.merge_flops(&inputs, &out);
-                (out, flops)
-            };
+            check_name(&names[i], &nodes, &at)?;
+            let bottoms = blobs.bottoms(i, &common, &at)?;
+            let inputs: Vec<Shape> = bottoms.iter().map(|&b| blobs.shapes[b].clone()).collect();
+            let (output, flops) = shape_and_flops(layer.as_ref(), &common.kind, &inputs, &at)?;
             let params = layer.params(&inputs[0]);
-            let learnable = params.iter().filter(|p| p.learn).count();
-            if common.param.len() > learnable {
-                bail!(
-                    "{at}: {} `param` entries given, but the layer has {learnable} learnable blobs",
-                    common.param.len()
-                );
-            }
-            let mut given = common.param.iter();
-            let mults =
-                params
-                    .iter()
-                    .map(|p| {
-                        if p.learn {
-                            given.next().copied().unwrap_or_default()
-                        } else {
-                            ParamMult::default()
-                        }
-                    })
-                    .collect();
-            blobs.insert(names[i].clone(), i + 1);
-            if let Some(top) = &common.top {
-                blobs.insert(top.clone(), i + 1);
-            }
-            shapes.push(output.clone());
+            let mults = multipliers(&params, &common.param, &at)?;
+            blobs.add(i, &names[i], common.top.as_ref(), output.clone());
+            let kind = layers::kind(&common.kind).expect("parsed").name;
             nodes.push(Node {
                 name: names[i].clone(),
-                kind: layers::kind(&common.kind).expect("parsed").name,
+                kind,
                 layer,
                 mults,
                 bottoms,
@@ -313,40 +373,8 @@ impl Graph {
                 flops,
             });
         }
-        let shape = shapes.last().expect("non-empty").clone();
-        let last = nodes.last().expect("non-empty");
-        match outputs {
-            Some(n) if shape != [n] => bail!(
-                "{file}: the last layer `{}` outputs {} but the data has {n} targets \
-                 ({} keypoints x/y); end the net with a dense layer of num_output: {n} (or a \
-                 soft_argmax over {} heatmaps)",
-                last.name,
-                shape_str(&shape),
-                n / 2,
-                n / 2
-            ),
-            None if shape.len() != 1 || shape[0] % 2 != 0 => bail!(
-                "{file}: the last layer `{}` outputs {}, but a keypoint net outputs x and y of \
-                 each keypoint: a vector of even length",
-                last.name,
-                shape_str(&shape)
-            ),
-            _ => {}
-        }
-        let loss = &net.loss;
-        loss.check().map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-        let last = nodes.last().expect("non-empty");
-        if loss.js_reg.is_some()
-            && last.layer.heatmap_log_probs(&Tensor::zeros([1, 1, 1, 1], tch::kind::FLOAT_CPU)).is_none()
-        {
-            bail!(
-                "{file}: loss `js_reg` regularises heatmaps, but the last layer `{}` is a {}; \
-                 end the net with a soft_argmax layer (or drop js_reg)",
-                last.name,
-                last.kind
-            );
-        }
-        Ok(Graph { name: net.name.clone(), input: net.input.clone(), nodes, loss: loss.clone() })
+        check_head(&nodes, &net.loss, outputs.into(), &file)?;
+        Ok(Graph { name: net.name.clone(), input: net.input.clone(), nodes, loss: net.loss.clone() })
     }
 
     /// Learnable values (buffers such as running statistics do not count, as in PyTorch).

@@ -76,6 +76,10 @@ impl Layer for Dense {
         })
     }
 
+    fn pytorch_flattens_first(&self, input: &[i64]) -> bool {
+        input.len() > 1
+    }
+
     /// nn.Linear does not flatten by itself: the exporter puts an nn.Flatten before it.
     fn pytorch(&self, input: &[i64]) -> String {
         let inputs: i64 = input.iter().product();

@@ -127,6 +127,11 @@ pub trait Layer: std::fmt::Debug + Send + Resolved {
     fn build(&self, input: &[i64], params: Vec<tch::Tensor>, opts: &BuildOptions) -> nn::FuncT<'static>;
     /// The equivalent PyTorch module (for `fkpnet export`), e.g. `nn.ReLU()`.
     fn pytorch(&self, input: &[i64]) -> String;
+    /// Whether the PyTorch module needs its input flattened first (nn.Linear does not
+    /// flatten by itself, as Caffe's InnerProduct does).
+    fn pytorch_flattens_first(&self, _input: &[i64]) -> bool {
+        false
+    }
     /// The Python class `pytorch` names, for kinds torch.nn lacks (the export defines it).
     fn pytorch_class(&self) -> Option<&'static str> {
         None
@@ -151,6 +156,10 @@ pub trait Layer: std::fmt::Debug + Send + Resolved {
     /// position of each map, NxCxHxW, from the layer's input (for heatmap losses).
     fn heatmap_log_probs(&self, _input: &tch::Tensor) -> Option<tch::Tensor> {
         None
+    }
+    /// Whether `heatmap_log_probs` gives the maps (a heatmap loss may follow it).
+    fn reads_heatmaps(&self) -> bool {
+        false
     }
 }
 

@@ -62,6 +62,10 @@ impl Layer for SoftArgmax {
         })
     }
 
+    fn reads_heatmaps(&self) -> bool {
+        true
+    }
+
     fn heatmap_log_probs(&self, xs: &Tensor) -> Option<Tensor> {
         let (n, c, h, w) = xs.size4().ok()?;
         Some(logits(xs, self.beta).log_softmax(-1, Kind::Float).view([n, c, h, w]))

@@ -39,7 +39,7 @@ fn sequential(g: &Graph) -> String {
     let mut items = Vec::new();
     for n in &g.nodes {
         // nn.Linear does not flatten; a parameter-free Flatten before it keeps names.
-        if n.kind == "dense" && n.input().len() > 1 {
+        if n.layer.pytorch_flattens_first(n.input()) {
             items.push(format!("    (\"flatten_{}\", nn.Flatten()),", n.name));
         }
         items.push(format!("    (\"{}\", {}),", n.name, n.layer.pytorch(n.input())));
@@ -58,7 +58,7 @@ fn module(g: &Graph) -> String {
             Some(m) if args.len() > 1 => m.pytorch_merge(&args),
             _ => {
                 init.push(format!("        self.add_module({:?}, {})", n.name, n.layer.pytorch(n.input())));
-                let x = if n.kind == "dense" && n.input().len() > 1 {
+                let x = if n.layer.pytorch_flattens_first(n.input()) {
                     format!("torch.flatten({}, 1)", args[0])
                 } else {
                     args[0].clone()

@@ -4,7 +4,10 @@
 
 pub mod ema;
 pub mod lr;
+mod rules;
 pub mod state;
+
+use rules::Hyper;
 
 use crate::config::solver::{Flavor, Regularization};
 use crate::config::{SolverConfig, SolverType};
@@ -102,85 +105,16 @@ impl Solver {
                 };
                 let _ = g.g_add_(&reg);
             }
-            let (m, m2, eps) = (self.momentum, self.momentum2, self.delta);
-            let caffe = self.flavor == Flavor::Caffe;
-            // The gradient is zeroed after the update, so the rules below use it as
-            // scratch space: in-place ops, no temporaries (this loop runs over every
-            // parameter every iteration).
-            match self.kind {
-                SolverType::SGD => {
-                    let h = &mut hist[0];
-                    if caffe {
-                        // V = m V + lr g; w -= V (lr lives inside the history).
-                        let _ = g.g_mul_scalar_(lr);
-                        let _ = h.g_mul_scalar_(m);
-                        let _ = h.g_add_(&g);
-                        let _ = w.g_sub_(h);
-                    } else {
-                        // PyTorch: B = m B + g; w -= lr B.
-                        let _ = h.g_mul_scalar_(m);
-                        let _ = h.g_add_(&g);
-                        let _ = g.copy_(h);
-                        let _ = g.g_mul_scalar_(lr);
-                        let _ = w.g_sub_(&g);
-                    }
-                }
-                SolverType::Nesterov => {
-                    let h = &mut hist[0];
-                    if caffe {
-                        let old = h.copy();
-                        let _ = h.g_mul_scalar_(m);
-                        let _ = h.g_add_(&(&g * lr));
-                        let _ = w.g_sub_(&(&*h * (1.0 + m) - old * m));
-                    } else {
-                        let _ = h.g_mul_scalar_(m);
-                        let _ = h.g_add_(&g);
-                        let _ = w.g_sub_(&((&g + &*h * m) * lr));
-                    }
-                }
-                SolverType::AdaGrad => {
-                    let h = &mut hist[0];
-                    let _ = h.addcmul_(&g, &g);
-                    let _ = w.g_sub_(&(&g / (h.sqrt() + eps) * lr));
-                }
-                SolverType::RMSProp => {
-                    let h = &mut hist[0];
-                    let d = self.rms_decay;
-                    let _ = h.g_mul_scalar_(d);
-                    let _ = h.g_add_(&(g.square() * (1.0 - d)));
-                    let _ = w.g_sub_(&(&g / (h.sqrt() + eps) * lr));
-                }
-                SolverType::AdaDelta => {
-                    // Zeiler 2012 with momentum as rho, delta as epsilon; lr scales the step.
-                    let _ = hist[0].g_mul_scalar_(m);
-                    let _ = hist[0].g_add_(&(g.square() * (1.0 - m)));
-                    let update = &g * ((&hist[1] + eps) / (&hist[0] + eps)).sqrt();
-                    let _ = hist[1].g_mul_scalar_(m);
-                    let _ = hist[1].g_add_(&(update.square() * (1.0 - m)));
-                    let _ = w.g_sub_(&(update * lr));
-                }
-                SolverType::Adam | SolverType::AdamW => {
-                    let (c1, c2) = (1.0 - m.powf(t), 1.0 - m2.powf(t));
-                    let _ = hist[0].lerp_(&g, 1.0 - m); // m = b1 m + (1 - b1) g
-                    let _ = g.square_();
-                    let _ = hist[1].lerp_(&g, 1.0 - m2); // v = b2 v + (1 - b2) g^2
-                                                         // g <- the denominator; w += m / (-denominator / step size).
-                    let _ = hist[1].sqrt_out(&g);
-                    let step = if caffe {
-                        // Caffe: epsilon on the raw sqrt(v), correction folded into the rate.
-                        lr * c2.sqrt() / c1
-                    } else {
-                        // PyTorch: epsilon on the bias-corrected sqrt(v).
-                        let _ = g.g_div_scalar_(c2.sqrt());
-                        lr / c1
-                    };
-                    if step != 0.0 {
-                        let _ = g.g_add_scalar_(eps);
-                        let _ = g.g_mul_scalar_(-1.0 / step);
-                        let _ = w.addcdiv_(&hist[0], &g);
-                    }
-                }
-            }
+            let h = Hyper {
+                lr,
+                m: self.momentum,
+                m2: self.momentum2,
+                eps: self.delta,
+                rms_decay: self.rms_decay,
+                t,
+                caffe: self.flavor == Flavor::Caffe,
+            };
+            rules::apply(self.kind, &mut w, &mut g, hist, &h);
             let _ = g.zero_();
         }
         self.iter += 1;
