@@ -177,11 +177,14 @@ pub fn save_weights(params: &[Param], path: &std::path::Path) -> Result<()> {
 pub fn parse_layer(v: &Value) -> Result<(LayerCommon, Box<dyn Layer>), String> {
     let map = v.as_mapping().ok_or_else(|| format!("a layer must be a mapping with a `type:`, got {v:?}"))?;
     let (mut common, mut params) = (Mapping::new(), Mapping::new());
+    // The keys every layer has are LayerCommon's fields; the rest are its kind's.
+    let common_keys = crate::config::schema::struct_fields::<LayerCommon>();
     for (k, val) in map {
-        match k.as_str() {
-            Some("type" | "name" | "param" | "bottom" | "top") => common.insert(k.clone(), val.clone()),
-            _ => params.insert(k.clone(), val.clone()),
-        };
+        if k.as_str().is_some_and(|k| common_keys.contains(&k)) {
+            common.insert(k.clone(), val.clone());
+        } else {
+            params.insert(k.clone(), val.clone());
+        }
     }
     let common: LayerCommon = serde_yaml::from_value(Value::Mapping(common)).map_err(|e| e.to_string())?;
     let names = layers::kind_names();
@@ -474,7 +477,7 @@ impl Graph {
                     let names: Vec<Value> = n.bottoms.iter().map(|&b| self.blob_name(b).into()).collect();
                     m.insert("bottom".into(), Value::Sequence(names));
                 }
-                if let Value::Mapping(params) = n.layer.resolved() {
+                if let Value::Mapping(params) = n.layer.to_yaml() {
                     m.extend(params);
                 }
                 Value::Mapping(m)

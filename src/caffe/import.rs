@@ -26,7 +26,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { input: [1, 96, 96], data: "synthetic".into(), batch: 64 }
+        Options { input: [1, 96, 96], data: crate::data::SYNTHETIC.into(), batch: 64 }
     }
 }
 

@@ -213,7 +213,7 @@ const PATH_KEYS: &[&[&str]] = &[&["net"], &["data", "train"], &["data", "images"
 fn resolve_paths(doc: &mut Value, base: &Path) {
     for keys in PATH_KEYS {
         if let Some(Value::String(s)) = get_mut(doc, keys) {
-            if s != "synthetic" {
+            if s != crate::data::SYNTHETIC {
                 *s = absolute(base, s);
             }
         }
@@ -251,7 +251,7 @@ fn set_solver_key(doc: &mut Value, o: &Override, cwd: &Path) -> Result<(), Strin
     let mut value = o.value.clone();
     if PATH_KEYS.contains(&k.as_slice()) {
         if let Value::String(s) = &value {
-            if s != "synthetic" {
+            if s != crate::data::SYNTHETIC {
                 value = Value::String(absolute(cwd, s));
             }
         }

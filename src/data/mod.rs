@@ -21,6 +21,9 @@ use tch::{Device, Kind, Tensor};
 pub use crate::config::solver::DataFormat;
 pub use keypoints::{KeypointSet, KAGGLE15 as KEYPOINTS};
 
+/// `data.train: synthetic`: the built-in face generator instead of a file.
+pub const SYNTHETIC: &str = "synthetic";
+
 /// Kaggle's faces: 96x96 grey, 15 keypoints (30 targets).
 pub const SIDE: usize = 96;
 pub const PIXELS: usize = SIDE * SIDE;
@@ -197,7 +200,7 @@ pub fn spec(cfg: &DataConfig, net: &crate::config::NetConfig) -> Result<Spec> {
         }
         return Ok(spec);
     }
-    if cfg.train == "synthetic" {
+    if cfg.train == SYNTHETIC {
         bail!("data.train: synthetic faces are Kaggle-shaped; use format: kaggle (the default)");
     }
     let [c, h, w] = net.input[..] else { bail!("net {}: input must be [C, H, W]", net.name) };
@@ -247,7 +250,7 @@ pub struct Split {
 pub fn load(cfg: &DataConfig, spec: &Spec) -> Result<Split> {
     let faces = if cfg.format != DataFormat::Kaggle {
         images::load(cfg, spec)?
-    } else if cfg.train == "synthetic" {
+    } else if cfg.train == SYNTHETIC {
         synthetic::generate(cfg.synthetic.size, cfg.synthetic.seed)
     } else {
         let path = Path::new(&cfg.train);

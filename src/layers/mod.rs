@@ -73,12 +73,12 @@ pub struct ParamDef {
 
 /// A layer's params as YAML with every default filled in (for the resolved config);
 /// every kind gets it from its `Serialize` impl.
-pub trait Resolved {
-    fn resolved(&self) -> serde_yaml::Value;
+pub trait ToYaml {
+    fn to_yaml(&self) -> serde_yaml::Value;
 }
 
-impl<T: Serialize> Resolved for T {
-    fn resolved(&self) -> serde_yaml::Value {
+impl<T: Serialize> ToYaml for T {
+    fn to_yaml(&self) -> serde_yaml::Value {
         serde_yaml::to_value(self).expect("layer params are plain data")
     }
 }
@@ -106,7 +106,7 @@ pub trait Merge {
     fn pytorch_merge(&self, args: &[String]) -> String;
 }
 
-pub trait Layer: std::fmt::Debug + Send + Resolved {
+pub trait Layer: std::fmt::Debug + Send + ToYaml {
     /// Kinds that join several bottoms return themselves; all others take exactly one.
     fn merge(&self) -> Option<&dyn Merge> {
         None

@@ -32,7 +32,7 @@ pub fn extract(
             false => all.sources.iter().map(|s| path_stem(&s.name)).collect(),
         };
         (all, ids, true, spec)
-    } else if input == Path::new("synthetic") {
+    } else if input == Path::new(crate::data::SYNTHETIC) {
         let faces = crate::data::synthetic::generate(limit.unwrap_or(16), 0);
         let ids = (1..=faces.len()).map(|i| i.to_string()).collect();
         (faces, ids, true, crate::data::Spec::kaggle())
