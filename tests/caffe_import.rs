@@ -166,3 +166,64 @@ fn time_reports_every_layer_and_totals() {
     let out = fkpnet(&["time", net.to_str().unwrap(), "--batch", "0"], dir.path());
     assert!(!out.status.success());
 }
+
+/// Caffe's own training log as a run: `fkpnet diff` and `plot` read it beside fkpnet's
+/// runs (the shared setup's log is glog 0.6's `I20261128 ...` form, which Caffe's own
+/// parse_log.py misreads).
+#[test]
+fn a_caffe_log_is_a_run_for_diff_and_plot() {
+    let log = shared_data().join("../caffe/lenet_adam.log");
+    if !log.is_file() {
+        eprintln!("skipped: {} is not here", log.display());
+        return;
+    }
+    let run = fkpnet::report::diff::Run::load(&log).unwrap();
+    assert_eq!(run.name, "lenet_adam");
+    let val: Vec<_> = run.rows.iter().filter(|r| r.val_loss.is_some()).collect();
+    assert_eq!(val.len(), 101, "a test every 24 of 2,400 iterations, and at 0");
+    assert_eq!(val[0].val_loss, Some(2.10513));
+    // Its best, as the shared README states it: 2.14 px = 48 sqrt(2 * 0.0298218 / 30).
+    let best = val.iter().min_by(|a, b| a.val_loss.unwrap().total_cmp(&b.val_loss.unwrap())).unwrap();
+    assert_eq!((best.iter, best.val_loss), (1080, Some(0.0298218)));
+    assert!((best.val_rmse_px.unwrap() - 2.1402).abs() < 1e-3, "{best:?}");
+    let train: Vec<_> = run.rows.iter().filter(|r| r.train_loss.is_some()).collect();
+    assert_eq!((train[1].iter, train[1].lr), (24, Some(0.001)));
+    // The solver and net it printed, imported: what `diff` compares.
+    assert_eq!(run.config["type"].as_str(), Some("Adam"));
+    assert_eq!(run.config["net"]["name"].as_str(), Some("LeNetFKP"));
+    assert_eq!(run.loss_type(), "euclidean");
+    // Side by side with an fkpnet run, and plotted.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let solver = root().join("solvers/adam.yaml");
+    let data = format!("data.train={}", mini_csv());
+    ok(
+        &[
+            "train",
+            solver.to_str().unwrap(),
+            "--set",
+            &data,
+            "--set",
+            "max_iter=48",
+            "--set",
+            "test_interval=24",
+            "--runs-dir",
+            "runs",
+            "--name",
+            "mine",
+            "-q",
+        ],
+        d,
+    );
+    let out = ok(&["diff", log.to_str().unwrap(), "runs/mine", "-o", "vs.png"], d);
+    assert!(out.contains("config lenet_adam -> mine:") && out.contains("2.1402 @1080"), "{out}");
+    assert!(std::fs::read(d.join("vs.png")).unwrap().starts_with(b"\x89PNG"));
+    // fkpnet's own train.log reads the same way.
+    let own = fkpnet::report::diff::Run::load(&d.join("runs/mine/train.log")).unwrap();
+    let rows = fkpnet::run::read_metrics(&d.join("runs/mine/metrics.csv")).unwrap();
+    let (a, b) = (
+        own.rows.iter().filter(|r| r.val_loss.is_some()).count(),
+        rows.iter().filter(|r| r.val_loss.is_some()).count(),
+    );
+    assert_eq!(a, b);
+}

@@ -84,10 +84,14 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run dir, or a Caffe (glog) training log read as a run.
     pub fn load(dir: &Path) -> Result<Run> {
         let d = dir.display();
+        if super::caffe_run::is_log(dir) {
+            return super::caffe_run::load(dir);
+        }
         if !dir.is_dir() {
-            bail!("{d}: no such run directory");
+            bail!("{d}: no such run directory (or a Caffe training log)");
         }
         let text = std::fs::read_to_string(dir.join("config.yaml"))
             .with_context(|| format!("{d} is not a run dir (no config.yaml)"))?;

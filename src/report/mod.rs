@@ -1,5 +1,6 @@
 //! Reports on trained runs: test, predict, submit, extract, export, diff and plots.
 
+pub mod caffe_run;
 pub mod diff;
 pub mod draw;
 pub mod export;
