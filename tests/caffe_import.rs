@@ -123,7 +123,7 @@ fn bad_prototxt_gives_clear_errors() {
     );
     let e = String::from_utf8(fkpnet(&["import-caffe", &bn, "-o", "o"], d).stderr).unwrap();
     assert!(e.contains("bn.prototxt:9: layer `bn1`: layer type `LRN` is not supported"), "{e}");
-    assert!(e.contains("supported: Input"), "{e}");
+    assert!(e.contains("supported: ") && e.contains("PReLU") && e.contains("Input"), "{e}");
     let scale = write(
         "scale.prototxt",
         &format!("{input}layer {{\n  name: \"s\"\n  type: \"Scale\"\n  bottom: \"data\"\n  top: \"s\"\n}}\n"),
@@ -226,4 +226,124 @@ fn a_caffe_log_is_a_run_for_diff_and_plot() {
         rows.iter().filter(|r| r.val_loss.is_some()).count(),
     );
     assert_eq!(a, b);
+}
+
+/// What real prototxts contain: a label Input, a deploy file's top-level input, PReLU,
+/// Split, Silence, a flattening Reshape, Accuracy, loss weights; and clear errors for
+/// what fkpnet cannot take (shared weights, the V1 format, other reshapes).
+#[test]
+fn real_prototxt_features_convert_or_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    // A deploy-style net: images and labels as two Inputs (one line each), PReLU, a
+    // Split read by two layers, a flattening Reshape, Silence, Accuracy, loss_weight.
+    let net = "name: \"deploy\"\n\
+layer { name: \"data\" type: \"Input\" top: \"data\" input_param { shape { dim: 64 dim: 1 dim: 12 dim: 12 } } }\n\
+layer { name: \"label\" type: \"Input\" top: \"label\" input_param { shape { dim: 64 dim: 30 } } }\n\
+layer { name: \"conv1\" type: \"Convolution\" bottom: \"data\" top: \"conv1\" convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: \"xavier\" } } }\n\
+layer { name: \"prelu1\" type: \"PReLU\" bottom: \"conv1\" top: \"conv1\" prelu_param { channel_shared: false } }\n\
+layer { name: \"split\" type: \"Split\" bottom: \"conv1\" top: \"a\" top: \"b\" }\n\
+layer { name: \"sum\" type: \"Eltwise\" bottom: \"a\" bottom: \"b\" top: \"sum\" }\n\
+layer { name: \"flat\" type: \"Reshape\" bottom: \"sum\" top: \"flat\" reshape_param { shape { dim: 0 dim: -1 } } }\n\
+layer { name: \"fc\" type: \"InnerProduct\" bottom: \"flat\" top: \"fc\" inner_product_param { num_output: 30 weight_filler { type: \"xavier\" } } }\n\
+layer { name: \"loss\" type: \"EuclideanLoss\" bottom: \"fc\" bottom: \"label\" top: \"loss\" loss_weight: 0.5 }\n\
+layer { name: \"acc\" type: \"Accuracy\" bottom: \"fc\" bottom: \"label\" top: \"acc\" include { phase: TEST } }\n\
+layer { name: \"silence\" type: \"Silence\" bottom: \"fc\" }\n";
+    let p = write("deploy.prototxt", net);
+    let out = fkpnet(&["import-caffe", &p, "-o", "imp"], d);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    for note in [
+        "deploy.prototxt:3: layer `label`: the label input",
+        "Split's tops read as its bottom `conv1`",
+        "Reshape to (batch, -1) imported as a flatten",
+        "Silence skipped",
+        "layer `acc`: TEST-phase layer skipped",
+        "no solver given",
+    ] {
+        assert!(e.contains(note), "missing note `{note}`:\n{e}");
+    }
+    let yaml = std::fs::read_to_string(d.join("imp/deploy.yaml")).unwrap();
+    assert!(yaml.contains("type: prelu") && yaml.contains("channel_shared: false"), "{yaml}");
+    assert!(yaml.contains("bottom: [conv1, conv1]") && yaml.contains("loss_weight: 0.5"), "{yaml}");
+    let summary = ok(&["summary", "imp/deploy.yaml"], d);
+    assert!(summary.contains("prelu") && summary.contains("flatten"), "{summary}");
+
+    // The old top-level deploy input.
+    let old = write("old.prototxt", "name: \"old\"\ninput: \"data\"\ninput_dim: 1\ninput_dim: 1\ninput_dim: 8\ninput_dim: 8\n\
+layer { name: \"fc\" type: \"InnerProduct\" bottom: \"data\" top: \"fc\" inner_product_param { num_output: 4 } }\n\
+layer { name: \"label\" type: \"Input\" top: \"label\" input_param { shape { dim: 1 dim: 4 } } }\n\
+layer { name: \"loss\" type: \"EuclideanLoss\" bottom: \"fc\" bottom: \"label\" }\n");
+    ok(&["import-caffe", &old, "-o", "old"], d);
+    assert!(std::fs::read_to_string(d.join("old/old.yaml")).unwrap().contains("input: [1, 8, 8]"));
+
+    // Clear errors, on the real line.
+    let bad = |name: &str, text: String| {
+        let p = write(name, &text);
+        String::from_utf8(fkpnet(&["import-caffe", &p, "-o", "bad"], d).stderr).unwrap()
+    };
+    let e = bad(
+        "shared.prototxt",
+        net.replace(
+            "top: \"fc\" inner_product_param",
+            "top: \"fc\" param { name: \"w\" } inner_product_param",
+        ),
+    );
+    assert!(e.contains("shared.prototxt:9: layer `fc`") && e.contains("shares weights"), "{e}");
+    let e = bad("v1.prototxt", "name: \"v1\"\nlayers {\n  name: \"conv1\"\n  type: CONVOLUTION\n}\n".into());
+    assert!(
+        e.contains("v1.prototxt:2:") && e.contains("V1 format") && e.contains("upgrade_net_proto_text"),
+        "{e}"
+    );
+    let e = bad("reshape.prototxt", net.replace("dim: 0 dim: -1", "dim: 0 dim: 2 dim: -1"));
+    assert!(e.contains("reshape.prototxt:8: layer `flat`: Reshape to [0, 2, -1] is not supported"), "{e}");
+    // A loss without labels; and a 2-D Input nothing reads as labels.
+    let no_label_input: String =
+        net.lines().filter(|l| !l.contains("name: \"label\"")).map(|l| format!("{l}\n")).collect();
+    let e = bad(
+        "nolabel.prototxt",
+        no_label_input
+            .replace("bottom: \"fc\" bottom: \"label\" top: \"loss\"", "bottom: \"fc\" top: \"loss\""),
+    );
+    assert!(
+        e.contains("nolabel.prototxt:9: layer `loss`") && e.contains("second bottom must be the labels"),
+        "{e}"
+    );
+    let e = bad(
+        "unread.prototxt",
+        net.replace(
+            "bottom: \"fc\" bottom: \"label\" top: \"loss\"",
+            "bottom: \"fc\" bottom: \"data\" top: \"loss\"",
+        ),
+    );
+    assert!(e.contains("unread.prototxt:3: layer `label`") && e.contains("N x C x H x W"), "{e}");
+    assert!(!d.join("bad").exists(), "nothing written on error");
+}
+
+/// The shared Caffe setup imports with its data's source and snapshot prefix explained.
+#[test]
+fn the_shared_caffe_setup_imports_with_notes() {
+    let caffe = shared_data().join("../caffe");
+    if !caffe.join("lenet_train_val.prototxt").is_file() {
+        eprintln!("skipped: {} is not here", caffe.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (net, solver) = (caffe.join("lenet_train_val.prototxt"), caffe.join("adam_solver.prototxt"));
+    let out = fkpnet(&["import-caffe", net.to_str().unwrap(), solver.to_str().unwrap(), "-o", "setup"], d);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert!(e.contains("data.train is `synthetic`") && e.contains("Caffe read `h5/train_h5.txt`"), "{e}");
+    let s = std::fs::read_to_string(d.join("setup/adam_solver.yaml")).unwrap();
+    assert!(
+        s.contains("type: Adam") && s.contains("max_iter: 2400") && s.contains("test_interval: 24"),
+        "{s}"
+    );
+    assert!(ok(&["summary", "setup/adam_solver.yaml"], d).contains("1,287,350"), "the study's LeNet");
 }

@@ -1,14 +1,86 @@
-//! Caffe interop: prototxt (protobuf text format) import into fkpnet YAML.
+//! Caffe interop: prototxt (protobuf text format) import into fkpnet YAML, and
+//! Caffe's training logs read as runs (`report::caffe_run`). `net` walks a net's graph,
+//! `layers` converts its compute layers (one function per Caffe type), `solver` the
+//! solver. The result keeps Caffe's semantics (ceil pooling, Caffe's fillers,
+//! constant 0 where Caffe omits a filler) and is compiled before it is returned.
 
-mod import;
-pub use import::{import, Imported, Options};
+mod layers;
+mod net;
+mod solver;
 
+use crate::config::{NetConfig, NetSource};
+use crate::graph::Graph;
+use anyhow::{anyhow, Result};
 use std::path::{Path, PathBuf};
+
+/// Types generated from proto/caffe.proto (and proto/tensorboard.proto) at build time.
+#[allow(clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/caffe_proto/mod.rs"));
+}
+
+pub use layers::supported;
+
+pub struct Options {
+    /// Input shape for data layers that carry none (HDF5Data, Data).
+    pub input: [i64; 3],
+    /// `data.train` of the converted solver.
+    pub data: String,
+    /// Batch size when no data layer gives one.
+    pub batch: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { input: [1, 96, 96], data: crate::data::SYNTHETIC.into(), batch: 64 }
+    }
+}
+
+pub struct Imported {
+    pub net_name: String,
+    pub net_yaml: String,
+    pub solver_yaml: Option<String>,
+    /// Things the user should know (Caffe defaults made explicit, skipped layers).
+    pub notes: Vec<String>,
+}
+
+/// Convert a Caffe net (and solver) prototxt. The net is compiled before returning,
+/// so what comes out is a valid fkpnet net.
+pub fn import(net: &Path, solver: Option<&Path>, opts: &Options) -> Result<Imported> {
+    let mut notes = Vec::new();
+    let out = net::convert_net(net, opts, &mut notes)?;
+    let cfg: NetConfig = serde_yaml::from_str(&out.yaml)?;
+    let src = NetSource { path: net.with_extension("yaml"), text: out.yaml.clone() };
+    Graph::compile(&cfg, &src, None).map_err(|e| anyhow!("the converted net: {e:#}"))?;
+    let net_file = format!("{}.yaml", out.name);
+    let solver_yaml = match solver {
+        Some(s) => {
+            let batch = out.batch.unwrap_or(opts.batch);
+            Some(solver::convert_solver(s, &net_file, batch, out.test_batch, opts, &mut notes)?)
+        }
+        None => {
+            notes.push(format!(
+                "no solver given: only the net is converted; give the solver prototxt too \
+                 (fkpnet import-caffe {} SOLVER.prototxt -o DIR) for a solver file to train with",
+                net.display()
+            ));
+            None
+        }
+    };
+    if solver_yaml.is_some() && opts.data == crate::data::SYNTHETIC {
+        let from = out.source.map(|s| format!(" (Caffe read `{s}`)")).unwrap_or_default();
+        notes.push(format!(
+            "data.train is `synthetic`, the built-in faces{from}: train on your data with --set \
+             data.train=PATH (a Kaggle CSV), or import with --data PATH"
+        ));
+    }
+    Ok(Imported { net_name: out.name, net_yaml: out.yaml, solver_yaml, notes })
+}
 
 /// Write an import into `out` (created): `<net name>.yaml`, and the solver as
 /// `<solver file's stem>.yaml`. Nothing is overwritten: an existing file is refused
 /// before any is written. Returns the files written.
-pub fn write(imported: &Imported, solver: Option<&Path>, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn write(imported: &Imported, solver: Option<&Path>, out: &Path) -> Result<Vec<PathBuf>> {
     let mut files = vec![(format!("{}.yaml", imported.net_name), imported.net_yaml.clone())];
     if let (Some(y), Some(s)) = (&imported.solver_yaml, solver) {
         let stem = s.file_stem().and_then(|s| s.to_str()).unwrap_or("solver");
@@ -26,10 +98,4 @@ pub fn write(imported: &Imported, solver: Option<&Path>, out: &Path) -> anyhow::
         written.push(out.join(name));
     }
     Ok(written)
-}
-
-/// Types generated from proto/caffe.proto (and proto/tensorboard.proto) at build time.
-#[allow(clippy::all)]
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/caffe_proto/mod.rs"));
 }
