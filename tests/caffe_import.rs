@@ -49,7 +49,15 @@ fn the_solver_converts_and_trains() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = fkpnet(
-        &["import-caffe", &fixture("baseline.prototxt"), &fixture("lenet_solver.prototxt"), "-o", "conv"],
+        &[
+            "import-caffe",
+            &fixture("baseline.prototxt"),
+            &fixture("lenet_solver.prototxt"),
+            "-o",
+            "conv",
+            "--data",
+            "synthetic",
+        ],
         d,
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -339,11 +347,109 @@ fn the_shared_caffe_setup_imports_with_notes() {
     let out = fkpnet(&["import-caffe", net.to_str().unwrap(), solver.to_str().unwrap(), "-o", "setup"], d);
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{e}");
-    assert!(e.contains("data.train is `synthetic`") && e.contains("Caffe read `h5/train_h5.txt`"), "{e}");
+    assert!(e.contains("data: Caffe's HDF5 input") && e.contains("caffe/h5/train_h5.txt"), "{e}");
     let s = std::fs::read_to_string(d.join("setup/adam_solver.yaml")).unwrap();
     assert!(
         s.contains("type: Adam") && s.contains("max_iter: 2400") && s.contains("test_interval: 24"),
         "{s}"
     );
+    assert!(s.contains("format: hdf5") && s.contains("val: ") && s.contains("keypoints: kaggle15"), "{s}");
     assert!(ok(&["summary", "setup/adam_solver.yaml"], d).contains("1,287,350"), "the study's LeNet");
+}
+
+/// Caffe's HDF5 input as make_h5.py writes it (h5py, the reference library), read by
+/// fkpnet's pure-Rust reader: the same faces as the Kaggle CSV they came from.
+#[test]
+fn make_h5_files_read_as_the_csv_faces() {
+    let caffe = shared_data().join("../caffe");
+    let python = root().join(".venv/bin/python");
+    let has_h5py =
+        std::process::Command::new(&python).args(["-c", "import h5py"]).status().is_ok_and(|s| s.success());
+    if !has_h5py || !caffe.join("make_h5.py").is_file() {
+        eprintln!(
+            "skipped: needs {} with h5py (scripts/setup installs it) and ../shared/caffe/make_h5.py",
+            python.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let made = std::process::Command::new(&python).arg(caffe.join("make_h5.py")).arg(d).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let spec = fkpnet::data::Spec { format: fkpnet::data::DataFormat::Hdf5, ..fkpnet::data::Spec::kaggle() };
+    let (train, val) = (
+        fkpnet::data::hdf5::read(&d.join("train_h5.txt"), &spec).unwrap(),
+        fkpnet::data::hdf5::read(&d.join("val_h5.txt"), &spec).unwrap(),
+    );
+    assert_eq!((train.len(), val.len()), (1521, 170), "make_h5.py's 9:1 split of the 1,691 complete faces");
+    // Each face is one of the CSV's complete faces, pixels exact, keypoints to float rounding.
+    let csv = fkpnet::data::kaggle::read(&shared_data().join("faces/training.csv")).unwrap().faces;
+    let by_pixels: std::collections::HashMap<&[u8], usize> =
+        (0..csv.len()).filter(|&i| csv.is_complete(i)).map(|i| (csv.image(i), i)).collect();
+    for f in [&train, &val] {
+        for i in (0..f.len()).step_by(37) {
+            let j = by_pixels[f.image(i)];
+            for (a, b) in f.points(i).iter().zip(csv.points(j)) {
+                assert!((a - b).abs() < 1e-4, "face {i}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+/// An imported Caffe setup trains on its HDF5 files, in their order where Caffe's
+/// data layer does not shuffle, with the TEST layer's file as the val split.
+#[test]
+fn an_imported_hdf5_setup_trains_on_its_files() {
+    let caffe = shared_data().join("../caffe");
+    if !caffe.join("lenet_train_val.prototxt").is_file() {
+        eprintln!("skipped: {} is not here", caffe.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Small HDF5 files of faces-mini's complete faces, written as make_h5.py writes them.
+    let faces = fkpnet::data::kaggle::read(std::path::Path::new(&mini_csv())).unwrap().faces;
+    let complete: Vec<usize> = (0..faces.len()).filter(|&i| faces.is_complete(i)).collect();
+    std::fs::create_dir_all(d.join("h5")).unwrap();
+    for (name, idx) in [("train", &complete[..100]), ("val", &complete[100..])] {
+        let f = faces.select(idx);
+        let x: Vec<f32> = f.pixels.iter().map(|&p| p as f32 / 255.0).collect();
+        let y: Vec<f32> = f.keypoints.iter().map(|&k| (k - 48.0) / 48.0).collect();
+        let mut b = hdf5_pure::FileBuilder::new();
+        b.create_dataset("data").with_f32_data(&x).with_shape(&[f.len() as u64, 1, 96, 96]);
+        b.create_dataset("label").with_f32_data(&y).with_shape(&[f.len() as u64, 30]);
+        b.write(d.join(format!("h5/{name}.h5"))).unwrap();
+        std::fs::write(d.join(format!("h5/{name}_h5.txt")), format!("{name}.h5\n")).unwrap();
+    }
+    for f in ["lenet_train_val.prototxt", "adam_solver.prototxt"] {
+        std::fs::copy(caffe.join(f), d.join(f)).unwrap();
+    }
+    ok(&["import-caffe", "lenet_train_val.prototxt", "adam_solver.prototxt", "-o", "setup"], d);
+    let run = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "setup/adam_solver.yaml",
+            "--runs-dir",
+            "runs",
+            "--name",
+            name,
+            "-q",
+            "--set",
+            "max_iter=8",
+            "--set",
+            "test_interval=4",
+        ];
+        args.extend(extra);
+        ok(&args, d);
+        fkpnet::run::read_metrics(&d.join("runs").join(name).join("metrics.csv")).unwrap()
+    };
+    let shuffled = run("h5", &[]);
+    assert!(shuffled.iter().any(|r| r.val_loss.is_some()));
+    // The val split is the TEST layer's file: every one of its complete faces.
+    let out = ok(&["test", "runs/h5"], d);
+    assert!(out.contains(&format!("{} faces", complete.len() - 100)), "{out}");
+    // Caffe's order without shuffle: another batch sequence, so other losses.
+    let ordered = run("h5_ordered", &["--set", "data.shuffle=false"]);
+    assert!(shuffled[0].train_loss.is_some());
+    assert_ne!(shuffled[0].train_loss, ordered[0].train_loss);
 }

@@ -24,15 +24,16 @@ pub use layers::supported;
 pub struct Options {
     /// Input shape for data layers that carry none (HDF5Data, Data).
     pub input: [i64; 3],
-    /// `data.train` of the converted solver.
-    pub data: String,
+    /// `data.train` of the converted solver; None: the net's HDF5 sources where it has
+    /// them, else the built-in faces.
+    pub data: Option<String>,
     /// Batch size when no data layer gives one.
     pub batch: i64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { input: [1, 96, 96], data: crate::data::SYNTHETIC.into(), batch: 64 }
+        Options { input: [1, 96, 96], data: None, batch: 64 }
     }
 }
 
@@ -51,12 +52,14 @@ pub fn import(net: &Path, solver: Option<&Path>, opts: &Options) -> Result<Impor
     let out = net::convert_net(net, opts, &mut notes)?;
     let cfg: NetConfig = serde_yaml::from_str(&out.yaml)?;
     let src = NetSource { path: net.with_extension("yaml"), text: out.yaml.clone() };
-    Graph::compile(&cfg, &src, None).map_err(|e| anyhow!("the converted net: {e:#}"))?;
+    let graph = Graph::compile(&cfg, &src, None).map_err(|e| anyhow!("the converted net: {e:#}"))?;
     let net_file = format!("{}.yaml", out.name);
+    let keypoints = graph.nodes.last().map_or(15, |n| n.output[0] / 2);
+    let data = data_section(&out, opts, keypoints, &mut notes);
     let solver_yaml = match solver {
         Some(s) => {
             let batch = out.batch.unwrap_or(opts.batch);
-            Some(solver::convert_solver(s, &net_file, batch, out.test_batch, opts, &mut notes)?)
+            Some(solver::convert_solver(s, &net_file, data, batch, out.test_batch, &mut notes)?)
         }
         None => {
             notes.push(format!(
@@ -67,14 +70,51 @@ pub fn import(net: &Path, solver: Option<&Path>, opts: &Options) -> Result<Impor
             None
         }
     };
-    if solver_yaml.is_some() && opts.data == crate::data::SYNTHETIC {
-        let from = out.source.map(|s| format!(" (Caffe read `{s}`)")).unwrap_or_default();
-        notes.push(format!(
-            "data.train is `synthetic`, the built-in faces{from}: train on your data with --set \
-             data.train=PATH (a Kaggle CSV), or import with --data PATH"
-        ));
-    }
     Ok(Imported { net_name: out.name, net_yaml: out.yaml, solver_yaml, notes })
+}
+
+/// The converted solver's data: `--data` if given; else Caffe's HDF5 sources (its
+/// TRAIN list as data.train, TEST list as data.val, its shuffle); else the built-in
+/// faces, with a note saying how to train on real ones.
+fn data_section(
+    out: &net::NetOut,
+    opts: &Options,
+    keypoints: i64,
+    notes: &mut Vec<String>,
+) -> crate::config::DataConfig {
+    use crate::config::solver::{DataConfig, DataFormat, Labels};
+    use crate::data::keypoints::KeypointsConfig;
+    let train = opts.data.clone().unwrap_or_else(|| crate::data::SYNTHETIC.into());
+    let base = DataConfig { split: 0.9, labels: Labels::Complete, ..DataConfig::of(train) };
+    match (&out.source, out.hdf5, opts.data.is_none()) {
+        (Some(train), true, true) => {
+            let set = match keypoints {
+                15 => KeypointsConfig::Preset("kaggle15".into()),
+                k => serde_yaml::from_str(&format!("{{count: {k}}}")).expect("a count"),
+            };
+            notes.push(format!(
+                "data: Caffe's HDF5 input, train `{train}`{}; labels read as (xy - half) / half of the input, as make_h5.py writes them",
+                out.test_source.as_ref().map(|v| format!(", val `{v}`")).unwrap_or_default()
+            ));
+            DataConfig {
+                train: train.clone(),
+                format: DataFormat::Hdf5,
+                val: out.test_source.clone(),
+                shuffle: out.shuffle,
+                keypoints: Some(set),
+                ..base
+            }
+        }
+        (source, _, true) => {
+            let from = source.as_ref().map(|s| format!(" (Caffe read `{s}`)")).unwrap_or_default();
+            notes.push(format!(
+                "data.train is `synthetic`, the built-in faces{from}: train on your data with --set \
+                 data.train=PATH (a Kaggle CSV), or import with --data PATH"
+            ));
+            base
+        }
+        _ => base,
+    }
 }
 
 /// Write an import into `out` (created): `<net name>.yaml`, and the solver as

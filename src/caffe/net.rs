@@ -32,8 +32,12 @@ pub struct NetOut {
     pub batch: Option<i64>,
     /// Batch size of the TEST-phase data layer: Caffe's test_iter counts its batches.
     pub test_batch: Option<i64>,
-    /// The TRAIN data layer's `source` (an HDF5 list file or an LMDB), for the solver's notes.
+    /// The data layers' `source`s as Caffe reads them, TRAIN then TEST (relative ones
+    /// resolved from the prototxt's folder), and whether they are HDF5 and shuffled.
     pub source: Option<String>,
+    pub test_source: Option<String>,
+    pub hdf5: bool,
+    pub shuffle: bool,
 }
 
 /// A layer's line in the prototxt: the line holding its `name: "..."`, searched in
@@ -157,13 +161,18 @@ pub fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Resu
         labels: label_tops(&net),
         layers: Vec::new(),
     };
-    let (mut batch, mut test_batch, mut source) = (None, None, None);
+    let (mut batch, mut test_batch, mut source, mut test_source) = (None, None, None, None);
+    let (mut hdf5, mut shuffle) = (false, true);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    // Absolute: the converted solver lives in another folder than the prototxt.
+    let resolve = |s: Option<String>| s.map(|s| crate::config::absolute(dir, &s));
     let mut loss: Option<f64> = None;
     for (i, l) in net.layer.iter().enumerate() {
         let at = w.at(i);
         if !in_train_phase(l) {
             if matches!(l.type_(), "Data" | "HDF5Data") {
                 test_batch = data_batch(l);
+                test_source = resolve(data_source(l));
             } else {
                 notes.push(format!("{at}: TEST-phase layer skipped"));
             }
@@ -188,7 +197,9 @@ pub fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Resu
             "Data" | "HDF5Data" => {
                 input = Some(opts.input.to_vec());
                 batch = data_batch(l);
-                source = data_source(l);
+                source = resolve(data_source(l));
+                hdf5 = l.type_() == "HDF5Data";
+                shuffle = l.hdf5_data_param.as_ref().is_none_or(|p| p.shuffle());
                 if l.transform_param.as_ref().is_some_and(|t| t.mirror()) {
                     notes.push(format!(
                         "{at}: Caffe's mirror flips only the image, not the keypoints; not converted"
@@ -253,7 +264,7 @@ pub fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Resu
         yaml += &format!("  - {}\n", flow(l));
     }
     yaml += &format!("loss: {{type: euclidean, loss_weight: {loss_weight}}}   # EuclideanLoss: sum / (2N)\n");
-    Ok(NetOut { name, yaml, batch, test_batch, source })
+    Ok(NetOut { name, yaml, batch, test_batch, source, test_source, hdf5, shuffle })
 }
 
 /// Tops that carry labels: the second bottoms of the losses (and a data layer's

@@ -2,8 +2,7 @@
 //! fkpnet's: base_lr, lr_policy, momentum, delta, ...).
 
 use super::proto::caffe::{solver_parameter, SolverParameter};
-use super::Options;
-use crate::config::solver::{DataConfig, Labels, LrPolicy, Regularization};
+use crate::config::solver::{DataConfig, LrPolicy, Regularization};
 use crate::config::{SolverConfig, SolverType};
 use anyhow::{anyhow, bail, Result};
 use serde_yaml::Value;
@@ -31,9 +30,9 @@ fn snapshot_prefix(prefix: &str, file: &str, notes: &mut Vec<String>) -> String 
 pub fn convert_solver(
     path: &Path,
     net_file: &str,
+    data: DataConfig,
     batch: i64,
     test_batch: Option<i64>,
-    opts: &Options,
     notes: &mut Vec<String>,
 ) -> Result<String> {
     let file = path.display().to_string();
@@ -73,7 +72,7 @@ pub fn convert_solver(
     let f = |v: f32| super::layers::num(v as f64).as_f64().unwrap_or(v as f64);
     let cfg = SolverConfig {
         net: Value::String(net_file.into()),
-        data: DataConfig { split: 0.9, labels: Labels::Complete, ..DataConfig::of(opts.data.clone()) },
+        data,
         solver_type,
         flavor: Default::default(),
         base_lr: f(s.base_lr()),

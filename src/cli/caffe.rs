@@ -13,9 +13,10 @@ pub struct ImportCaffe {
     /// Input shape CxHxW for data layers that carry none (HDF5Data, Data).
     #[arg(long, default_value = "1x96x96")]
     input: String,
-    /// data.train of the converted solver: Kaggle's training.csv or `synthetic`.
-    #[arg(long, default_value = "synthetic")]
-    data: String,
+    /// data.train of the converted solver: Kaggle's training.csv or `synthetic`
+    /// (default: the net's HDF5Data sources, as Caffe read them; else `synthetic`).
+    #[arg(long)]
+    data: Option<String>,
     /// Batch size when no data layer gives one.
     #[arg(long, default_value_t = 64)]
     batch: i64,

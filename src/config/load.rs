@@ -54,7 +54,7 @@ fn read(path: &Path) -> Result<String> {
 
 /// `base/p` made absolute, with `.` and `..` folded away lexically (the file need not
 /// exist yet), so run configs show plain paths.
-fn absolute(base: &Path, p: &str) -> String {
+pub(crate) fn absolute(base: &Path, p: &str) -> String {
     use std::path::Component;
     let joined = base.join(p);
     let abs = std::path::absolute(&joined).unwrap_or(joined);
@@ -208,7 +208,7 @@ fn net_from_value(mut doc: Value, src: &NetSource, sets: &[Override]) -> Result<
     serde_yaml::from_value(doc).map_err(|e| anyhow!("{}: {e}", src.path.display()))
 }
 
-const PATH_KEYS: &[&[&str]] = &[&["net"], &["data", "train"], &["data", "images"]];
+const PATH_KEYS: &[&[&str]] = &[&["net"], &["data", "train"], &["data", "images"], &["data", "val"]];
 
 fn resolve_paths(doc: &mut Value, base: &Path) {
     for keys in PATH_KEYS {

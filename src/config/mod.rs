@@ -7,6 +7,7 @@ pub mod net;
 pub mod schema;
 pub mod solver;
 
+pub(crate) use load::absolute;
 pub use load::{load_net, load_solver, parse_sets, set_test, NetSource, Override, Resolved};
 pub use net::{LossConfig, LossKind, NetConfig, ParamMult};
 pub use solver::{DataConfig, Labels, SolverConfig, SolverType};

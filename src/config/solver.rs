@@ -125,9 +125,18 @@ pub struct DataConfig {
     /// paths and coordinates, a folder of images with .pts files, a COCO keypoints
     /// JSON; or `synthetic` for the built-in face generator.
     pub train: String,
-    /// How `train` is written: kaggle (Kaggle's CSV with pixels), csv, pts or coco.
+    /// How `train` is written: kaggle (Kaggle's CSV with pixels), csv, pts, coco, or
+    /// hdf5 (Caffe's HDF5Data input: a list of .h5 files with `data` and `label`).
     #[serde(default, skip_serializing_if = "DataFormat::is_kaggle")]
     pub format: DataFormat,
+    /// The val faces from a file of their own (same format), instead of a share of
+    /// `train` (`split` then does not apply): as Caffe's TEST-phase data layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val: Option<String>,
+    /// Shuffle the training faces each epoch (seeded); false: batches in file order,
+    /// wrapping at the end, as Caffe's data layers without `shuffle`.
+    #[serde(default = "d_true", skip_serializing_if = "is_true")]
+    pub shuffle: bool,
     /// Where relative image paths start (relative to this file; default: the
     /// annotation file's folder, or for pts the folder itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +192,7 @@ pub enum DataFormat {
     Csv,
     Pts,
     Coco,
+    Hdf5,
 }
 
 impl DataFormat {
@@ -274,6 +284,10 @@ pub struct TestConfig {
     /// 1.05x; 0 = off).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub scale: f64,
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 fn is_zero(v: &f64) -> bool {

@@ -53,7 +53,9 @@ pub fn read(
         DataFormat::Csv => read_csv(source, &root, columns, k)?,
         DataFormat::Pts => read_pts_dir(source, &root, k)?,
         DataFormat::Coco => read_coco(source, &root, k)?,
-        DataFormat::Kaggle => bail!("Kaggle CSVs hold their faces' pixels; they are read by data::kaggle"),
+        DataFormat::Kaggle | DataFormat::Hdf5 => bail!(
+            "Kaggle CSVs and HDF5 files hold their faces' pixels; data::kaggle and data::hdf5 read them"
+        ),
     };
     if faces.is_empty() {
         bail!("{}: no annotated faces", source.display());

@@ -5,6 +5,7 @@ pub mod annotations;
 pub mod augment;
 pub mod cache;
 pub mod crop;
+pub mod hdf5;
 pub mod images;
 pub mod kaggle;
 pub mod keypoints;
@@ -221,6 +222,9 @@ pub fn spec(cfg: &DataConfig, net: &crate::config::NetConfig) -> Result<Spec> {
     if cfg.augment.saturation > 0.0 && c != 3 {
         bail!("data.augment.saturation jitters colour; the net's input {:?} is grey (1 channel)", net.input);
     }
+    if cfg.format == DataFormat::Hdf5 && !cfg.crop.is_default() {
+        bail!("data.crop: an hdf5 dataset's faces are already cut out (`data` is N x C x H x W)");
+    }
     if !(cfg.crop.margin > -0.9 && cfg.crop.margin <= 4.0) {
         bail!(
             "data.crop.margin grows the box's side by a fraction; it must be in (-0.9, 4], got {}",
@@ -248,12 +252,47 @@ pub struct Split {
 /// Load the faces a data section names, keep the rows its `labels` asks for, and
 /// split them with its seed (keeping `split_group`'s groups together).
 pub fn load(cfg: &DataConfig, spec: &Spec) -> Result<Split> {
-    let faces = if cfg.format != DataFormat::Kaggle {
-        images::load(cfg, spec)?
-    } else if cfg.train == SYNTHETIC {
+    let faces = read(cfg, &cfg.train, spec)?;
+    let Some(val_file) = &cfg.val else {
+        return split(cfg, faces);
+    };
+    // A val file of its own: every training face trains (labels as `labels` says),
+    // every complete val face is tested.
+    let val = read(cfg, val_file, spec)?;
+    let train: Vec<usize> =
+        (0..faces.len()).filter(|&i| cfg.labels == Labels::Masked || faces.is_complete(i)).collect();
+    if train.is_empty() {
+        bail!("{}: no fully annotated faces (labels: complete); use labels: masked", cfg.train);
+    }
+    let tested: Vec<usize> = (0..val.len()).filter(|&i| val.is_complete(i)).collect();
+    Ok(Split {
+        source: format!(
+            "{} ({} of {} faces; val: {}, {} faces)",
+            cfg.train,
+            train.len(),
+            faces.len(),
+            val_file,
+            tested.len()
+        ),
+        train: faces.select(&train),
+        val: val.select(&tested),
+    })
+}
+
+/// The faces of one file (or folder) of the data section's format.
+fn read(cfg: &DataConfig, file: &str, spec: &Spec) -> Result<Faces> {
+    match cfg.format {
+        DataFormat::Hdf5 => hdf5::read(Path::new(file), spec),
+        DataFormat::Kaggle => read_kaggle(cfg, file),
+        _ => images::load(&DataConfig { train: file.to_string(), ..cfg.clone() }, spec),
+    }
+}
+
+fn read_kaggle(cfg: &DataConfig, file: &str) -> Result<Faces> {
+    Ok(if file == SYNTHETIC {
         synthetic::generate(cfg.synthetic.size, cfg.synthetic.seed)
     } else {
-        let path = Path::new(&cfg.train);
+        let path = Path::new(file);
         if !path.exists() {
             bail!(
                 "data file {} does not exist. Put Kaggle's training.csv there (see data/README.md: \
@@ -263,7 +302,12 @@ pub fn load(cfg: &DataConfig, spec: &Spec) -> Result<Split> {
             );
         }
         kaggle::read_training(path)?
-    };
+    })
+}
+
+/// Keep the rows `labels` asks for and split them with the seed (keeping
+/// `split_group`'s groups together).
+fn split(cfg: &DataConfig, faces: Faces) -> Result<Split> {
     // Val is always the same seeded share of the complete faces, so a `complete` and a
     // `masked` run are scored on the same faces; `masked` adds the partly annotated
     // faces to training only.

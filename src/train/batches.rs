@@ -10,20 +10,24 @@ use rand_chacha::ChaCha8Rng;
 pub struct Batches {
     n: usize,
     seed: u64,
+    /// false: every epoch in file order (Caffe's data layers without `shuffle`).
+    shuffle: bool,
     epoch: Option<(usize, Vec<i64>)>,
 }
 
 impl Batches {
-    pub fn new(n: usize, seed: u64) -> Batches {
-        Batches { n, seed, epoch: None }
+    pub fn new(n: usize, seed: u64, shuffle: bool) -> Batches {
+        Batches { n, seed, shuffle, epoch: None }
     }
 
     fn order(&mut self, epoch: usize) -> &[i64] {
         if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut order: Vec<i64> = (0..self.n as i64).collect();
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-                self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            ));
+            if self.shuffle {
+                order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                    self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                ));
+            }
             self.epoch = Some((epoch, order));
         }
         &self.epoch.as_ref().expect("just set").1

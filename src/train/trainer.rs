@@ -129,7 +129,7 @@ impl<'a> Trainer<'a> {
             params,
             solver,
             state: LoopState::default(),
-            batches: Batches::new(data.n_train, seed as u64),
+            batches: Batches::new(data.n_train, seed as u64, cfg.data.shuffle),
             data,
             device,
             seed,
