@@ -200,6 +200,14 @@ fn a_caffe_log_is_a_run_for_diff_and_plot() {
     assert_eq!(run.config["type"].as_str(), Some("Adam"));
     assert_eq!(run.config["net"]["name"].as_str(), Some("LeNetFKP"));
     assert_eq!(run.loss_type(), "euclidean");
+    // Both phases' data layers, as import-caffe reads the train_val prototxt: the TEST
+    // net's batch of 170 makes Caffe's test_iter 1 three fkpnet batches of 64, and the
+    // relative sources are taken from the log's folder.
+    let caffe = shared_data().join("../caffe").canonicalize().unwrap();
+    assert_eq!(run.config["test_iter"].as_i64(), Some(3), "{:?}", run.config["test_iter"]);
+    assert_eq!(run.config["data"]["val"].as_str(), Some(caffe.join("h5/val_h5.txt").to_str().unwrap()));
+    assert_eq!(run.config["data"]["train"].as_str(), Some(caffe.join("h5/train_h5.txt").to_str().unwrap()));
+    assert_eq!(run.config["snapshot_prefix"].as_str(), Some("adam_solver"));
     // Side by side with an fkpnet run, and plotted.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -9,19 +9,24 @@ use serde_yaml::Value;
 use std::path::Path;
 
 /// Caffe's snapshot_prefix is a path (`snapshots/lenet`); fkpnet's snapshots live in
-/// the run dir, so only its file name part stays, and the user is told.
-fn snapshot_prefix(prefix: &str, file: &str, notes: &mut Vec<String>) -> String {
-    let name = Path::new(prefix)
-        .file_name()
+/// the run dir, so only its file name part stays, and the user is told. As in Caffe
+/// (caffe.proto, UpgradeSnapshotPrefixProperty), an unset prefix is the solver file's
+/// name without extension, and a prefix ending in `/` gets that name appended.
+fn snapshot_prefix(prefix: &str, solver: &Path, notes: &mut Vec<String>) -> String {
+    let stem = solver
+        .file_stem()
         .and_then(|n| n.to_str())
         .filter(|n| !n.is_empty())
         .unwrap_or("snapshot");
-    if prefix.is_empty() {
-        return name.to_string();
-    }
-    if name != prefix {
+    let name = if prefix.is_empty() || prefix.ends_with('/') {
+        stem
+    } else {
+        Path::new(prefix).file_name().and_then(|n| n.to_str()).unwrap_or(stem)
+    };
+    if !prefix.is_empty() && name != prefix {
         notes.push(format!(
-            "{file}: snapshot_prefix \"{prefix}\" becomes `{name}`: fkpnet writes snapshots into the run's directory"
+            "{}: snapshot_prefix \"{prefix}\" becomes `{name}`: fkpnet writes snapshots into the run's directory",
+            solver.display()
         ));
     }
     name.to_string()
@@ -105,7 +110,7 @@ pub fn convert_solver(
         display: s.display() as i64,
         average_loss: s.average_loss() as i64,
         snapshot: s.snapshot() as i64,
-        snapshot_prefix: snapshot_prefix(s.snapshot_prefix(), &file, notes),
+        snapshot_prefix: snapshot_prefix(s.snapshot_prefix(), path, notes),
         random_seed: s.random_seed(),
         device: match s.solver_mode() {
             solver_parameter::SolverMode::CPU => "cpu".into(),
@@ -123,4 +128,23 @@ pub fn convert_solver(
         path.file_name().and_then(|f| f.to_str()).unwrap_or_default(),
         serde_yaml::to_string(&cfg)?
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_prefix;
+    use std::path::Path;
+
+    #[test]
+    fn snapshot_prefix_follows_caffe_defaults() {
+        let solver = Path::new("models/lenet_solver.prototxt");
+        let mut notes = Vec::new();
+        assert_eq!(snapshot_prefix("", solver, &mut notes), "lenet_solver");
+        assert_eq!(snapshot_prefix("lenet", solver, &mut notes), "lenet");
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(snapshot_prefix("snapshots/", solver, &mut notes), "lenet_solver");
+        assert_eq!(snapshot_prefix("snapshots/adam", solver, &mut notes), "adam");
+        assert_eq!(notes.len(), 2);
+        assert!(notes[1].contains("\"snapshots/adam\" becomes `adam`"), "{}", notes[1]);
+    }
 }

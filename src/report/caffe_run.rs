@@ -70,12 +70,15 @@ struct Parsed {
     rows: BTreeMap<i64, MetricsRow>,
     solver: String,
     net: String,
+    /// The TEST net Caffe printed second: its TEST-only layers (the val data layer).
+    test_net: String,
 }
 
 fn parse(text: &str) -> Parsed {
     let mut p = Parsed::default();
     let (mut start, mut day, mut last_t) = (None::<f64>, 0.0, 0.0);
-    // Which dump the unprefixed lines belong to (0: none, 1: solver, 2: the first net).
+    // Which dump the unprefixed lines belong to (0: none, 1: solver, 2: the TRAIN net,
+    // 3: the TEST net).
     let (mut dump, mut nets) = (0, 0);
     let mut testing = None::<i64>;
     for line in text.lines() {
@@ -83,6 +86,7 @@ fn parse(text: &str) -> Parsed {
             match dump {
                 1 => p.solver += &format!("{line}\n"),
                 2 => p.net += &format!("{line}\n"),
+                3 => p.test_net += &format!("{line}\n"),
                 _ => {}
             }
             continue;
@@ -97,7 +101,11 @@ fn parse(text: &str) -> Parsed {
             dump = 1;
         } else if msg.starts_with("Initializing net from parameters") {
             nets += 1;
-            dump = if nets == 1 { 2 } else { 0 };
+            dump = match nets {
+                1 => 2,
+                2 => 3,
+                _ => 0,
+            };
         }
         if let Some((iter, rest)) = iteration(msg) {
             if rest.starts_with(", Testing net (#0)") {
@@ -143,7 +151,9 @@ pub fn load(path: &Path) -> Result<Run> {
     if parsed.rows.is_empty() {
         bail!("{f}: no training or test lines (Iteration N ..., Test net output ...) in this log");
     }
-    let config = config_of(&parsed).unwrap_or(Value::Mapping(Default::default()));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = std::path::PathBuf::from(crate::config::absolute(dir, "."));
+    let config = config_of(&parsed, &dir).unwrap_or(Value::Mapping(Default::default()));
     let mut rows: Vec<MetricsRow> = parsed.rows.into_values().collect();
     // EuclideanLoss on Kaggle's 30 values: RMSE in pixels as fkpnet reports it.
     let outputs =
@@ -160,7 +170,10 @@ pub fn load(path: &Path) -> Result<Run> {
 }
 
 /// The solver and net Caffe printed, imported (in a scratch folder) as fkpnet config.
-fn config_of(p: &Parsed) -> Option<Value> {
+/// Relative data sources are taken as relative to the log's folder (`log_dir`): Caffe
+/// read them from where it ran, which the log does not say, and a log usually sits
+/// beside its prototxts.
+fn config_of(p: &Parsed, log_dir: &Path) -> Option<Value> {
     if p.net.is_empty() {
         return None;
     }
@@ -169,22 +182,54 @@ fn config_of(p: &Parsed) -> Option<Value> {
     let dir = std::env::temp_dir().join(format!("fkpnet-caffe-log-{}-{k}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
     let (net, solver) = (dir.join("net.prototxt"), dir.join("solver.prototxt"));
-    let imported = std::fs::write(&net, &p.net)
+    let net_text = format!("{}{}", p.net, test_only_layers(&p.test_net));
+    let imported = std::fs::write(&net, net_text)
         .and_then(|()| {
             std::fs::write(&solver, format!("{}net: \"net.prototxt\"\n", strip_net_field(&p.solver)))
         })
         .ok()
         .and_then(|()| crate::caffe::import(&net, Some(&solver), &Default::default()).ok());
     let _ = std::fs::remove_dir_all(&dir);
+    let moved = |v: &mut String| {
+        if let Ok(rest) = Path::new(v.as_str()).strip_prefix(&dir) {
+            *v = crate::config::absolute(log_dir, &rest.display().to_string());
+        }
+    };
     // Resolved as a run's config.yaml is (every default filled in), so `diff` compares
     // like with like.
     let imported = imported?;
     let mut solver: crate::config::SolverConfig =
         serde_yaml::from_str(imported.solver_yaml.as_deref()?).ok()?;
+    moved(&mut solver.data.train);
+    if let Some(val) = solver.data.val.as_mut() {
+        moved(val);
+    }
     let net: crate::config::NetConfig = serde_yaml::from_str(&imported.net_yaml).ok()?;
     let src = crate::config::NetSource { path: net_path_for_errors(), text: imported.net_yaml.clone() };
     solver.net = crate::graph::Graph::compile(&net, &src, None).ok()?.resolved();
     serde_yaml::to_value(solver).ok()
+}
+
+/// The top-level `layer { ... }` blocks of a printed net that hold `phase: TEST`
+/// (a TEST-only data layer), to add to the TRAIN net so the import sees both phases as
+/// in a train_val prototxt.
+fn test_only_layers(net: &str) -> String {
+    let (mut out, mut block, mut depth) = (String::new(), String::new(), 0usize);
+    for line in net.lines() {
+        if depth == 0 && !line.starts_with("layer {") {
+            continue;
+        }
+        block += &format!("{line}\n");
+        depth += line.matches('{').count();
+        depth -= line.matches('}').count().min(depth);
+        if depth == 0 {
+            if block.contains("phase: TEST") {
+                out += &block;
+            }
+            block.clear();
+        }
+    }
+    out
 }
 
 fn net_path_for_errors() -> std::path::PathBuf {
