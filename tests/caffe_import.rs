@@ -150,10 +150,15 @@ fn bad_prototxt_gives_clear_errors() {
     let e = String::from_utf8(fkpnet(&["import-caffe", &syntax, "-o", "o"], d).stderr).unwrap();
     assert!(e.contains("syntax.prototxt:"), "{e}");
 
-    let noloss = write("noloss.prototxt", &format!("{input}layer {{\n  name: \"ip\"\n  type: \"InnerProduct\"\n  bottom: \"data\"\n  top: \"ip\"\n  inner_product_param {{ num_output: 30 }}\n}}\n"));
-    let e = String::from_utf8(fkpnet(&["import-caffe", &noloss, "-o", "o"], d).stderr).unwrap();
-    assert!(e.contains("no EuclideanLoss"), "{e}");
     assert!(!d.join("o").join("t.yaml").exists(), "nothing written on error");
+
+    // A deploy net (no loss) imports, with the loss it is given said.
+    let noloss = write("noloss.prototxt", &format!("{input}layer {{\n  name: \"ip\"\n  type: \"InnerProduct\"\n  bottom: \"data\"\n  top: \"ip\"\n  inner_product_param {{ num_output: 30 }}\n}}\n"));
+    let out = fkpnet(&["import-caffe", &noloss, "-o", "o"], d);
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("no EuclideanLoss (a deploy net)"), "{said}");
+    let yaml = std::fs::read_to_string(d.join("o/t.yaml")).unwrap();
+    assert!(yaml.contains("loss: {type: euclidean, loss_weight: 1"), "{yaml}");
 }
 
 #[test]

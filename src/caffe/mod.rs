@@ -5,6 +5,7 @@
 //! constant 0 where Caffe omits a filler) and is compiled before it is returned.
 
 mod layers;
+pub mod model;
 mod net;
 mod solver;
 

@@ -247,8 +247,13 @@ pub fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Resu
     }
     let input = input
         .ok_or_else(|| anyhow!("{file}: no input shape: add an Input layer, or a Data/HDF5Data layer"))?;
-    let loss_weight =
-        loss.ok_or_else(|| anyhow!("{file}: no EuclideanLoss layer; fkpnet nets end in a loss"))?;
+    let loss_weight = loss.unwrap_or_else(|| {
+        notes.push(format!(
+            "{file}: no EuclideanLoss (a deploy net): `loss: {{type: euclidean}}` is written so that it \
+             can train; change it if the net trained with another loss"
+        ));
+        1.0
+    });
     let name = match net.name() {
         "" => path.file_stem().and_then(|s| s.to_str()).unwrap_or("net").to_string(),
         n => n.to_string(),

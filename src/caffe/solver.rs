@@ -13,11 +13,7 @@ use std::path::Path;
 /// (caffe.proto, UpgradeSnapshotPrefixProperty), an unset prefix is the solver file's
 /// name without extension, and a prefix ending in `/` gets that name appended.
 fn snapshot_prefix(prefix: &str, solver: &Path, notes: &mut Vec<String>) -> String {
-    let stem = solver
-        .file_stem()
-        .and_then(|n| n.to_str())
-        .filter(|n| !n.is_empty())
-        .unwrap_or("snapshot");
+    let stem = solver.file_stem().and_then(|n| n.to_str()).filter(|n| !n.is_empty()).unwrap_or("snapshot");
     let name = if prefix.is_empty() || prefix.ends_with('/') {
         stem
     } else {

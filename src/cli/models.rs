@@ -163,17 +163,23 @@ impl Extract {
 
 #[derive(clap::Args)]
 pub struct Export {
+    /// A run dir, an export, or a solver/net file with --weights FILE
     run: PathBuf,
+    /// The new directory to write (must not exist, or be empty)
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
+    /// best, final, or a weights file (.safetensors or Caffe's .caffemodel)
     #[arg(long, default_value = "best")]
     weights: Weights,
+    /// fkpnet (safetensors + PyTorch code) or caffe (deploy.prototxt + model.caffemodel)
+    #[arg(long, value_enum, default_value = "fkpnet")]
+    format: report::export::Format,
 }
 
 impl Export {
     pub fn run(self) -> Result<()> {
         let model = Model::load(&self.run, &self.weights)?;
-        report::export::export(&model, &self.out)?;
+        report::export::export(&model, &self.out, self.format)?;
         println!("{}", self.out.display());
         Ok(())
     }

@@ -101,13 +101,29 @@ fn data_yaml(model: &Model) -> Result<String> {
     ))
 }
 
-pub fn export(model: &Model, dir: &Path) -> Result<()> {
+/// What `fkpnet export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// model.safetensors + net.yaml + data.yaml + README.md with the PyTorch code
+    Fkpnet,
+    /// Caffe's deploy.prototxt + model.caffemodel (+ data.yaml, README.md)
+    Caffe,
+}
+
+pub fn export(model: &Model, dir: &Path, format: Format) -> Result<()> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!("{} exists and is not empty; choose a new directory (nothing is overwritten)", dir.display());
     }
+    if format == Format::Caffe {
+        // Checked before the directory is made: a net Caffe cannot hold leaves nothing behind.
+        crate::caffe::model::deploy(&model.graph, &model.params, false)?;
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::copy(&model.weights, dir.join("model.safetensors"))
-        .with_context(|| format!("cannot copy {}", model.weights.display()))?;
+    if format == Format::Caffe {
+        return export_caffe(model, dir);
+    }
+    crate::graph::save_weights(&model.params, &dir.join("model.safetensors"))
+        .with_context(|| format!("cannot write {}", dir.join("model.safetensors").display()))?;
     write_text(&dir.join("net.yaml"), &serde_yaml::to_string(&model.graph.resolved())?)?;
     write_text(&dir.join("data.yaml"), &data_yaml(model)?)?;
     let readme = format!(
@@ -141,6 +157,30 @@ pub fn export(model: &Model, dir: &Path) -> Result<()> {
         },
         half = model.spec.half(),
         code = pytorch_code(model)
+    );
+    write_text(&dir.join("README.md"), &readme)
+}
+
+fn export_caffe(model: &Model, dir: &Path) -> Result<()> {
+    crate::caffe::model::write(&model.graph, &model.params, dir)?;
+    write_text(&dir.join("data.yaml"), &data_yaml(model)?)?;
+    let readme = format!(
+        "# {name}: a trained fkpnet model for Caffe\n\n\
+         - `deploy.prototxt`: the net with an `Input` of 1x{c}x{s}x{s} (Caffe reshapes the batch).\n\
+         - `model.caffemodel`: its weights from `{w}` (float32 blobs by layer name; a\n  \
+         batchnorm is Caffe's BatchNorm with its statistics and a Scale `NAME_scale`).\n\
+         - `data.yaml`: the faces it takes; `fkpnet predict` reads it.\n\n\
+         ```\ncaffe test -model deploy.prototxt -weights model.caffemodel\n```\n\n\
+         In Python: `net = caffe.Net(\"deploy.prototxt\", \"model.caffemodel\", caffe.TEST)`;\n\
+         inputs are {colour} faces scaled to [0, 1]; outputs the {k} keypoints' x, y normalised\n\
+         as (xy - {half}) / {half}.\n",
+        name = model.graph.name,
+        c = model.graph.input[0],
+        s = model.spec.width,
+        w = model.weights.display(),
+        colour = if model.spec.channels == 3 { "RGB" } else { "grey" },
+        k = model.spec.keypoints.len(),
+        half = model.spec.half(),
     );
     write_text(&dir.join("README.md"), &readme)
 }

@@ -1,5 +1,6 @@
-//! A trained model from a run dir (config.yaml + weights) or an export dir
-//! (net.yaml + model.safetensors), ready to predict.
+//! A trained model from a run dir (config.yaml + weights), an export dir
+//! (net.yaml + model.safetensors), or a solver or net file with `--weights` (Caffe's
+//! `caffe test -model -weights`: an imported net with its .caffemodel), ready to predict.
 
 use crate::config::solver::TestConfig;
 use crate::config::{self, Override, Resolved};
@@ -32,7 +33,9 @@ impl std::str::FromStr for Weights {
 pub struct Model {
     pub graph: Graph,
     pub net: Net,
-    /// The run's resolved config (None for an export).
+    /// The loaded tensors, by name (what an export writes).
+    pub params: Vec<crate::graph::Param>,
+    /// The run's resolved config (None for an export or a net file).
     pub run: Option<Resolved>,
     /// The run dir or export it was loaded from.
     pub dir: PathBuf,
@@ -47,7 +50,18 @@ pub struct Model {
 impl Model {
     pub fn load(dir: &Path, weights: &Weights) -> Result<Model> {
         let d = dir.display();
-        let (run, net, src) = if dir.join("config.yaml").is_file() {
+        let (run, net, src) = if dir.is_file() && !matches!(weights, Weights::File(_)) {
+            bail!(
+                "{d} is a config file, which holds no trained weights: give them with --weights \
+                 (a .safetensors or Caffe's .caffemodel), or name a run dir or an export"
+            );
+        } else if dir.is_file() && is_net_file(dir)? {
+            let (n, s) = config::load_net(dir, &[])?;
+            (None, n, s)
+        } else if dir.is_file() {
+            let r = config::load_solver(dir, &[])?;
+            (Some(r.clone()), r.net, r.net_source)
+        } else if dir.join("config.yaml").is_file() {
             let r = config::load_solver(&dir.join("config.yaml"), &[])?;
             (Some(r.clone()), r.net, r.net_source)
         } else if dir.join("net.yaml").is_file() {
@@ -80,7 +94,7 @@ impl Model {
         let (net, params) = graph.build(&vs.root(), Default::default());
         load_weights(&file, &params, true)?;
         let test = run.as_ref().map(|r| r.solver.test.clone()).unwrap_or_default();
-        Ok(Model { graph, net, run, dir: dir.to_path_buf(), weights: file, test, spec, _vs: vs })
+        Ok(Model { graph, net, params, run, dir: dir.to_path_buf(), weights: file, test, spec, _vs: vs })
     }
 
     /// Keypoints in pixels of the net's input frame, 2K per face in the set's order.
@@ -98,6 +112,14 @@ impl Model {
         }
         out
     }
+}
+
+/// Whether a config file is a net (`layers:`) rather than a solver.
+fn is_net_file(path: &Path) -> Result<bool> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_default();
+    Ok(v.get("layers").is_some())
 }
 
 /// An export's faces: its `data.yaml` (the training run's data section without its

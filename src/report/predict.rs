@@ -150,7 +150,8 @@ pub fn predict(model: &Ensemble, inputs: &[PathBuf], boxes: &Boxes) -> Result<Ve
     let mut out = Vec::new();
     for p in inputs {
         if is_csv(p) {
-            if spec.format != DataFormat::Kaggle {
+            // Kaggle's and Caffe's HDF5 faces are both the net's input, already cut out.
+            if !matches!(spec.format, DataFormat::Kaggle | DataFormat::Hdf5) {
                 bail!("{}: a CSV is read as Kaggle faces, but this model takes {} faces cut from images: give the images or their folder", p.display(), format!("{:?}", spec.format).to_lowercase());
             }
             out.extend(kaggle_rows(model, p)?);

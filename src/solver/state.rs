@@ -114,17 +114,21 @@ pub fn load(path: &Path, solver: &mut Solver, params: &[Param]) -> Result<HashMa
     Ok(tensors)
 }
 
-/// Copy weights from a safetensors file into the net's params, by name.
+/// Copy weights from a safetensors file (or Caffe's `.caffemodel`, its blobs under
+/// fkpnet's names: `caffe::model::read`) into the net's params, by name.
 /// `strict` (resume): every param must be present. Otherwise (finetune, Caffe's
 /// --weights): params missing from the file keep their fillers, tensors the net does
 /// not have are ignored; both are reported. A shape mismatch is always an error.
 pub fn load_weights(path: &Path, params: &[Param], strict: bool) -> Result<Vec<String>> {
     let file = path.display();
-    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-        .map_err(|e| anyhow!("{file}: cannot read weights ({e})"))?
-        .into_iter()
-        .collect();
-    let mut notes = Vec::new();
+    let (tensors, mut notes): (HashMap<String, Tensor>, Vec<String>) =
+        if crate::caffe::model::is_caffemodel(path) {
+            crate::caffe::model::read(path)?
+        } else {
+            let t =
+                Tensor::read_safetensors(path).map_err(|e| anyhow!("{file}: cannot read weights ({e})"))?;
+            (t.into_iter().collect(), Vec::new())
+        };
     tch::no_grad(|| -> Result<()> {
         for p in params {
             match tensors.get(&p.name) {
