@@ -182,7 +182,9 @@ fn export_is_self_contained_and_predicts_like_the_run() {
     }
     let readme = std::fs::read_to_string(ex.join("README.md")).unwrap();
     assert!(
-        readme.contains("(\"fc1\", nn.Linear(9216, 500, bias=True))") && readme.contains("flatten_fc1"),
+        readme.contains("(\"fc1\", nn.Linear(9216, 500, bias=True))")
+            && readme.contains("flatten_fc1")
+            && readme.contains("pip install torch safetensors"),
         "{readme}"
     );
     let mut names: Vec<(String, Vec<i64>)> = tch::Tensor::read_safetensors(ex.join("model.safetensors"))

@@ -1,4 +1,4 @@
-//! Each update rule and lr policy against values computed by hand from CAFFE.md.
+//! Each update rule and lr policy against values computed by hand from the formulas in docs/caffe.md.
 
 use fkpnet::config::net::ParamMult;
 use fkpnet::config::solver::{Flavor, LrPolicy, Regularization};

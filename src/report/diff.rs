@@ -58,6 +58,10 @@ impl Metric {
         }
     }
 
+    fn is_val(self) -> bool {
+        matches!(self, Metric::ValRmse | Metric::ValLoss | Metric::ValNme | Metric::ValFr | Metric::ValAuc)
+    }
+
     fn is_loss(self) -> bool {
         matches!(self, Metric::ValLoss | Metric::TrainLoss)
     }
@@ -245,9 +249,77 @@ pub fn compare(runs: &[Run], metric: Metric, out: Option<&Path>) -> Result<Strin
         s += &format!("note: {n}\n");
     }
     s += &table(runs, metric);
+    if metric.is_val() {
+        for other in &runs[1..] {
+            if let Some(why) = different_val_faces(&runs[0].config, &other.config) {
+                s += &format!(
+                    "warning: {} and {} were scored on different val faces ({why}), so this is not like for \
+                     like; `fkpnet test RUN --data FILE` scores each on the same file\n",
+                    runs[0].name, other.name
+                );
+            }
+        }
+    }
     if let Some(out) = out {
         super::plot::plot(runs, metric, out)?;
         s += &format!("plot: {}\n", out.display());
     }
     Ok(s)
+}
+
+/// The data keys that decide which faces a run's val tests score.
+const VAL_KEYS: &[&str] =
+    &["format", "train", "val", "images", "split", "seed", "labels", "split_group", "keypoints", "crop"];
+
+/// Why two runs' val faces differ (the data keys that do), or None when they are the
+/// same: equal keys, or files at other paths with the same bytes (a copy of the
+/// data, or Caffe's HDF5 lists naming identical files). Runs without a config (a
+/// train.log read on its own) are not judged.
+fn different_val_faces(a: &Value, b: &Value) -> Option<String> {
+    if a["data"].is_null() || b["data"].is_null() {
+        return None;
+    }
+    let mut differ = Vec::new();
+    for k in VAL_KEYS {
+        let (x, y) = (&a["data"][*k], &b["data"][*k]);
+        if x == y || (matches!(*k, "train" | "val" | "images") && same_file(x, y)) {
+            continue;
+        }
+        let gone: Vec<&str> =
+            [x, y].into_iter().filter_map(|v| v.as_str()).filter(|f| !Path::new(f).exists()).collect();
+        differ.push(match gone.as_slice() {
+            [] => format!("data.{k}"),
+            g => format!("data.{k}: {} not here to compare", g.join(", ")),
+        });
+    }
+    (!differ.is_empty()).then(|| differ.join("; "))
+}
+
+fn same_file(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_str(), b.as_str()) else { return false };
+    let (Ok(x), Ok(y)) = (std::fs::read(a), std::fs::read(b)) else { return false };
+    if x == y {
+        return true;
+    }
+    // HDF5 list files: the same number of listed files, each with the same bytes.
+    let lines = |t: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(t)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let (lx, ly) = (lines(&x), lines(&y));
+    let h5 = |l: &[String]| !l.is_empty() && l.iter().all(|f| f.ends_with(".h5") || f.ends_with(".hdf5"));
+    h5(&lx)
+        && h5(&ly)
+        && lx.len() == ly.len()
+        && lx.iter().zip(&ly).all(|(p, q)| {
+            let (base_a, base_b) = (
+                Path::new(a).parent().unwrap_or(Path::new(".")),
+                Path::new(b).parent().unwrap_or(Path::new(".")),
+            );
+            matches!((std::fs::read(base_a.join(p)), std::fs::read(base_b.join(q))), (Ok(u), Ok(v)) if u == v)
+        })
 }

@@ -20,7 +20,7 @@ pub fn pytorch_code(model: &Model) -> String {
     classes.dedup();
     let classes: String = classes.iter().map(|c| format!("\n{c}\n")).collect();
     format!(
-        "import torch\nimport torch.nn as nn\nfrom collections import OrderedDict\n\
+        "# needs: pip install torch safetensors\nimport torch\nimport torch.nn as nn\nfrom collections import OrderedDict\n\
          from safetensors.torch import load_file\n{classes}\n\
          {net}\
          model.load_state_dict(load_file(\"model.safetensors\"))\nmodel.eval()\n\n\
