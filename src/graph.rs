@@ -189,11 +189,17 @@ pub fn parse_layer(v: &Value) -> Result<(LayerCommon, Box<dyn Layer>), String> {
     let common: LayerCommon = serde_yaml::from_value(Value::Mapping(common)).map_err(|e| e.to_string())?;
     let names = layers::kind_names();
     let kind = layers::kind(&common.kind).ok_or_else(|| {
-        let hint =
-            did_you_mean(&common.kind, &names).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+        // Case aside (`Conv`, `Dense`), and Caffe's names in other case (`RELU`).
+        let lower = common.kind.to_lowercase();
+        let caffe = layers::CAFFE_NAMES.iter().find(|(c, _)| c.to_lowercase() == lower).map(|(_, k)| *k);
+        let hint = caffe
+            .or_else(|| did_you_mean(&lower, &names))
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
         format!("unknown layer type `{}`{hint}; valid types: {}", common.kind, names.join(", "))
     })?;
-    let layer = (kind.parse)(Value::Mapping(params)).map_err(|e| format!("{}: {e}", kind.name))?;
+    let layer = (kind.parse)(Value::Mapping(params))
+        .map_err(|e| format!("{}: {}", kind.name, crate::config::schema::explain(&e.to_string())))?;
     Ok((common, layer))
 }
 
@@ -351,10 +357,15 @@ impl Graph {
         let mut blobs = Blobs::new(&net.input);
         let mut nodes: Vec<Node> = Vec::new();
         for (i, v) in net.layers.iter().enumerate() {
-            let at = match lines.get(i) {
+            let mut at = match lines.get(i) {
                 Some(l) => format!("{file}:{l}: layer `{}` (#{})", names[i], i + 1),
                 None => format!("{file}: layer `{}` (#{})", names[i], i + 1),
             };
+            // What the file says was changed on the command line: name the change first.
+            let sets: Vec<&str> = src.sets.iter().filter(|(l, _)| *l == i).map(|(_, s)| s.as_str()).collect();
+            if !sets.is_empty() {
+                at = format!("--set {} (in {at})", sets.join(" --set "));
+            }
             let (common, layer) = parse_layer(v).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
             check_name(&names[i], &nodes, &at)?;
             let bottoms = blobs.bottoms(i, &common, &at)?;

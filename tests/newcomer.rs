@@ -63,3 +63,116 @@ fn diff_warns_when_val_faces_differ() {
     let out = ok(&["diff", "runs/a", "runs/b", "--metric", "train_loss"], d);
     assert!(!out.contains("warning"), "{out}");
 }
+
+/// Typos and Caffe habits inside a file: a "did you mean", Caffe's type names taken,
+/// `1e3` for an integer, case in a choice, words for types, and a YAML syntax error
+/// quoted with a caret (and the tab named).
+#[test]
+fn errors_inside_files_say_what_would_be_valid() {
+    let r = root();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lenet = std::fs::read_to_string(r.join("nets/lenet.yaml")).unwrap();
+    let typo = write(
+        d,
+        "typo.yaml",
+        &lenet.replace("num_output: 16, kernel_size: 3", "num_output: 16, kernal_size: 3"),
+    );
+    let e = err(&["summary", typo.to_str().unwrap()], d);
+    assert!(
+        e.contains("typo.yaml:6: layer `conv1`")
+            && e.contains("unknown key `kernal_size` (did you mean `kernel_size`?)"),
+        "{e}"
+    );
+    // Caffe's names are fkpnet's kinds; other spellings are suggested.
+    let caffe = write(
+        d,
+        "caffe.yaml",
+        &lenet
+            .replace("type: conv, name: conv1", "type: Convolution, name: conv1")
+            .replace("{type: relu}", "{type: ReLU}"),
+    );
+    let out = ok(&["summary", caffe.to_str().unwrap()], d);
+    assert!(out.contains("conv1 ") && out.contains("conv1_relu"), "{out}");
+    let conv = write(d, "conv.yaml", &lenet.replace("type: conv, name: conv1", "type: Conv, name: conv1"));
+    let e = err(&["summary", conv.to_str().unwrap()], d);
+    assert!(e.contains("unknown layer type `Conv` (did you mean `conv`?)"), "{e}");
+    // Numbers and choices as people write them.
+    let solver = r.join("solvers/adam.yaml");
+    let s = solver.to_str().unwrap();
+    let v: serde_yaml::Value = serde_yaml::from_str(&ok(&["config", s, "--set", "max_iter=1e3"], d)).unwrap();
+    assert_eq!(v["max_iter"].as_i64(), Some(1000));
+    let e = err(&["config", s, "--set", "type=adamm"], d);
+    assert!(e.contains("unknown value `adamm` (did you mean `Adam`?)"), "{e}");
+    let e = err(&["config", s, "--set", "max_iter=abc"], d);
+    assert!(e.contains("expected an integer") && !e.contains("i64"), "{e}");
+    let bad = write(
+        d,
+        "s.yaml",
+        &format!(
+            "net: {}\ndata: {{train: x.csv}}\nbase_lr: 0.01\nmax_iter: 1e3\ntest_iter: ten\n",
+            r.join("nets/lenet.yaml").display()
+        ),
+    );
+    let e = err(&["config", bad.to_str().unwrap()], d);
+    assert!(
+        e.contains("s.yaml:5:12: test_iter: invalid type")
+            && e.contains("5 | test_iter: ten")
+            && e.contains("^"),
+        "{e}"
+    );
+    // A tab in the indentation.
+    let tab = write(d, "tab.yaml", "name: t\ninput: [1, 96, 96]\nlayers:\n\t- {type: relu}\n");
+    let e = err(&["summary", tab.to_str().unwrap()], d);
+    assert!(e.contains("tab.yaml:4:1:") && e.contains("4 | →- {type: relu}") && e.contains("a tab"), "{e}");
+    // An override is blamed for what it set, not the file's line.
+    let e = err(
+        &["summary", r.join("nets/lenet.yaml").to_str().unwrap(), "--set", "layers.fc1.num_output=-5"],
+        d,
+    );
+    assert!(e.starts_with("error: --set layers.fc1.num_output=-5 (in "), "{e}");
+}
+
+/// A variant adds, inserts and removes layers by name; unnamed layers are named after
+/// the layer before them, so an insert renames nothing further down the net.
+#[test]
+fn variants_add_and_remove_layers_and_names_stay_put() {
+    let r = root();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vgg = r.join("nets/vgg.yaml");
+    let v = write(
+        d,
+        "v.yaml",
+        &format!(
+            "base: {}\nname: v\nlayers:\n  - {{name: drop0, type: dropout, dropout_ratio: 0.2, after: pool3}}\n  - {{name: drop2, remove: true}}\n  - {{name: bn1, type: batchnorm, before: fc1}}\n",
+            vgg.display()
+        ),
+    );
+    let base = ok(&["summary", vgg.to_str().unwrap()], d);
+    let out = ok(&["summary", v.to_str().unwrap()], d);
+    let names = |s: &str| -> Vec<String> {
+        s.lines().skip(4).filter_map(|l| l.split_whitespace().next().map(String::from)).collect()
+    };
+    let (b, n) = (names(&base), names(&out));
+    assert!(
+        n.contains(&"drop0".to_string())
+            && n.contains(&"bn1".to_string())
+            && !n.contains(&"drop2".to_string()),
+        "{n:?}"
+    );
+    let pos = |x: &str| n.iter().position(|y| y == x).unwrap();
+    assert_eq!(pos("drop0"), pos("pool3") + 1);
+    assert_eq!(pos("bn1") + 1, pos("fc1"));
+    // Every base layer but the removed one keeps its name.
+    for name in b.iter().filter(|x| *x != "drop2" && !x.starts_with("---")) {
+        assert!(n.contains(name), "{name} renamed: {n:?}");
+    }
+    let bad = write(
+        d,
+        "bad.yaml",
+        &format!("base: {}\nlayers:\n  - {{name: drop9, dropout_ratio: 0.1}}\n", vgg.display()),
+    );
+    let e = err(&["summary", bad.to_str().unwrap()], d);
+    assert!(e.contains("no layer `drop9` in the base net to patch (to add it, give `after: NAME`"), "{e}");
+}

@@ -52,7 +52,7 @@ pub fn import(net: &Path, solver: Option<&Path>, opts: &Options) -> Result<Impor
     let mut notes = Vec::new();
     let out = net::convert_net(net, opts, &mut notes)?;
     let cfg: NetConfig = serde_yaml::from_str(&out.yaml)?;
-    let src = NetSource { path: net.with_extension("yaml"), text: out.yaml.clone() };
+    let src = NetSource { path: net.with_extension("yaml"), text: out.yaml.clone(), sets: vec![] };
     let graph = Graph::compile(&cfg, &src, None).map_err(|e| anyhow!("the converted net: {e:#}"))?;
     let net_file = format!("{}.yaml", out.name);
     let keypoints = graph.nodes.last().map_or(15, |n| n.output[0] / 2);

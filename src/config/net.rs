@@ -179,22 +179,32 @@ impl Default for ParamMult {
     }
 }
 
-/// Each layer's name: its `name:` or, if absent, its type and a running number per
-/// type (`relu1`, `relu2`, ...), as the graph and `--set layers.NAME.key` see it.
+/// Each layer's name: its `name:` or, if absent, the layer before's name and its
+/// type (`conv1_relu`; `data_...` for a first layer), as the graph, the tensors and
+/// `--set layers.NAME.key` see it. Inserting a layer renames only the unnamed layers
+/// right after it, never the rest of the net (a running number per type would).
 pub fn layer_names(layers: &[serde_yaml::Value]) -> Vec<String> {
-    let mut counts = std::collections::HashMap::<String, usize>::new();
-    layers
-        .iter()
-        .map(|l| {
-            let kind = l.get("type").and_then(|t| t.as_str()).unwrap_or("layer").to_string();
-            let n = counts.entry(kind.clone()).or_insert(0);
-            *n += 1;
-            match l.get("name").and_then(|n| n.as_str()) {
-                Some(name) => name.to_string(),
-                None => format!("{kind}{n}"),
+    let mut names: Vec<String> = Vec::new();
+    for l in layers {
+        let name = match l.get("name").and_then(|n| n.as_str()) {
+            Some(name) => name.to_string(),
+            None => {
+                let kind = l.get("type").and_then(|t| t.as_str()).unwrap_or("layer");
+                let kind = crate::layers::kind(kind).map_or(kind, |k| k.name);
+                let prev = names.last().map_or("data", String::as_str);
+                let base = format!("{prev}_{kind}");
+                let mut name = base.clone();
+                let mut n = 2;
+                while names.contains(&name) {
+                    name = format!("{base}_{n}");
+                    n += 1;
+                }
+                name
             }
-        })
-        .collect()
+        };
+        names.push(name);
+    }
+    names
 }
 
 /// 1-based line of each item of the first `layers:` list in a YAML text, so errors

@@ -52,3 +52,138 @@ pub fn unknown_key_message(key: &str, where_: &str, candidates: &[&str]) -> Stri
     let hint = did_you_mean(key, candidates).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
     format!("unknown key `{key}` in {where_}{hint}; valid keys: {}", candidates.join(", "))
 }
+
+/// A serde error message as a person would want it: unknown keys and values with a
+/// "did you mean" and the valid ones, Rust's type names as words.
+pub fn explain(msg: &str) -> String {
+    static RE: std::sync::OnceLock<[regex::Regex; 2]> = std::sync::OnceLock::new();
+    let [field, variant] = RE.get_or_init(|| {
+        [
+            regex::Regex::new(r"unknown field `([^`]*)`, expected (?:one of )?(.*)$").unwrap(),
+            regex::Regex::new(r"unknown variant `([^`]*)`, expected (?:one of )?(.*)$").unwrap(),
+        ]
+    });
+    let list = |s: &str| -> Vec<String> {
+        s.split(['`', ','])
+            .map(|p| p.trim().trim_start_matches("or ").trim())
+            .filter(|p| !p.is_empty() && *p != "or")
+            .map(String::from)
+            .collect()
+    };
+    let (start, rest) = msg.split_at(msg.find(" at line ").unwrap_or(msg.len()));
+    let out = if let Some(c) = field.captures(start) {
+        let valid = list(&c[2]);
+        let v: Vec<&str> = valid.iter().map(String::as_str).collect();
+        format!("{}{}", &start[..c.get(0).unwrap().start()], unknown_key_message(&c[1], "this mapping", &v))
+            .replace(" in this mapping", "")
+    } else if let Some(c) = variant.captures(start) {
+        let valid = list(&c[2]);
+        let v: Vec<&str> = valid.iter().map(String::as_str).collect();
+        let lower: Vec<String> = v.iter().map(|s| s.to_lowercase()).collect();
+        let hint = did_you_mean(&c[1].to_lowercase(), &lower.iter().map(String::as_str).collect::<Vec<_>>())
+            .and_then(|l| lower.iter().position(|x| x == l))
+            .map(|i| format!(" (did you mean `{}`?)", v[i]))
+            .unwrap_or_default();
+        format!(
+            "{}unknown value `{}`{hint}; valid: {}",
+            &start[..c.get(0).unwrap().start()],
+            &c[1],
+            v.join(", ")
+        )
+    } else {
+        start.to_string()
+    };
+    let words = [
+        ("expected i64", "expected an integer"),
+        ("expected u64", "expected a whole number"),
+        ("expected i32", "expected an integer"),
+        ("expected u32", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+    ];
+    let out = words.iter().fold(out, |s, (a, b)| s.replace(a, b));
+    format!("{out}{rest}")
+}
+
+/// A YAML error with its place: `file:line:col: message`, the line quoted with a
+/// caret under the column, and a word where a tab is the trouble (YAML indents with
+/// spaces only).
+pub fn yaml_error(file: &str, text: Option<&str>, e: &serde_yaml::Error) -> String {
+    let msg = e.to_string();
+    let Some((loc, text)) = e.location().zip(text) else {
+        return format!("{file}: {}", explain(&msg));
+    };
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    let src = text.lines().nth(loc.line().saturating_sub(1)).unwrap_or("");
+    let col = loc.column().max(1);
+    let at = src.chars().nth(col - 1);
+    let shown: String = src.chars().map(|c| if c == '\t' { '→' } else { c }).collect();
+    let caret: String = " ".repeat(col - 1) + "^";
+    let tab = if at == Some('\t') || (msg.contains("cannot start any token") && src.contains('\t')) {
+        "\n  a tab (shown as →): YAML indents with spaces only; replace it with spaces"
+    } else {
+        ""
+    };
+    format!(
+        "{file}:{}:{col}: {}\n{:>5} | {shown}\n      | {caret}{tab}",
+        loc.line(),
+        explain(&msg),
+        loc.line()
+    )
+}
+
+/// Whole-number floats (`1e3`, `64.0`) as integers, so integer keys take them; the
+/// number keys take integers anyway.
+pub fn integral_floats(v: &mut serde_yaml::Value) {
+    use serde_yaml::Value;
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                    *v = Value::Number((f as i64).into());
+                }
+            }
+        }
+        Value::Sequence(s) => s.iter_mut().for_each(integral_floats),
+        Value::Mapping(m) => m.iter_mut().for_each(|(_, x)| integral_floats(x)),
+        Value::Tagged(t) => integral_floats(&mut t.value),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_messages_become_readable() {
+        let m = explain(
+            "conv: unknown field `kernal_size`, expected one of `num_output`, `kernel_size`, `stride`",
+        );
+        assert_eq!(
+            m,
+            "conv: unknown key `kernal_size` (did you mean `kernel_size`?); valid keys: num_output, kernel_size, stride"
+        );
+        let m = explain(
+            "type: unknown variant `adam`, expected one of `SGD`, `Adam`, `AdamW` at line 3 column 7",
+        );
+        assert_eq!(
+            m,
+            "type: unknown value `adam` (did you mean `Adam`?); valid: SGD, Adam, AdamW at line 3 column 7"
+        );
+        assert_eq!(
+            explain("invalid type: string \"abc\", expected i64"),
+            "invalid type: string \"abc\", expected an integer"
+        );
+        let m = explain("unknown variant `zzzzzz`, expected `alpha` or `beta`");
+        assert_eq!(m, "unknown value `zzzzzz`; valid: alpha, beta");
+    }
+
+    #[test]
+    fn whole_floats_become_integers() {
+        let mut v: serde_yaml::Value = serde_yaml::from_str("{a: 1e3, b: 0.5, c: [2.0, 3]}").unwrap();
+        integral_floats(&mut v);
+        assert_eq!(v, serde_yaml::from_str::<serde_yaml::Value>("{a: 1000, b: 0.5, c: [2, 3]}").unwrap());
+    }
+}

@@ -211,7 +211,24 @@ pub const KINDS: &[Kind] = &[
     kind!("upsample", upsample::Upsample, "enlarges the map by an integer factor (PyTorch: nn.Upsample)"),
 ];
 
+/// Caffe's type names for the kinds that are Caffe layers: `type: Convolution` is
+/// `type: conv` (with fkpnet's flat keys, `num_output: 16`, not `convolution_param`).
+pub const CAFFE_NAMES: &[(&str, &str)] = &[
+    ("Convolution", "conv"),
+    ("Pooling", "pool"),
+    ("InnerProduct", "dense"),
+    ("ReLU", "relu"),
+    ("PReLU", "prelu"),
+    ("BatchNorm", "batchnorm"),
+    ("Dropout", "dropout"),
+    ("Concat", "concat"),
+    ("Eltwise", "eltwise"),
+    ("Flatten", "flatten"),
+];
+
+/// A kind by its fkpnet name or its Caffe name.
 pub fn kind(name: &str) -> Option<&'static Kind> {
+    let name = CAFFE_NAMES.iter().find(|(c, _)| *c == name).map_or(name, |(_, k)| *k);
     KINDS.iter().find(|k| k.name == name)
 }
 

@@ -205,7 +205,11 @@ fn config_of(p: &Parsed, log_dir: &Path) -> Option<Value> {
         moved(val);
     }
     let net: crate::config::NetConfig = serde_yaml::from_str(&imported.net_yaml).ok()?;
-    let src = crate::config::NetSource { path: net_path_for_errors(), text: imported.net_yaml.clone() };
+    let src = crate::config::NetSource {
+        path: net_path_for_errors(),
+        text: imported.net_yaml.clone(),
+        sets: vec![],
+    };
     solver.net = crate::graph::Graph::compile(&net, &src, None).ok()?.resolved();
     serde_yaml::to_value(solver).ok()
 }
