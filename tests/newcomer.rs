@@ -176,3 +176,84 @@ fn variants_add_and_remove_layers_and_names_stay_put() {
     let e = err(&["summary", bad.to_str().unwrap()], d);
     assert!(e.contains("no layer `drop9` in the base net to patch (to add it, give `after: NAME`"), "{e}");
 }
+
+/// `fkpnet <command> --help` describes every argument and option of every command.
+#[test]
+fn every_argument_of_every_command_has_help() {
+    let d = root();
+    let top = ok(&["--help"], &d);
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 15, "{commands:?}");
+    let mut bare = Vec::new();
+    for c in &commands {
+        let help = ok(&[c, "--help"], &d);
+        let mut section = false;
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, l) in lines.iter().copied().enumerate() {
+            if l == "Arguments:" || l == "Options:" {
+                section = true;
+                continue;
+            }
+            if l.trim().is_empty() {
+                section = false;
+            }
+            let t = l.trim_start();
+            if section
+                && (t.starts_with('-') || t.starts_with('<') || t.starts_with('['))
+                && l.starts_with("  ")
+            {
+                // The spec, then two spaces and the text.
+                // A default or the possible values alone are no description.
+                let described = |text: &str| !text.trim().is_empty() && !text.trim().starts_with('[');
+                let inline = t.split_once("  ").is_some_and(|(_, text)| described(text));
+                // Or clap's next-line help, for long texts: an indented line of text.
+                let next = lines.get(i + 1).is_some_and(|n| {
+                    n.starts_with("          ") && !n.trim().is_empty() && !n.trim_start().starts_with('-')
+                });
+                if !inline && !next {
+                    bare.push(format!("{c}: {t}"));
+                }
+            }
+        }
+    }
+    assert!(bare.is_empty(), "arguments without help: {bare:#?}");
+}
+
+/// Photos in the formats people have: BMP, WebP and TIFF predict as the same PNG does.
+#[test]
+fn bmp_webp_and_tiff_photos_predict_as_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = format!("data.train={}", mini_csv());
+    short_run(d, "m", &[&data]);
+    ok(&["extract", &mini("test.csv"), "faces", "--limit", "1"], d);
+    let png = std::fs::read_dir(d.join("faces"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .unwrap();
+    let img = image::open(&png).unwrap();
+    img.save(d.join("face.bmp")).unwrap();
+    img.save(d.join("face.tiff")).unwrap();
+    let rgb = img.to_rgba8();
+    let f = std::fs::File::create(d.join("face.webp")).unwrap();
+    image::codecs::webp::WebPEncoder::new_lossless(f)
+        .encode(rgb.as_raw(), rgb.width(), rgb.height(), image::ExtendedColorType::Rgba8)
+        .unwrap();
+    let out = |f: &str| {
+        let o = ok(&["predict", "runs/m", f], d);
+        o.lines().nth(1).unwrap().split_once(',').unwrap().1.to_string()
+    };
+    let want = out(png.to_str().unwrap());
+    for f in ["face.bmp", "face.webp", "face.tiff"] {
+        assert_eq!(out(f), want, "{f}");
+    }
+}

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct ImportCaffe {
+    /// Caffe's net prototxt (train_val or deploy)
     net: PathBuf,
+    /// Caffe's solver prototxt (gives the solver file to train with)
     solver: Option<PathBuf>,
     /// Directory for the YAML files (created; existing files are never overwritten).
     #[arg(short = 'o', long = "out")]

@@ -7,12 +7,14 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Diff {
+    /// Run dirs or Caffe training logs: the first is compared with each of the others
     #[arg(required = true, num_args = 2..)]
     runs: Vec<PathBuf>,
     /// Write the curves here (.png, or .svg).
     #[arg(short = 'o', long = "out")]
     out: Option<PathBuf>,
-    /// val_rmse_px, val_loss, train_loss, train_rmse_px, or the field's val_nme, val_fr, val_auc.
+    /// What to compare: val_rmse_px, val_loss, train_loss, train_rmse_px, or the field's
+    /// val_nme, val_fr, val_auc (in %).
     #[arg(long, default_value = "val_rmse_px")]
     metric: Metric,
     /// Overwrite output files that exist (by default an existing file is refused).
@@ -31,10 +33,14 @@ impl Diff {
 
 #[derive(clap::Args)]
 pub struct Plot {
+    /// Run dirs or Caffe training logs, drawn on one plot
     #[arg(required = true)]
     runs: Vec<PathBuf>,
+    /// The plot to write (.png, or .svg)
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
+    /// What to compare: val_rmse_px, val_loss, train_loss, train_rmse_px, or the field's
+    /// val_nme, val_fr, val_auc (in %).
     #[arg(long, default_value = "val_rmse_px")]
     metric: Metric,
     /// Overwrite output files that exist (by default an existing file is refused).

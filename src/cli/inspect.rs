@@ -44,10 +44,13 @@ pub struct Time {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// The precision the layers compute in.
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     precision: Precision,
+    /// The memory layout of images (auto: channels-last for conv nets on CPU).
     #[arg(long, value_enum, default_value_t = Layout::Auto)]
     layout: Layout,
+    /// Override a key, e.g. --set layers.fc1.num_output=256
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
 }
@@ -69,8 +72,10 @@ impl Time {
 pub struct Bench {
     /// A net file or a solver file.
     config: PathBuf,
+    /// Images per step.
     #[arg(long, default_value_t = 64)]
     batch: i64,
+    /// The precision the layers compute in.
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     precision: Precision,
     /// auto (the default for the device), nchw or channels_last.
@@ -79,6 +84,7 @@ pub struct Bench {
     /// Timed training steps after warm-up (inference runs twice as many).
     #[arg(long, default_value_t = 20)]
     iterations: usize,
+    /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Print one JSON object.
@@ -109,6 +115,7 @@ impl Bench {
 pub struct BenchData {
     /// A Kaggle CSV, or a solver file whose data is an image dataset.
     csv: PathBuf,
+    /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
 }

@@ -107,9 +107,13 @@ impl Predict {
 
 #[derive(clap::Args)]
 pub struct Submit {
+    /// A run dir (or an export)
     run: PathBuf,
+    /// Kaggle's test.csv (ImageId, Image)
     test_csv: PathBuf,
+    /// Kaggle's IdLookupTable.csv (RowId, ImageId, FeatureName)
     lookup_csv: PathBuf,
+    /// The submission to write (RowId, Location)
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
     /// Overwrite output files that exist (by default an existing file is refused).
@@ -135,9 +139,12 @@ pub struct Extract {
     /// A Kaggle CSV, `synthetic` for the built-in generator's faces, or a solver file
     /// (its data's faces, cut out as the net sees them).
     csv: PathBuf,
+    /// The directory for the PNG files (created)
     dir: PathBuf,
+    /// Draw the labelled keypoints on each face
     #[arg(long)]
     draw: bool,
+    /// Write at most this many faces
     #[arg(long)]
     limit: Option<usize>,
     /// Augment the faces as this solver's `data.augment` does (to see what the net sees).

@@ -75,13 +75,17 @@ pub struct Sweep {
     /// several solvers, PREFIX-SOLVER-key=value-...).
     #[arg(long)]
     name: Option<String>,
+    /// Where run directories go.
     #[arg(long, default_value = "runs")]
     runs_dir: PathBuf,
+    /// Only print errors and each run's final line.
     #[arg(long, short)]
     quiet: bool,
     /// Write the overlaid curves here (.png, or .svg).
     #[arg(short = 'o', long = "out")]
     out: Option<PathBuf>,
+    /// What to compare: val_rmse_px, val_loss, train_loss, train_rmse_px, or the field's
+    /// val_nme, val_fr, val_auc (in %).
     #[arg(long, default_value = "val_rmse_px")]
     metric: Metric,
     /// Overwrite output files that exist (by default an existing file is refused).
@@ -120,7 +124,9 @@ impl Sweep {
 
 #[derive(clap::Args)]
 pub struct Config {
+    /// A solver file (solvers/*.yaml) or a run's config.yaml
     solver: PathBuf,
+    /// Override a key, e.g. --set base_lr=3e-4
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
 }

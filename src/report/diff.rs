@@ -285,8 +285,12 @@ fn different_val_faces(a: &Value, b: &Value) -> Option<String> {
         if x == y || (matches!(*k, "train" | "val" | "images") && same_file(x, y)) {
             continue;
         }
-        let gone: Vec<&str> =
-            [x, y].into_iter().filter_map(|v| v.as_str()).filter(|f| !Path::new(f).exists()).collect();
+        let files = matches!(*k, "train" | "val" | "images");
+        let gone: Vec<&str> = [x, y]
+            .into_iter()
+            .filter_map(|v| v.as_str())
+            .filter(|f| files && *f != crate::data::SYNTHETIC && !Path::new(f).exists())
+            .collect();
         differ.push(match gone.as_slice() {
             [] => format!("data.{k}"),
             g => format!("data.{k}: {} not here to compare", g.join(", ")),
