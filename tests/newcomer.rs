@@ -257,3 +257,23 @@ fn bmp_webp_and_tiff_photos_predict_as_png() {
         assert_eq!(out(f), want, "{f}");
     }
 }
+
+/// `fkpnet config` shows the solver's keys first and every one of them with the value
+/// in force (data.augment and the test-time views included), the net last; what it
+/// prints is a solver file that resolves to itself.
+#[test]
+fn config_prints_every_key_solver_first() {
+    let r = root();
+    let out = ok(&["config", "solvers/adam.yaml"], &r);
+    let top: Vec<&str> = out.lines().filter(|l| !l.starts_with(' ') && !l.starts_with('-')).collect();
+    assert_eq!(top.last().copied(), Some("net:"), "{top:?}");
+    assert!(top.iter().position(|l| l.starts_with("base_lr:")).unwrap() < 20, "{top:?}");
+    let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+    for key in ["flip", "shift", "rotate", "scale"] {
+        assert!(v["test"].get(key).is_some(), "test.{key}: {out}");
+    }
+    assert!(v["data"]["augment"].as_mapping().is_some_and(|m| m.len() >= 5), "{:?}", v["data"]["augment"]);
+    let dir = tempfile::tempdir().unwrap();
+    let full = write(dir.path(), "full.yaml", &out);
+    assert_eq!(ok(&["config", full.to_str().unwrap()], dir.path()), out);
+}

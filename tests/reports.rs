@@ -83,6 +83,13 @@ fn predict_images_and_csv_rows_and_draw_them() {
     let json = ok(&["predict", a.to_str().unwrap(), face.to_str().unwrap(), "--format", "json"], d);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v[0]["keypoints"]["nose_tip"].as_array().unwrap().len(), 2);
+    // In the dataset's order, and to the CSV's 0.01 px.
+    let names: Vec<&String> = v[0]["keypoints"].as_object().unwrap().keys().collect();
+    assert_eq!((names[0].as_str(), names[14].as_str()), ("left_eye_center", "mouth_center_bottom_lip"));
+    let csv_row: Vec<&str> = lines[1].split(',').skip(1).take(2).collect();
+    let x = &v[0]["keypoints"]["left_eye_center"][0];
+    assert_eq!(format!("{:.2}", x.as_f64().unwrap()), csv_row[0]);
+    assert!(x.to_string().len() <= 6, "{x}");
     std::fs::write(d.join("broken.png"), b"not an image").unwrap();
     let e = err(&["predict", a.to_str().unwrap(), "broken.png"], d);
     assert!(e.contains("broken.png") && e.contains("not a readable image"), "{e}");

@@ -136,9 +136,13 @@ impl Config {
         let r = config::load_solver(&self.solver, &config::parse_sets(&self.sets)?)?;
         let spec = fkpnet::data::spec(&r.solver.data, &r.net)?;
         let g = fkpnet::graph::Graph::compile(&r.net, &r.net_source, spec.targets() as i64)?;
-        let mut s = r.solver.clone();
-        s.net = g.resolved();
-        print!("{}", serde_yaml::to_string(&s)?);
+        // The solver's keys first, every one with its value in force, then the net.
+        let mut v = config::schema::with_every_key(|| serde_yaml::to_value(&r.solver))?;
+        if let serde_yaml::Value::Mapping(m) = &mut v {
+            m.shift_remove("net");
+            m.insert("net".into(), g.resolved());
+        }
+        print!("{}", serde_yaml::to_string(&v)?);
         Ok(())
     }
 }

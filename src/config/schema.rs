@@ -53,6 +53,40 @@ pub fn unknown_key_message(key: &str, where_: &str, candidates: &[&str]) -> Stri
     format!("unknown key `{key}` in {where_}{hint}; valid keys: {}", candidates.join(", "))
 }
 
+thread_local! {
+    static EVERY_KEY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Serialise with every key, defaults included (`fkpnet config`): a run's config.yaml
+/// leaves out keys at their defaults (data.augment when off, test-time views, ...)
+/// so that configs written before a key existed still compare equal.
+pub fn with_every_key<T>(f: impl FnOnce() -> T) -> T {
+    EVERY_KEY.with(|k| k.set(true));
+    let out = f();
+    EVERY_KEY.with(|k| k.set(false));
+    out
+}
+
+fn every_key() -> bool {
+    EVERY_KEY.with(|k| k.get())
+}
+
+pub fn skip_none<T>(v: &Option<T>) -> bool {
+    !every_key() && v.is_none()
+}
+
+pub fn skip_empty<T>(v: &[T]) -> bool {
+    !every_key() && v.is_empty()
+}
+
+pub fn skip_default<T: Default + PartialEq>(v: &T) -> bool {
+    !every_key() && *v == T::default()
+}
+
+pub fn skip_true(v: &bool) -> bool {
+    !every_key() && *v
+}
+
 /// A serde error message as a person would want it: unknown keys and values with a
 /// "did you mean" and the valid ones, Rust's type names as words.
 pub fn explain(msg: &str) -> String {

@@ -21,13 +21,13 @@ pub struct SolverConfig {
     /// fixed, step, exp, inv, multistep, poly, sigmoid: computed every iteration.
     #[serde(default)]
     pub lr_policy: LrPolicy,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_none")]
     pub gamma: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_none")]
     pub power: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_none")]
     pub stepsize: Option<i64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_empty")]
     pub stepvalue: Vec<i64>,
     /// Number of updates to run.
     pub max_iter: i64,
@@ -35,7 +35,7 @@ pub struct SolverConfig {
     #[serde(default)]
     pub warmup_iter: i64,
     /// Tests without val improvement before lr_policy plateau multiplies by gamma.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_none")]
     pub patience: Option<i64>,
     /// Stop when the val loss has not improved for this many tests (0 = off); the
     /// best weights are in best.safetensors.
@@ -57,7 +57,7 @@ pub struct SolverConfig {
     pub weight_decay: f64,
     /// Keep an exponential moving average of the weights with this decay (0 = off; e.g.
     /// 0.999): val tests, best.safetensors and the final weights use the average.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_default")]
     pub ema_decay: f64,
     #[serde(default)]
     pub regularization_type: Regularization,
@@ -127,34 +127,34 @@ pub struct DataConfig {
     pub train: String,
     /// How `train` is written: kaggle (Kaggle's CSV with pixels), csv, pts, coco, or
     /// hdf5 (Caffe's HDF5Data input: a list of .h5 files with `data` and `label`).
-    #[serde(default, skip_serializing_if = "DataFormat::is_kaggle")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_default")]
     pub format: DataFormat,
     /// The val faces from a file of their own (same format), instead of a share of
     /// `train` (`split` then does not apply): as Caffe's TEST-phase data layer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_none")]
     pub val: Option<String>,
     /// Shuffle the training faces each epoch (seeded); false: batches in file order,
     /// wrapping at the end, as Caffe's data layers without `shuffle`.
-    #[serde(default = "d_true", skip_serializing_if = "is_true")]
+    #[serde(default = "d_true", skip_serializing_if = "crate::config::schema::skip_true")]
     pub shuffle: bool,
     /// Where relative image paths start (relative to this file; default: the
     /// annotation file's folder, or for pts the folder itself).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_none")]
     pub images: Option<String>,
     /// The columns of a csv file.
-    #[serde(default, skip_serializing_if = "Columns::is_default")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_default")]
     pub columns: Columns,
     /// The keypoint set: a preset (kaggle15, ibug68, wflw98, cofw29) or inline
     /// {count, names, mirror, normaliser, failure}; default kaggle15 for Kaggle's CSV.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_none")]
     pub keypoints: Option<crate::data::keypoints::KeypointsConfig>,
     /// How a face is cut out of its image for the net's input.
-    #[serde(default, skip_serializing_if = "CropConfig::is_default")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_default")]
     pub crop: CropConfig,
     /// A regular expression on the image path: faces whose paths give the same match
     /// (its first group, where it has one) stay on the same side of the train/val split,
     /// e.g. the person's name, `([^/]+)_\d+\.jpg$`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_none")]
     pub split_group: Option<String>,
     /// Fraction of the faces used for training; the rest is the val split.
     #[serde(default = "d_split")]
@@ -170,7 +170,7 @@ pub struct DataConfig {
     #[serde(default)]
     pub synthetic: SyntheticConfig,
     /// Training-time augmentation (off by default).
-    #[serde(default, skip_serializing_if = "crate::data::augment::Augment::is_off")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_default")]
     pub augment: crate::data::augment::Augment,
 }
 
@@ -210,13 +210,13 @@ pub struct Columns {
     pub image: String,
     /// The first of the 2K coordinate columns (x0, y0, x1, y1, ...); default: the
     /// column after `image`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_none")]
     pub first: Option<String>,
     /// HRNet's face box: its centre's columns [x, y] ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_none")]
     pub center: Option<[String; 2]>,
     /// ... and its scale column (side = 200 x scale pixels).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_none")]
     pub scale: Option<String>,
 }
 
@@ -275,23 +275,15 @@ pub struct TestConfig {
     pub flip: bool,
     /// Also predict on the face shifted this many pixels left, right, up and down, move
     /// each prediction back and average them all (0 = off).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_default")]
     pub shift: f64,
     /// Also predict on the face rotated this many degrees each way (0 = off).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_default")]
     pub rotate: f64,
     /// Also predict on the face zoomed in and out by this fraction (0.05 = 0.95x and
     /// 1.05x; 0 = off).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::config::schema::skip_default")]
     pub scale: f64,
-}
-
-fn is_true(v: &bool) -> bool {
-    *v
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
 }
 
 impl TestConfig {

@@ -257,6 +257,12 @@ fn csv_field(s: &str) -> String {
 
 /// A list of faces: the input, the box it was cut out of (x, y, w, h) and its
 /// keypoints by name, in the set's order.
+/// A pixel position as the CSV prints it: to 0.01 px (f32's 60.52939987182617 is
+/// noise past that).
+fn px(v: f32) -> f64 {
+    (v as f64 * 100.0).round() / 100.0
+}
+
 pub fn to_json(preds: &[Prediction], set: &KeypointSet) -> String {
     let items: Vec<serde_json::Value> = preds
         .iter()
@@ -265,7 +271,9 @@ pub fn to_json(preds: &[Prediction], set: &KeypointSet) -> String {
                 .names
                 .iter()
                 .enumerate()
-                .map(|(k, n)| (n.clone(), serde_json::json!([p.keypoints[2 * k], p.keypoints[2 * k + 1]])))
+                .map(|(k, n)| {
+                    (n.clone(), serde_json::json!([px(p.keypoints[2 * k]), px(p.keypoints[2 * k + 1])]))
+                })
                 .collect();
             let mut item = serde_json::json!({"input": p.input});
             if let Some(b) = p.crop {
