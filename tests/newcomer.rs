@@ -277,3 +277,56 @@ fn config_prints_every_key_solver_first() {
     let full = write(dir.path(), "full.yaml", &out);
     assert_eq!(ok(&["config", full.to_str().unwrap()], dir.path()), out);
 }
+
+/// A training on a real terminal (a pty from util-linux's `script`, 80 columns): the
+/// bar and every line fit, each val test stays on the screen above the bar, and the
+/// last one is the run's result.
+#[test]
+fn training_on_an_80_column_terminal() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        return eprintln!("skipped: needs `script` (util-linux) for a pseudo-terminal");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cmd = format!(
+        "stty cols 80 rows 24; {} train {} --set data.train={} --set max_iter=60 --set test_interval=20 --name t",
+        env!("CARGO_BIN_EXE_fkpnet"),
+        root().join("solvers/adam.yaml").display(),
+        mini_csv()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ansi = regex::Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").unwrap();
+    let text = ansi.replace_all(&String::from_utf8_lossy(&out.stdout), "").replace('\r', "\n");
+    // The terminal's rows: indicatif pads a printed line to the width with spaces, and
+    // the terminal wraps there; a line that reaches column 80 with text is too wide.
+    let (mut lines, mut long) = (Vec::new(), Vec::new());
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut rest: Vec<char> = l.chars().collect();
+        while rest.len() > 80 {
+            if rest[79] != ' ' && !l.starts_with("  data:") {
+                long.push(l.to_string());
+            }
+            lines.push(rest[..80].iter().collect::<String>().trim_end().to_string());
+            rest = rest[80..].to_vec();
+        }
+        lines.push(rest.iter().collect());
+    }
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert!(long.is_empty(), "wider than 80 columns: {long:#?}");
+    assert!(lines.iter().any(|l| l.contains('[') && l.contains("ETA")), "a progress bar: {lines:#?}");
+    for it in ["iter  0/60", "iter 20/60", "iter 40/60", "iter 60/60"] {
+        assert!(lines.iter().any(|l| l.starts_with(it) && l.contains("val ")), "{it} kept: {lines:#?}");
+    }
+    // The last val line is the final test, which the summary's best can only match or beat.
+    let rows = std::fs::read_to_string(d.join("runs/t/metrics.csv")).unwrap();
+    let last = rows.lines().last().unwrap();
+    assert!(last.starts_with("60,"), "{last}");
+    let shown = lines.iter().rev().find(|l| l.starts_with("iter 60/60")).unwrap();
+    let px: f64 = last.split(',').nth(6).unwrap().parse().unwrap();
+    assert!(shown.contains(&format!("({px:.3}px)")), "{shown} vs {last}");
+}

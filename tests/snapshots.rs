@@ -360,7 +360,8 @@ fn tensorboard_events_hold_scalars_and_histograms() {
     }
     let steps = |tag: &str| scalars.iter().filter(|s| s.0 == tag).map(|s| s.1).collect::<Vec<_>>();
     assert_eq!(steps("val/rmse_px"), vec![0, 6, 12]);
-    assert_eq!(steps("train/loss"), vec![0, 4, 8]);
+    // The final iteration has a train loss too (Caffe's last `Iteration N, loss = L`).
+    assert_eq!(steps("train/loss"), vec![0, 4, 8, 12]);
     assert_eq!(steps("lr"), vec![0, 4, 8]);
     let rows = rows(&d.join("runs/tb/metrics.csv"));
     let first_val = scalars.iter().find(|s| s.0 == "val/rmse_px").unwrap().2 as f64;

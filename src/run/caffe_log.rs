@@ -71,6 +71,12 @@ impl CaffeLog {
         self.flush()
     }
 
+    /// Caffe's closing `Iteration N, loss = L` (after the last update).
+    pub fn line_final(&mut self, iter: i64, smoothed: f64) -> Result<()> {
+        self.line("solver.cpp:310", &format!("Iteration {iter}, loss = {smoothed}"))?;
+        self.flush()
+    }
+
     pub fn snapshot(&mut self, weights: &Path, state: &Path) -> Result<()> {
         self.line("solver.cpp:635", &format!("Snapshotting to binary proto file {}", weights.display()))?;
         self.line(

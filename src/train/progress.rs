@@ -40,21 +40,28 @@ pub fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
     bar
 }
 
-/// A plain line per metrics row when there is no progress bar (logs, CI, pipes).
+/// A plain line per metrics row when there is no progress bar (logs, CI, pipes); on a
+/// terminal, a line per val test above the bar, so the screen keeps their history.
 pub fn report(bar: &ProgressBar, r: &MetricsRow, max_iter: i64, quiet: bool) {
-    if quiet || !bar.is_hidden() {
+    if quiet || (!bar.is_hidden() && r.val_loss.is_none()) {
         return;
     }
-    let mut s = format!("iter {:>6}/{max_iter} epoch {:>7.2}", r.iter, r.epoch);
-    if let (Some(l), Some(lr)) = (r.train_loss, r.lr) {
-        s += &format!("  lr {lr:.3e}  loss {l:.5}");
+    // Under 80 columns (the rate is in metrics.csv, train.log and TensorBoard).
+    let w = max_iter.to_string().len();
+    let mut s = format!("iter {:>w$}/{max_iter} ep {:>5.1}", r.iter, r.epoch);
+    if let Some(l) = r.train_loss {
+        s += &format!("  loss {l:.5}");
         if let Some(t) = r.train_rmse_px {
             s += &format!(" ({t:.2}px)");
         }
     }
     if let (Some(l), Some(v)) = (r.val_loss, r.val_rmse_px) {
-        s += &format!("  val loss {l:.5} RMSE {v:.3}px");
+        s += &format!("  val {l:.5} ({v:.3}px)");
     }
     s += &format!("  {:.1}s", r.seconds);
-    eprintln!("{s}");
+    if bar.is_hidden() || bar.is_finished() {
+        eprintln!("{s}");
+    } else {
+        bar.println(s);
+    }
 }

@@ -183,9 +183,10 @@ impl<'a> Trainer<'a> {
     fn banner(&self, source: &str, n_val: usize) -> String {
         let (g, c) = (&self.graph, self.cfg);
         format!(
-            "fkpnet: training {} ({} params, {} FLOPs/image) with {:?} ({:?} flavor) on {:?}\n  data: {source}: {} train / {n_val} val faces\n  run dir: {}",
+            // Each line fits 80 columns, but for long paths.
+            "fkpnet: training {}, {} params, {} FLOPs/image\n  solver: {:?} ({:?} flavor) on {:?}\n  data: {source}: {} train / {n_val} val faces\n  run dir: {}",
             g.name,
-            g.num_params(),
+            crate::graph::human(g.num_params()),
             crate::graph::human(g.flops()),
             c.solver_type,
             c.flavor,
@@ -258,10 +259,9 @@ impl<'a> Trainer<'a> {
             self.snapshot()?;
         }
         self.progress.set_position(self.solver.iter as u64);
-        if let Some(l) = self.last_train_loss {
-            let v = self.last_val_rmse.map(|v| format!(" val {v:.2}px")).unwrap_or_default();
-            self.progress.set_message(format!("loss {l:.4}{v}"));
-        }
+        // This iteration's smoothed loss (not the last display's), and the last val test.
+        let v = self.last_val_rmse.map(|v| format!(" val {v:.2}px")).unwrap_or_default();
+        self.progress.set_message(format!("loss {smoothed:.4}{v}"));
         Ok(Step::Continue)
     }
 
@@ -326,6 +326,21 @@ impl<'a> Trainer<'a> {
             bail!("more than half of {} iterations had a non-finite loss; stopping", self.solver.iter);
         }
         Ok(())
+    }
+
+    /// Caffe's last line, `Iteration max_iter, loss = L`: the smoothed train loss and
+    /// the RMSE of the iterations since the last display, so the train curve ends
+    /// where the val curve does.
+    fn final_train_loss(&mut self, row: &mut MetricsRow) -> Result<()> {
+        if self.cfg.display == 0 || self.state.recent_losses.is_empty() || self.state.window_count == 0.0 {
+            return Ok(());
+        }
+        let n = self.state.recent_losses.len() as f64;
+        let smoothed = self.state.recent_losses.iter().sum::<f64>() / n;
+        let rmse = loss::rmse_px(self.state.window_sq, self.state.window_count, self.spec.half());
+        (row.train_loss, row.train_rmse_px) = (Some(smoothed), Some(rmse));
+        self.log.line_final(row.iter, smoothed)?;
+        self.events.scalars(row.iter, &[("train/loss", smoothed), ("train/rmse_px", rmse)])
     }
 
     /// The display row: the smoothed train loss, the window's train RMSE, the rate.
@@ -464,10 +479,12 @@ impl<'a> Trainer<'a> {
         } else {
             let mut row =
                 MetricsRow { iter: cfg.max_iter, epoch: self.epoch_of(cfg.max_iter), ..Default::default() };
+            self.final_train_loss(&mut row)?;
             self.test(cfg.max_iter, &mut row)?;
-            if row.val_loss.is_some() {
+            if row.val_loss.is_some() || row.train_loss.is_some() {
                 row.seconds = seconds;
                 self.metrics.write(&row)?;
+                progress::report(&self.progress, &row, cfg.max_iter, self.opts.quiet);
             }
             self.log.done()?;
         }
@@ -477,13 +494,13 @@ impl<'a> Trainer<'a> {
             .state
             .best
             .map(|b| {
-                format!("best val loss {:.5} = RMSE {:.3} px at iteration {}", b.loss, b.rmse_px, b.iter)
+                format!("best: val RMSE {:.3} px (loss {:.5}) at iteration {}", b.rmse_px, b.loss, b.iter)
             })
             .unwrap_or_else(|| "no val split (data.split = 1)".into());
         say(
             self.opts,
             &format!(
-                "{}: {iter} iterations ({:.1} epochs) in {seconds:.1}s; {best_txt}\n  results: {}",
+                "{}: {iter} iterations ({:.1} epochs) in {seconds:.1}s\n  {best_txt}\n  results: {}",
                 if interrupted.is_some() { "stopped" } else { "done" },
                 self.epoch_of(iter),
                 self.run.path.display()
