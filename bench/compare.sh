@@ -3,6 +3,10 @@
 # side in one run on this machine, alternating the two per net. Prints a markdown
 # table with ratios. Usage: bench/compare.sh [baseline,lenet,vgg] [ROUNDS]
 # Needs the setup (scripts/setup) done; PyTorch runs in the repo's .venv.
+# The anchor is PyTorch as its best users run it on CPU: channels-last with jemalloc
+# preloaded (Intel's CPU tuning guide; fkpnet links jemalloc itself), with the same
+# MALLOC_CONF fkpnet uses. Without Debian's libjemalloc2 (apt install libjemalloc2)
+# that column says so, and the ratios fall back to the untuned peer, marked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nets=${1:-baseline,lenet,vgg}
@@ -12,13 +16,21 @@ py=.venv/bin/python
 fk=target/release/fkpnet
 [ -x "$fk" ] || scripts/setup
 iters() { case $1 in baseline) echo 200;; lenet) echo 60;; vgg) echo 6;; esac; }
+jemalloc=${FKPNET_JEMALLOC:-$(ls /usr/lib/*-linux-gnu/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 2>/dev/null | head -1 || true)}
+modes="fp32 cl bf16"
+[ -n "$jemalloc" ] && modes="$modes cl+je"
 
 # best of ROUNDS for each cell; machines here are noisy
 declare -A R
 for r in $(seq "$rounds"); do
   for net in ${nets//,/ }; do
-    for mode in fp32 cl bf16; do
-      out=$(cd "$ref" && PYTHONWARNINGS=ignore "$OLDPWD/$py" "$OLDPWD/bench/peak_rss.py" "$net" "$mode" 2>/dev/null)
+    for mode in $modes; do
+      if [ "$mode" = cl+je ]; then
+        out=$(cd "$ref" && PYTHONWARNINGS=ignore LD_PRELOAD="$jemalloc" MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \
+              "$OLDPWD/$py" "$OLDPWD/bench/peak_rss.py" "$net" cl 2>/dev/null)
+      else
+        out=$(cd "$ref" && PYTHONWARNINGS=ignore "$OLDPWD/$py" "$OLDPWD/bench/peak_rss.py" "$net" "$mode" 2>/dev/null)
+      fi
       v=$(sed -n 's/.* \([0-9.]*\) img\/s.*/\1/p' <<<"$out")
       k="pt_${net}_$mode"; R[$k]=$(python3 -c "print(max(float('${R[$k]:-0}'), float('$v')))")
       R[ptmem_${net}_$mode]=$(sed -n 's/^peak_mib //p' <<<"$out")
@@ -37,19 +49,22 @@ for r in $(seq "$rounds"); do
   done
 done
 
-echo "| net | PyTorch fp32 | PyTorch channels-last | PyTorch bf16 | fkpnet fp32 | fkpnet bf16 | fkpnet fp32 / best PyTorch fp32 | fkpnet bf16 / PyTorch bf16 | fkpnet fp32 GFLOP/s (% of peak) | peak MiB PyTorch cl / fkpnet fp32 |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| net | PyTorch fp32 | PyTorch channels-last | PyTorch cl + jemalloc | PyTorch bf16 | fkpnet fp32 | fkpnet bf16 | fkpnet fp32 / PyTorch cl + jemalloc | fkpnet fp32 / best untuned PyTorch | fkpnet bf16 / PyTorch bf16 | fkpnet fp32 GFLOP/s (% of peak) | peak MiB PyTorch cl+je / fkpnet fp32 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for net in ${nets//,/ }; do
-  python3 - "$net" "${R[pt_${net}_fp32]}" "${R[pt_${net}_cl]}" "${R[pt_${net}_bf16]}" "${R[fk_${net}_fp32]}" "${R[fk_${net}_bf16]}" "${R[gf_${net}_fp32]}" "${R[pct_${net}_fp32]}" "${R[ptmem_${net}_cl]}" "${R[mem_${net}_fp32]}" <<'PY'
+  python3 - "$net" "${R[pt_${net}_fp32]}" "${R[pt_${net}_cl]}" "${R[pt_${net}_cl+je]:-0}" "${R[pt_${net}_bf16]}" "${R[fk_${net}_fp32]}" "${R[fk_${net}_bf16]}" "${R[gf_${net}_fp32]}" "${R[pct_${net}_fp32]}" "${R[ptmem_${net}_cl+je]:-${R[ptmem_${net}_cl]}}" "${R[mem_${net}_fp32]}" <<'PY'
 import sys
-n, pf, pc, pb, ff, fb, gf, pct, pm, fm = sys.argv[1], *map(float, sys.argv[2:])
+n, pf, pc, pj, pb, ff, fb, gf, pct, pm, fm = sys.argv[1], *map(float, sys.argv[2:])
 best = max(pf, pc)
-print(f"| {n} | {pf:.0f} | {pc:.0f} | {pb:.0f} | {ff:.0f} | {fb:.0f} | {ff/best:.2f}x | {fb/pb:.2f}x | {gf:.0f} ({pct:.0f}%) | {pm:.0f} / {fm:.0f} |")
+tuned = f"{pj:.0f}" if pj else "no libjemalloc2"
+vs_tuned = f"**{ff/pj:.2f}x**" if pj else "-"
+print(f"| {n} | {pf:.0f} | {pc:.0f} | {tuned} | {pb:.0f} | {ff:.0f} | {fb:.0f} | {vs_tuned} | {ff/best:.2f}x | {fb/pb:.2f}x | {gf:.0f} ({pct:.0f}%) | {pm:.0f} / {fm:.0f} |")
 PY
 done
 echo
 echo "images/s of a training step (forward, loss, backward, Adam), batch 64, 1x96x96; best of $rounds round(s);"
-echo "peak MiB: the whole process's peak resident memory (PyTorch: its channels-last run; fkpnet: VmHWM of its fp32 bench);"
+echo "PyTorch cl + jemalloc: channels-last with LD_PRELOAD=${jemalloc:-(none)} MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 (the tuned anchor);"
+echo "peak MiB: the whole process's peak resident memory (PyTorch: its tuned run; fkpnet: VmHWM of its fp32 bench);"
 echo "% of peak: of the fp32 peak fkpnet bench measured on the same threads: ${R[peak_fp32]%.*} GFLOP/s fp32 FMA, ${R[peak_bf16]%.*} bf16 VDPBF16PS (0: not measured);"
 echo "$(nproc) threads, $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
