@@ -462,35 +462,60 @@ fn d_synth_size() -> usize {
     2048
 }
 
+fn at_least_one(k: &str, v: i64) -> Result<(), String> {
+    if v >= 1 {
+        Ok(())
+    } else {
+        Err(format!("{k} must be >= 1, got {v}"))
+    }
+}
+
+fn not_negative(k: &str, v: i64) -> Result<(), String> {
+    if v >= 0 {
+        Ok(())
+    } else {
+        Err(format!("{k} must be >= 0, got {v}"))
+    }
+}
+
 impl SolverConfig {
-    /// Range checks serde cannot express; messages say what would be valid.
+    /// Range checks serde cannot express; messages say what would be valid. In this
+    /// order: the counts, the rates, the solver's combinations, data and test, the
+    /// lr policy's keys, the stopping rules.
     pub fn validate(&self) -> Result<(), String> {
-        let pos = |k: &str, v: i64| {
-            if v >= 1 {
-                Ok(())
-            } else {
-                Err(format!("{k} must be >= 1, got {v}"))
-            }
-        };
-        let nonneg = |k: &str, v: i64| {
-            if v >= 0 {
-                Ok(())
-            } else {
-                Err(format!("{k} must be >= 0, got {v}"))
-            }
-        };
-        pos("batch_size", self.batch_size)?;
-        nonneg("max_iter", self.max_iter)?;
-        pos("iter_size", self.iter_size)?;
-        pos("average_loss", self.average_loss)?;
+        self.check_counts()?;
+        self.check_rates()?;
+        if self.solver_type == SolverType::AdamW && self.regularization_type == Regularization::L1 {
+            return Err("type AdamW decays the weights themselves (L2); regularization_type L1 needs \
+                        another type, e.g. Adam"
+                .into());
+        }
+        self.data.augment.validate()?;
+        self.test.validate()?;
+        if !(self.data.split > 0.0 && self.data.split <= 1.0) {
+            return Err(format!("data.split must be in (0, 1], got {}", self.data.split));
+        }
+        self.check_lr_policy()?;
+        self.check_stopping()
+    }
+
+    fn check_counts(&self) -> Result<(), String> {
+        at_least_one("batch_size", self.batch_size)?;
+        not_negative("max_iter", self.max_iter)?;
+        at_least_one("iter_size", self.iter_size)?;
+        at_least_one("average_loss", self.average_loss)?;
         for (k, v) in [
             ("test_interval", self.test_interval),
             ("test_iter", self.test_iter),
             ("display", self.display),
             ("snapshot", self.snapshot),
         ] {
-            nonneg(k, v)?;
+            not_negative(k, v)?;
         }
+        Ok(())
+    }
+
+    fn check_rates(&self) -> Result<(), String> {
         if !(self.base_lr.is_finite() && self.base_lr >= 0.0) {
             return Err(format!("base_lr must be a finite number >= 0, got {}", self.base_lr));
         }
@@ -506,16 +531,11 @@ impl SolverConfig {
                 self.ema_decay
             ));
         }
-        if self.solver_type == SolverType::AdamW && self.regularization_type == Regularization::L1 {
-            return Err("type AdamW decays the weights themselves (L2); regularization_type L1 needs \
-                        another type, e.g. Adam"
-                .into());
-        }
-        self.data.augment.validate()?;
-        self.test.validate()?;
-        if !(self.data.split > 0.0 && self.data.split <= 1.0) {
-            return Err(format!("data.split must be in (0, 1], got {}", self.data.split));
-        }
+        Ok(())
+    }
+
+    /// The keys each lr policy's formula reads (docs/caffe.md).
+    fn check_lr_policy(&self) -> Result<(), String> {
         let need = |k: &str, present: bool| {
             if present {
                 Ok(())
@@ -523,38 +543,81 @@ impl SolverConfig {
                 Err(format!("lr_policy {:?} needs `{k}`", self.lr_policy).to_lowercase())
             }
         };
+        let gamma = || need("gamma", self.gamma.is_some());
         match self.lr_policy {
-            LrPolicy::Fixed => {}
-            LrPolicy::Step => {
-                need("gamma", self.gamma.is_some())?;
-                need("stepsize", self.stepsize.is_some_and(|s| s > 0))?;
-            }
-            LrPolicy::Exp => need("gamma", self.gamma.is_some())?,
-            LrPolicy::Inv => {
-                need("gamma", self.gamma.is_some())?;
-                need("power", self.power.is_some())?;
-            }
-            LrPolicy::Multistep => {
-                need("gamma", self.gamma.is_some())?;
-                need("stepvalue", !self.stepvalue.is_empty())?;
-            }
-            LrPolicy::Poly => need("power", self.power.is_some())?,
-            LrPolicy::Sigmoid => {
-                need("gamma", self.gamma.is_some())?;
-                need("stepsize", self.stepsize.is_some())?;
-            }
-            LrPolicy::Cosine => {}
-            LrPolicy::Plateau => {
-                need("gamma", self.gamma.is_some())?;
-                need("patience", self.patience.is_some_and(|p| p > 0))?;
-                need("test_interval", self.test_interval > 0)?;
-            }
+            LrPolicy::Fixed | LrPolicy::Cosine => Ok(()),
+            LrPolicy::Step => gamma().and_then(|()| need("stepsize", self.stepsize.is_some_and(|s| s > 0))),
+            LrPolicy::Exp => gamma(),
+            LrPolicy::Inv => gamma().and_then(|()| need("power", self.power.is_some())),
+            LrPolicy::Multistep => gamma().and_then(|()| need("stepvalue", !self.stepvalue.is_empty())),
+            LrPolicy::Poly => need("power", self.power.is_some()),
+            LrPolicy::Sigmoid => gamma().and_then(|()| need("stepsize", self.stepsize.is_some())),
+            LrPolicy::Plateau => gamma()
+                .and_then(|()| need("patience", self.patience.is_some_and(|p| p > 0)))
+                .and_then(|()| need("test_interval", self.test_interval > 0)),
         }
-        nonneg("warmup_iter", self.warmup_iter)?;
-        nonneg("early_stop", self.early_stop)?;
+    }
+
+    fn check_stopping(&self) -> Result<(), String> {
+        not_negative("warmup_iter", self.warmup_iter)?;
+        not_negative("early_stop", self.early_stop)?;
         if self.early_stop > 0 && self.test_interval == 0 {
             return Err("early_stop counts tests: set test_interval too".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::SolverConfig;
+
+    fn check(extra: &str) -> Result<(), String> {
+        let mut v: serde_yaml::Value = serde_yaml::from_str(
+            "{net: n.yaml, data: {train: synthetic}, base_lr: 0.01, max_iter: 10, batch_size: 4}",
+        )
+        .unwrap();
+        let over: serde_yaml::Mapping = serde_yaml::from_str(extra).unwrap();
+        for (k, x) in over {
+            v.as_mapping_mut().unwrap().insert(k, x);
+        }
+        serde_yaml::from_value::<SolverConfig>(v).unwrap().validate()
+    }
+
+    /// Each lr policy asks for the keys its formula reads, one at a time.
+    #[test]
+    fn each_lr_policy_names_the_key_it_lacks() {
+        let cases = [
+            ("lr_policy: step", "gamma"),
+            ("lr_policy: step\ngamma: 0.1", "stepsize"),
+            ("lr_policy: exp", "gamma"),
+            ("lr_policy: inv\ngamma: 0.1", "power"),
+            ("lr_policy: multistep\ngamma: 0.1", "stepvalue"),
+            ("lr_policy: poly", "power"),
+            ("lr_policy: sigmoid\ngamma: 0.1", "stepsize"),
+            ("lr_policy: plateau\ngamma: 0.1", "patience"),
+            ("lr_policy: plateau\ngamma: 0.1\npatience: 2\ntest_interval: 0", "test_interval"),
+        ];
+        for (yaml, key) in cases {
+            let e = check(yaml).unwrap_err();
+            assert!(e.ends_with(&format!("needs `{key}`")), "{yaml}: {e}");
+        }
+        for ok in ["lr_policy: fixed", "lr_policy: cosine", "lr_policy: step\ngamma: 0.1\nstepsize: 5"] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn counts_rates_and_stopping_are_checked_in_order() {
+        assert_eq!(check("batch_size: 0").unwrap_err(), "batch_size must be >= 1, got 0");
+        assert_eq!(check("display: -1").unwrap_err(), "display must be >= 0, got -1");
+        assert_eq!(check("momentum2: 1.0").unwrap_err(), "momentum2 must be in [0, 1), got 1");
+        assert!(check("type: AdamW\nregularization_type: L1").unwrap_err().contains("AdamW"));
+        assert_eq!(
+            check("early_stop: 3\ntest_interval: 0").unwrap_err(),
+            "early_stop counts tests: set test_interval too"
+        );
+        // The first problem is the one named.
+        assert_eq!(check("batch_size: 0\nbase_lr: -1").unwrap_err(), "batch_size must be >= 1, got 0");
     }
 }
