@@ -24,6 +24,7 @@ fn caffe_proto() {
         .includes(["proto"])
         .input("proto/caffe.proto")
         .input("proto/tensorboard.proto")
+        .input("proto/onnx.proto")
         .cargo_out_dir("caffe_proto")
         .run_from_script();
 }

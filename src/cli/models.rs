@@ -178,7 +178,7 @@ pub struct Export {
     /// best, final, or a weights file (.safetensors or Caffe's .caffemodel)
     #[arg(long, default_value = "best")]
     weights: Weights,
-    /// fkpnet (safetensors + PyTorch code) or caffe (deploy.prototxt + model.caffemodel)
+    /// fkpnet (safetensors + PyTorch code), caffe (deploy.prototxt + model.caffemodel) or onnx
     #[arg(long, value_enum, default_value = "fkpnet")]
     format: report::export::Format,
 }

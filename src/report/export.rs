@@ -108,19 +108,36 @@ pub enum Format {
     Fkpnet,
     /// Caffe's deploy.prototxt + model.caffemodel (+ data.yaml, README.md)
     Caffe,
+    /// model.onnx (opset 13, dynamic batch; + data.yaml, README.md), or -o FILE.onnx alone
+    Onnx,
 }
 
 pub fn export(model: &Model, dir: &Path, format: Format) -> Result<()> {
+    if format == Format::Onnx && dir.extension().is_some_and(|e| e == "onnx") {
+        // One file, as runtimes take it; written only when the whole model converts.
+        if dir.exists() {
+            bail!("{} exists; choose a new file (nothing is overwritten)", dir.display());
+        }
+        let bytes = super::onnx::model_bytes(model)?;
+        return std::fs::write(dir, bytes).with_context(|| format!("cannot write {}", dir.display()));
+    }
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!("{} exists and is not empty; choose a new directory (nothing is overwritten)", dir.display());
     }
-    if format == Format::Caffe {
-        // Checked before the directory is made: a net Caffe cannot hold leaves nothing behind.
-        crate::caffe::model::deploy(&model.graph, &model.params, false)?;
-    }
+    // Converted before the directory is made: a net that cannot be exported leaves nothing.
+    let onnx = match format {
+        Format::Caffe => {
+            crate::caffe::model::deploy(&model.graph, &model.params, false)?;
+            None
+        }
+        Format::Onnx => Some(super::onnx::model_bytes(model)?),
+        Format::Fkpnet => None,
+    };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    if format == Format::Caffe {
-        return export_caffe(model, dir);
+    match (format, onnx) {
+        (Format::Caffe, _) => return export_caffe(model, dir),
+        (Format::Onnx, Some(bytes)) => return export_onnx(model, dir, &bytes),
+        _ => {}
     }
     crate::graph::save_weights(&model.params, &dir.join("model.safetensors"))
         .with_context(|| format!("cannot write {}", dir.join("model.safetensors").display()))?;
@@ -180,6 +197,31 @@ fn export_caffe(model: &Model, dir: &Path) -> Result<()> {
         w = model.weights.display(),
         colour = if model.spec.channels == 3 { "RGB" } else { "grey" },
         k = model.spec.keypoints.len(),
+        half = model.spec.half(),
+    );
+    write_text(&dir.join("README.md"), &readme)
+}
+
+fn export_onnx(model: &Model, dir: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(dir.join("model.onnx"), bytes)
+        .with_context(|| format!("cannot write {}", dir.display()))?;
+    write_text(&dir.join("data.yaml"), &data_yaml(model)?)?;
+    let readme = format!(
+        "# {name}: a trained fkpnet model as ONNX\n\n\
+         - `model.onnx`: opset {opset}, IR 7, input `data` (N x {c} x {s} x {s}, {colour} pixels / 255, any\n  \
+         batch), output `keypoints` (N x {k2}: x0, y0, x1, y1, ... as (xy - {half}) / {half}); the same\n  \
+         in the model's metadata, with the keypoint names.\n\
+         - `data.yaml`: the faces it takes (format, keypoint set, crop).\n\n\
+         The run's test-time views (test.flip, shift, ...) are not in the model: it predicts one view.\n\n\
+         ```python\n# needs: pip install onnxruntime numpy\nimport onnxruntime as ort\n\
+         session = ort.InferenceSession(\"model.onnx\")\n\
+         keypoints = session.run([\"keypoints\"], {{\"data\": faces}})[0] * {half} + {half}\n```\n",
+        name = model.graph.name,
+        opset = super::onnx::OPSET,
+        c = model.graph.input[0],
+        s = model.spec.width,
+        colour = if model.spec.channels == 3 { "RGB" } else { "grey" },
+        k2 = 2 * model.spec.keypoints.len(),
         half = model.spec.half(),
     );
     write_text(&dir.join("README.md"), &readme)

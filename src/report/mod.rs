@@ -6,6 +6,7 @@ pub mod draw;
 pub mod export;
 pub mod extract;
 pub mod model;
+pub mod onnx;
 pub mod plot;
 pub mod predict;
 pub mod submit;

@@ -1,0 +1,376 @@
+//! `fkpnet export --format onnx`: the trained net as an ONNX model (IR 7, opset 13,
+//! a dynamic batch), written from Rust through proto/onnx.proto, so that
+//! onnxruntime, TensorRT, OpenCV's DNN and tract run it. Every op is chosen to
+//! compute fkpnet's numbers: Caffe's ceil pooling as `ceil_mode` (which, as Caffe,
+//! drops a last window that would start in the padding), soft-argmax as a softmax and
+//! a matmul with the constant grid of cell centres, upsampling with the coordinate
+//! mode of libtorch's.
+
+use super::model::Model;
+use crate::caffe::proto::onnx::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use crate::graph::Node;
+use anyhow::{anyhow, bail, Result};
+use protobuf::Message;
+
+pub const OPSET: i64 = 13;
+
+/// The graph being written: nodes and constant tensors.
+struct Onnx {
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+}
+
+fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        type_: Some(AttributeType::INTS.into()),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        type_: Some(AttributeType::INT.into()),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn attr_float(name: &str, v: f64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        type_: Some(AttributeType::FLOAT.into()),
+        f: Some(v as f32),
+        ..Default::default()
+    }
+}
+
+fn attr_str(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        type_: Some(AttributeType::STRING.into()),
+        s: Some(v.as_bytes().to_vec()),
+        ..Default::default()
+    }
+}
+
+impl Onnx {
+    fn node(&mut self, op: &str, name: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) {
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            name: Some(name.into()),
+            op_type: Some(op.into()),
+            attribute: attrs,
+            ..Default::default()
+        });
+    }
+
+    fn floats(&mut self, name: &str, dims: &[i64], values: Vec<f32>) -> String {
+        self.inits.push(TensorProto {
+            dims: dims.to_vec(),
+            data_type: Some(DataType::FLOAT as i32),
+            float_data: values,
+            name: Some(name.into()),
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    fn ints(&mut self, name: &str, values: Vec<i64>) -> String {
+        self.inits.push(TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: Some(DataType::INT64 as i32),
+            int64_data: values,
+            name: Some(name.into()),
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    fn tensor(&mut self, model: &Model, name: &str) -> Result<String> {
+        let p = model.params.iter().find(|p| p.name == name).ok_or_else(|| anyhow!("no tensor `{name}`"))?;
+        let t = p.tensor.detach().to_kind(tch::Kind::Float).contiguous();
+        let values = Vec::<f32>::try_from(t.flatten(0, -1))?;
+        Ok(self.floats(name, &t.size(), values))
+    }
+}
+
+/// One fkpnet layer as ONNX nodes reading `inputs` and writing the layer's name.
+fn layer(g: &mut Onnx, model: &Model, n: &Node, inputs: &[String]) -> Result<()> {
+    let v = n.layer.to_yaml();
+    let int = |k: &str| v[k].as_i64().unwrap_or(0);
+    let name = n.name.as_str();
+    let x = inputs[0].as_str();
+    let pair = |k: &str| vec![int(k), int(k)];
+    match n.kind {
+        "conv" => {
+            let w = g.tensor(model, &format!("{name}.weight"))?;
+            let mut ins = vec![x.to_string(), w];
+            if v["bias_term"].as_bool() != Some(false) {
+                ins.push(g.tensor(model, &format!("{name}.bias"))?);
+            }
+            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+            let p = int("pad");
+            g.node(
+                "Conv",
+                name,
+                &ins,
+                name,
+                vec![
+                    attr_ints("kernel_shape", &pair("kernel_size")),
+                    attr_ints("strides", &pair("stride")),
+                    attr_ints("pads", &[p, p, p, p]),
+                    attr_ints("dilations", &pair("dilation")),
+                    attr_int("group", int("group")),
+                ],
+            );
+        }
+        "dense" => {
+            let flat = format!("{name}/flatten");
+            g.node("Flatten", &flat, &[x], &flat, vec![attr_int("axis", 1)]);
+            let w = g.tensor(model, &format!("{name}.weight"))?;
+            let mut ins = vec![flat, w];
+            if v["bias_term"].as_bool() != Some(false) {
+                ins.push(g.tensor(model, &format!("{name}.bias"))?);
+            }
+            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+            g.node("Gemm", name, &ins, name, vec![attr_int("transB", 1)]);
+        }
+        "relu" => match v["negative_slope"].as_f64().unwrap_or(0.0) {
+            0.0 => g.node("Relu", name, &[x], name, vec![]),
+            // LeakyRelu is max(0, x) + alpha * min(0, x) for every alpha, as Caffe's.
+            s => g.node("LeakyRelu", name, &[x], name, vec![attr_float("alpha", s)]),
+        },
+        "prelu" => {
+            let p = model
+                .params
+                .iter()
+                .find(|p| p.name == format!("{name}.weight"))
+                .ok_or_else(|| anyhow!("no slope"))?;
+            let c = p.tensor.size()[0];
+            let slope = Vec::<f32>::try_from(p.tensor.detach().to_kind(tch::Kind::Float).flatten(0, -1))?;
+            // Broadcast over H and W (or the vector): per channel as Caffe's.
+            let dims = if n.input().len() == 3 { vec![c, 1, 1] } else { vec![c] };
+            let s = g.floats(&format!("{name}.weight"), &dims, slope);
+            g.node("PRelu", name, &[x, &s], name, vec![]);
+        }
+        "pool" => {
+            let ave = v["pool"].as_str() == Some("ave");
+            if v["global_pooling"].as_bool() == Some(true) {
+                g.node(if ave { "GlobalAveragePool" } else { "GlobalMaxPool" }, name, &[x], name, vec![]);
+            } else {
+                let p = int("pad");
+                let mut attrs = vec![
+                    attr_ints("kernel_shape", &pair("kernel_size")),
+                    attr_ints("strides", &pair("stride")),
+                    attr_ints("pads", &[p, p, p, p]),
+                    attr_int("ceil_mode", (v["round_mode"].as_str() != Some("floor")) as i64),
+                ];
+                if ave {
+                    // Caffe divides by the window with its padding (clipped to the padded map).
+                    attrs.push(attr_int("count_include_pad", (p > 0) as i64));
+                }
+                g.node(if ave { "AveragePool" } else { "MaxPool" }, name, &[x], name, attrs);
+            }
+        }
+        "dropout" => g.node("Identity", name, &[x], name, vec![]),
+        "flatten" => g.node("Flatten", name, &[x], name, vec![attr_int("axis", 1)]),
+        "batchnorm" => {
+            let c = n.input()[0];
+            let (scale, bias) = if v["affine"].as_bool() == Some(true) {
+                (g.tensor(model, &format!("{name}.weight"))?, g.tensor(model, &format!("{name}.bias"))?)
+            } else {
+                (
+                    g.floats(&format!("{name}/scale"), &[c], vec![1.0; c as usize]),
+                    g.floats(&format!("{name}/shift"), &[c], vec![0.0; c as usize]),
+                )
+            };
+            let mean = g.tensor(model, &format!("{name}.running_mean"))?;
+            let var = g.tensor(model, &format!("{name}.running_var"))?;
+            let eps = v["eps"].as_f64().unwrap_or(1e-5);
+            g.node(
+                "BatchNormalization",
+                name,
+                &[x, &scale, &bias, &mean, &var],
+                name,
+                vec![attr_float("epsilon", eps)],
+            );
+        }
+        "concat" if inputs.len() > 1 => {
+            let ins: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            g.node("Concat", name, &ins, name, vec![attr_int("axis", int("axis"))]);
+        }
+        "eltwise" if inputs.len() > 1 => {
+            let coeff: Vec<f64> =
+                v["coeff"].as_sequence().map_or(vec![], |c| c.iter().filter_map(|x| x.as_f64()).collect());
+            let mut ins: Vec<String> = inputs.to_vec();
+            if !coeff.is_empty() {
+                for (i, c) in coeff.iter().enumerate() {
+                    let k = g.floats(&format!("{name}/coeff{i}"), &[], vec![*c as f32]);
+                    let out = format!("{name}/scaled{i}");
+                    g.node("Mul", &out, &[&ins[i], &k], &out, vec![]);
+                    ins[i] = out;
+                }
+            }
+            let op = match v["operation"].as_str() {
+                Some("prod") => "Mul",
+                Some("max") => "Max",
+                _ => "Sum",
+            };
+            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+            if op == "Mul" {
+                // Mul takes two inputs: a chain.
+                let mut acc = ins[0].to_string();
+                for (i, b) in ins[1..].iter().enumerate() {
+                    let out = if i + 2 == ins.len() { name.to_string() } else { format!("{name}/prod{i}") };
+                    g.node("Mul", &out, &[&acc, b], &out, vec![]);
+                    acc = out;
+                }
+            } else {
+                g.node(op, name, &ins, name, vec![]);
+            }
+        }
+        "concat" | "eltwise" => g.node("Identity", name, &[x], name, vec![]),
+        "soft_argmax" => {
+            // p = softmax(beta * map) per channel; (x, y) = p . grid, the grid holding each
+            // cell's centre in target units (-1..1), x then y: N x C x 2 -> N x 2C.
+            let (c, h, w) = (n.input()[0], n.input()[1], n.input()[2]);
+            let _ = c;
+            let beta = g.floats(&format!("{name}/beta"), &[], vec![v["beta"].as_f64().unwrap_or(1.0) as f32]);
+            let centre = |i: i64, len: i64| ((i as f64 + 0.5) * (2.0 / len as f64) - 1.0) as f32;
+            let mut grid = Vec::with_capacity((h * w * 2) as usize);
+            for yi in 0..h {
+                for xi in 0..w {
+                    grid.extend([centre(xi, w), centre(yi, h)]);
+                }
+            }
+            let grid = g.floats(&format!("{name}/grid"), &[h * w, 2], grid);
+            let flat_shape = g.ints(&format!("{name}/maps_shape"), vec![0, 0, -1]);
+            let out_shape = g.ints(&format!("{name}/out_shape"), vec![0, -1]);
+            let (s, f, p, xy) =
+                (format!("{name}/scaled"), format!("{name}/flat"), format!("{name}/p"), format!("{name}/xy"));
+            g.node("Mul", &s, &[x, &beta], &s, vec![]);
+            g.node("Reshape", &f, &[&s, &flat_shape], &f, vec![]);
+            g.node("Softmax", &p, &[&f], &p, vec![attr_int("axis", 2)]);
+            g.node("MatMul", &xy, &[&p, &grid], &xy, vec![]);
+            g.node("Reshape", name, &[&xy, &out_shape], name, vec![]);
+        }
+        "upsample" => {
+            let s = int("scale_factor") as f32;
+            let scales = g.floats(&format!("{name}/scales"), &[4], vec![1.0, 1.0, s, s]);
+            let attrs = match v["mode"].as_str() {
+                Some("bilinear") => {
+                    vec![attr_str("mode", "linear"), attr_str("coordinate_transformation_mode", "half_pixel")]
+                }
+                _ => vec![
+                    attr_str("mode", "nearest"),
+                    attr_str("coordinate_transformation_mode", "asymmetric"),
+                    attr_str("nearest_mode", "floor"),
+                ],
+            };
+            g.node("Resize", name, &[x, "", &scales], name, attrs);
+        }
+        other => bail!("layer `{name}` ({other}): no ONNX form yet"),
+    }
+    Ok(())
+}
+
+fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Some(v) => tensor_shape_proto::dimension::Value::DimValue(*v),
+                None => tensor_shape_proto::dimension::Value::DimParam("batch".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let tensor = type_proto::Tensor {
+        elem_type: Some(DataType::FLOAT as i32),
+        shape: protobuf::MessageField::some(TensorShapeProto { dim, ..Default::default() }),
+        ..Default::default()
+    };
+    ValueInfoProto {
+        name: Some(name.into()),
+        type_: protobuf::MessageField::some(TypeProto {
+            value: Some(type_proto::Value::TensorType(tensor)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The model as ONNX bytes: input `data` (N x C x H x W, pixels / 255), output
+/// `keypoints` (N x 2K, (xy - half) / half), and in the metadata what a client
+/// needs to use them.
+pub fn model_bytes(model: &Model) -> Result<Vec<u8>> {
+    let graph = &model.graph;
+    let mut g = Onnx { nodes: Vec::new(), inits: Vec::new() };
+    for (i, n) in graph.nodes.iter().enumerate() {
+        let inputs: Vec<String> = n.bottoms.iter().map(|b| graph.blob_name(*b)).collect();
+        layer(&mut g, model, n, &inputs).map_err(|e| anyhow!("cannot export to ONNX: {e:#}"))?;
+        let _ = i;
+    }
+    let last = graph.nodes.last().ok_or_else(|| anyhow!("the net has no layers"))?;
+    g.node("Identity", "keypoints", &[&last.name], "keypoints", vec![]);
+    let input: Vec<Option<i64>> = std::iter::once(None).chain(graph.input.iter().map(|d| Some(*d))).collect();
+    let k = model.spec.keypoints.len();
+    let meta = [
+        (
+            "input",
+            format!(
+                "data: N x {} x {} x {} float, {} pixels / 255",
+                graph.input[0],
+                graph.input[1],
+                graph.input[2],
+                if graph.input[0] == 3 { "RGB" } else { "grey" }
+            ),
+        ),
+        (
+            "output",
+            format!(
+                "keypoints: N x {}, x0, y0, x1, y1, ... in the face image's pixels as keypoints * {h} + {h}",
+                2 * k,
+                h = model.spec.half()
+            ),
+        ),
+        ("keypoint_names", model.spec.keypoints.names.join(",")),
+        ("producer", format!("fkpnet {} from {}", env!("CARGO_PKG_VERSION"), model.weights.display())),
+    ];
+    let proto = ModelProto {
+        ir_version: Some(7),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(OPSET),
+            ..Default::default()
+        }],
+        producer_name: Some("fkpnet".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        graph: protobuf::MessageField::some(GraphProto {
+            node: g.nodes,
+            name: Some(graph.name.clone()),
+            initializer: g.inits,
+            input: vec![value_info("data", &input)],
+            output: vec![value_info("keypoints", &[None, Some(2 * k as i64)])],
+            ..Default::default()
+        }),
+        metadata_props: meta
+            .into_iter()
+            .map(|(k, v)| StringStringEntryProto {
+                key: Some(k.into()),
+                value: Some(v),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    Ok(proto.write_to_bytes()?)
+}

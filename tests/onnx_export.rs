@@ -1,0 +1,117 @@
+//! `fkpnet export --format onnx` against real clients: every shipped solver's net,
+//! trained for two iterations in its default layout, exported, checked by
+//! onnx.checker (full) and run by onnxruntime (tests/oracle/onnx_check.py), predicts
+//! what `fkpnet predict` does with the run's test-time views off (the model is one
+//! view).
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::Command;
+
+fn oracle() -> Option<std::path::PathBuf> {
+    let python = root().join(".venv/bin/python");
+    let ok =
+        Command::new(&python).args(["-c", "import onnx, onnxruntime"]).status().is_ok_and(|s| s.success());
+    ok.then_some(python)
+}
+
+fn keypoints(path: &Path) -> Vec<Vec<f64>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').filter_map(|v| v.parse().ok()).collect::<Vec<f64>>())
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+#[test]
+fn every_shipped_kaggle_net_runs_in_onnxruntime_as_in_fkpnet() {
+    let Some(python) = oracle() else {
+        return eprintln!(
+            "skipped: needs .venv/bin/python with onnx and onnxruntime (scripts/setup installs them)"
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let faces = mini("test.csv");
+    let train = format!("data.train={}", mini_csv());
+    let mut solvers: Vec<String> = std::fs::read_dir(root().join("solvers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().file_stem().unwrap().to_string_lossy().to_string())
+        .filter(|s| !s.ends_with("68")) // the landmark sets: tests/landmarks.rs data, checked below
+        .collect();
+    solvers.sort();
+    assert!(solvers.len() >= 14, "{solvers:?}");
+    let mut worst = 0.0f64;
+    for s in &solvers {
+        let solver = root().join("solvers").join(format!("{s}.yaml"));
+        ok(
+            &[
+                "train",
+                solver.to_str().unwrap(),
+                "--set",
+                &train,
+                "--set",
+                "max_iter=2",
+                "--set",
+                "test_interval=1",
+                "--set",
+                "batch_size=4",
+                "--name",
+                s,
+                "-q",
+            ],
+            d,
+        );
+        let run = format!("runs/{s}");
+        let onnx = format!("{s}.onnx");
+        ok(&["export", &run, "-o", &onnx, "--format", "onnx", "--weights", "final"], d);
+        let ort = format!("{s}_ort.csv");
+        let out = Command::new(&python)
+            .arg(root().join("tests/oracle/onnx_check.py"))
+            .args([&onnx, &faces, &ort])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{s}: {}", String::from_utf8_lossy(&out.stderr));
+        let fk = format!("{s}_fk.csv");
+        ok(
+            &[
+                "predict",
+                &run,
+                &faces,
+                "-o",
+                &fk,
+                "--weights",
+                "final",
+                "--set",
+                "test.flip=false",
+                "--set",
+                "test.shift=0",
+                "--set",
+                "test.rotate=0",
+                "--set",
+                "test.scale=0",
+            ],
+            d,
+        );
+        let (a, b) = (keypoints(&d.join(&fk)), keypoints(&d.join(&ort)));
+        assert_eq!(a.len(), b.len(), "{s}");
+        let diff = a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        // fkpnet prints 0.01 px, so this is within 0.005 px of the rounding.
+        assert!(diff < 0.01, "{s}: max difference {diff} px");
+        worst = worst.max(diff);
+    }
+    eprintln!("{} nets, max difference {worst:.4} px", solvers.len());
+    // A file that exists is never overwritten.
+    let e = err(&["export", "runs/adam", "-o", "adam.onnx", "--format", "onnx", "--weights", "final"], d);
+    assert!(e.contains("exists"), "{e}");
+    // The directory form carries data.yaml and a README.
+    ok(&["export", "runs/adam", "-o", "adam_onnx", "--format", "onnx", "--weights", "final"], d);
+    for f in ["model.onnx", "data.yaml", "README.md"] {
+        assert!(d.join("adam_onnx").join(f).is_file(), "{f}");
+    }
+}
