@@ -106,6 +106,40 @@ fn every_shipped_kaggle_net_runs_in_onnxruntime_as_in_fkpnet() {
         worst = worst.max(diff);
     }
     eprintln!("{} nets, max difference {worst:.4} px", solvers.len());
+    // The 68-landmark nets (the same kinds at 136 outputs): checked and run by
+    // onnxruntime on their input size.
+    for s in ["lenet68", "resnet_fpn68"] {
+        let solver = root().join("solvers").join(format!("{s}.yaml"));
+        let data =
+            format!("data.train={}", shared_data().join("landmarks68-mini/train/keypoints.csv").display());
+        ok(
+            &[
+                "train",
+                solver.to_str().unwrap(),
+                "--set",
+                &data,
+                "--set",
+                "max_iter=1",
+                "--set",
+                "test_interval=0",
+                "--set",
+                "batch_size=4",
+                "--name",
+                s,
+                "-q",
+            ],
+            d,
+        );
+        let onnx = format!("{s}.onnx");
+        ok(&["export", &format!("runs/{s}"), "-o", &onnx, "--format", "onnx", "--weights", "final"], d);
+        let out = Command::new(&python)
+            .arg(root().join("tests/oracle/onnx_check.py"))
+            .args([onnx.as_str(), "-", "68"])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{s}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     // A file that exists is never overwritten.
     let e = err(&["export", "runs/adam", "-o", "adam.onnx", "--format", "onnx", "--weights", "final"], d);
     assert!(e.contains("exists"), "{e}");
