@@ -20,6 +20,10 @@ pub struct Timing {
     pub batch: i64,
     /// Layers the whole-net pass runs after the max pool behind them (`Net::forward_t`).
     pub moved_behind_pool: Vec<String>,
+    /// One Adam update of every parameter (what `fkpnet bench` and the shipped solvers
+    /// run), timed after a backward pass.
+    pub update_ms: f64,
+    pub tensors: usize,
 }
 
 /// Wait for queued GPU work, so wall-clock timings are real.
@@ -49,7 +53,7 @@ fn mean_ms(device: Device, warmup: usize, iterations: usize, mut f: impl FnMut()
 pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, opts: BuildOptions) -> Timing {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
-    let (net, _params) = graph.build(&vs.root(), opts);
+    let (net, params) = graph.build(&vs.root(), opts);
     let mut shape = vec![batch];
     shape.extend(&graph.input);
     let input = net.input(&Tensor::rand(shape.as_slice(), (Kind::Float, device)));
@@ -113,12 +117,22 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
         }
     }
     let moved_behind_pool = net.moved_behind_pool().iter().map(|&i| graph.nodes[i].name.clone()).collect();
+    // The solver's share of a step: Adam over every parameter, on the last gradients.
+    let yaml = format!(
+        "net: x\ndata: {{train: synthetic}}\ntype: Adam\nbase_lr: 0.001\nmomentum: 0.9\nmax_iter: 1\nbatch_size: {batch}\n"
+    );
+    let cfg: crate::config::SolverConfig = serde_yaml::from_str(&yaml).expect("valid timing solver");
+    let mut solver = crate::solver::Solver::new(&cfg, &params);
+    let update_ms = mean_ms(device, warmup, iterations, || solver.step(&params, 1e-3));
+    let tensors = params.iter().filter(|p| p.learn).count();
     Timing {
         layers: out,
         forward_ms,
         backward_ms: backward_total / iterations.max(1) as f64,
         batch,
         moved_behind_pool,
+        update_ms,
+        tensors,
     }
 }
 
@@ -146,6 +160,33 @@ impl Timing {
             self.batch as f64 * 1e3 / step,
             self.batch
         );
-        s
+        s + &self.breakdown()
+    }
+
+    /// Where a training step's time goes: the layer rows against the whole passes
+    /// (the difference is what happens between layers: autograd's bookkeeping, layout
+    /// conversions, allocation, and the rectifiers moved behind their pools; rows are
+    /// timed one layer at a time, so it can come out below zero by their noise), and
+    /// the solver update.
+    pub fn breakdown(&self) -> String {
+        let fwd: f64 = self.layers.iter().map(|l| l.forward_ms).sum();
+        let bwd: f64 = self.layers.iter().map(|l| l.backward_ms).sum();
+        let train = self.forward_ms + self.backward_ms + self.update_ms;
+        let pct = |x: f64| 100.0 * x / train;
+        format!(
+            "A training step, {train:.3} ms:\n  \
+             forward  {:>9.3} ms ({:>4.1}%): layer rows {fwd:.3}, between layers {:.3}\n  \
+             backward {:>9.3} ms ({:>4.1}%): layer rows {bwd:.3}, between layers {:.3}\n  \
+             update   {:>9.3} ms ({:>4.1}%): Adam over {} tensors\n",
+            self.forward_ms,
+            pct(self.forward_ms),
+            self.forward_ms - fwd,
+            self.backward_ms,
+            pct(self.backward_ms),
+            self.backward_ms - bwd,
+            self.update_ms,
+            pct(self.update_ms),
+            self.tensors
+        )
     }
 }

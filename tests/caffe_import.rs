@@ -176,6 +176,12 @@ fn time_reports_every_layer_and_totals() {
     }
     assert!(text.contains("Average Forward pass:") && text.contains("Average Backward pass:"), "{text}");
     assert!(text.contains("images/s at batch 4"), "{text}");
+    // Where a training step goes: the passes, what lies between the layer rows, the update.
+    for part in
+        ["A training step, ", "  forward ", "  backward ", "between layers", "  update ", "Adam over "]
+    {
+        assert!(text.contains(part), "{part}: {text}");
+    }
     let out = fkpnet(&["time", net.to_str().unwrap(), "--batch", "0"], dir.path());
     assert!(!out.status.success());
 }
