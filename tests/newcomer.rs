@@ -102,6 +102,9 @@ fn errors_inside_files_say_what_would_be_valid() {
     let s = solver.to_str().unwrap();
     let v: serde_yaml::Value = serde_yaml::from_str(&ok(&["config", s, "--set", "max_iter=1e3"], d)).unwrap();
     assert_eq!(v["max_iter"].as_i64(), Some(1000));
+    // Keras' and PyTorch's lowercase names are Caffe's types; typos get a suggestion.
+    let v: serde_yaml::Value = serde_yaml::from_str(&ok(&["config", s, "--set", "type=sgd"], d)).unwrap();
+    assert_eq!(v["type"].as_str(), Some("SGD"));
     let e = err(&["config", s, "--set", "type=adamm"], d);
     assert!(e.contains("unknown value `adamm` (did you mean `Adam`?)"), "{e}");
     let e = err(&["config", s, "--set", "max_iter=abc"], d);

@@ -337,18 +337,27 @@ impl Default for SyntheticConfig {
     }
 }
 
+/// Caffe's spellings; the lowercase ones (Keras' and PyTorch's habit: `adam`, `sgd`)
+/// are taken too.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
 pub enum SolverType {
     #[default]
+    #[serde(alias = "sgd")]
     SGD,
+    #[serde(alias = "nesterov")]
     Nesterov,
+    #[serde(alias = "adagrad")]
     AdaGrad,
+    #[serde(alias = "rmsprop")]
     RMSProp,
+    #[serde(alias = "adadelta")]
     AdaDelta,
+    #[serde(alias = "adam")]
     Adam,
     /// Adam whose weight decay shrinks the weights directly (w -= lr * weight_decay * w)
     /// instead of joining the gradient, where Adam's scaling would weaken it for
     /// weights with large gradients: PyTorch's torch.optim.AdamW.
+    #[serde(alias = "adamw")]
     AdamW,
 }
 
