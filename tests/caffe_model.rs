@@ -34,28 +34,17 @@ fn run_oracle(python: &Path, args: &[&str]) {
     assert!(out.status.success(), "oracle {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Keypoints per face from a prediction CSV (the oracle's has no header or names).
-fn keypoints(path: &Path) -> Vec<Vec<f64>> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| l.split(',').filter_map(|v| v.parse().ok()).collect::<Vec<f64>>())
-        .filter(|r| !r.is_empty()) // the header
-        .collect()
-}
-
 /// The largest difference between two predictions of the same faces, in pixels.
 fn max_diff(a: &Path, b: &Path) -> f64 {
-    let (a, b) = (keypoints(a), keypoints(b));
-    assert_eq!(a.len(), b.len());
-    assert!(a.iter().all(|r| r.len() == 30), "30 values per face");
-    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    let diff = max_keypoint_diff(a, b);
+    assert!(keypoints_csv(a).iter().all(|r| r.len() == 30), "30 values per face");
+    diff
 }
 
 /// The spread of the predictions across faces: a test on nearly constant outputs
 /// could not tell a wrong weight layout from a right one.
 fn spread(a: &Path) -> f64 {
-    let k = keypoints(a);
+    let k = keypoints_csv(a);
     (0..30)
         .map(|j| {
             let col: Vec<f64> = k.iter().map(|r| r[j]).collect();

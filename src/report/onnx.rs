@@ -161,25 +161,7 @@ fn layer(g: &mut Onnx, model: &Model, n: &Node, inputs: &[String]) -> Result<()>
             let s = g.floats(&format!("{name}.weight"), &dims, slope);
             g.node("PRelu", name, &[x, &s], name, vec![]);
         }
-        "pool" => {
-            let ave = v["pool"].as_str() == Some("ave");
-            if v["global_pooling"].as_bool() == Some(true) {
-                g.node(if ave { "GlobalAveragePool" } else { "GlobalMaxPool" }, name, &[x], name, vec![]);
-            } else {
-                let p = int("pad");
-                let mut attrs = vec![
-                    attr_ints("kernel_shape", &pair("kernel_size")),
-                    attr_ints("strides", &pair("stride")),
-                    attr_ints("pads", &[p, p, p, p]),
-                    attr_int("ceil_mode", (v["round_mode"].as_str() != Some("floor")) as i64),
-                ];
-                if ave {
-                    // Caffe divides by the window with its padding (clipped to the padded map).
-                    attrs.push(attr_int("count_include_pad", (p > 0) as i64));
-                }
-                g.node(if ave { "AveragePool" } else { "MaxPool" }, name, &[x], name, attrs);
-            }
-        }
+        "pool" => pool(g, n, &v, x)?,
         "dropout" => g.node("Identity", name, &[x], name, vec![]),
         "flatten" => g.node("Flatten", name, &[x], name, vec![attr_int("axis", 1)]),
         "batchnorm" => {
@@ -207,77 +189,117 @@ fn layer(g: &mut Onnx, model: &Model, n: &Node, inputs: &[String]) -> Result<()>
             let ins: Vec<&str> = inputs.iter().map(String::as_str).collect();
             g.node("Concat", name, &ins, name, vec![attr_int("axis", int("axis"))]);
         }
-        "eltwise" if inputs.len() > 1 => {
-            let coeff: Vec<f64> =
-                v["coeff"].as_sequence().map_or(vec![], |c| c.iter().filter_map(|x| x.as_f64()).collect());
-            let mut ins: Vec<String> = inputs.to_vec();
-            if !coeff.is_empty() {
-                for (i, c) in coeff.iter().enumerate() {
-                    let k = g.floats(&format!("{name}/coeff{i}"), &[], vec![*c as f32]);
-                    let out = format!("{name}/scaled{i}");
-                    g.node("Mul", &out, &[&ins[i], &k], &out, vec![]);
-                    ins[i] = out;
-                }
-            }
-            let op = match v["operation"].as_str() {
-                Some("prod") => "Mul",
-                Some("max") => "Max",
-                _ => "Sum",
-            };
-            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
-            if op == "Mul" {
-                // Mul takes two inputs: a chain.
-                let mut acc = ins[0].to_string();
-                for (i, b) in ins[1..].iter().enumerate() {
-                    let out = if i + 2 == ins.len() { name.to_string() } else { format!("{name}/prod{i}") };
-                    g.node("Mul", &out, &[&acc, b], &out, vec![]);
-                    acc = out;
-                }
-            } else {
-                g.node(op, name, &ins, name, vec![]);
-            }
-        }
+        "eltwise" if inputs.len() > 1 => eltwise(g, n, &v, inputs),
         "concat" | "eltwise" => g.node("Identity", name, &[x], name, vec![]),
-        "soft_argmax" => {
-            // p = softmax(beta * map) per channel; (x, y) = p . grid, the grid holding each
-            // cell's centre in target units (-1..1), x then y: N x C x 2 -> N x 2C.
-            let (c, h, w) = (n.input()[0], n.input()[1], n.input()[2]);
-            let _ = c;
-            let beta = g.floats(&format!("{name}/beta"), &[], vec![v["beta"].as_f64().unwrap_or(1.0) as f32]);
-            let centre = |i: i64, len: i64| ((i as f64 + 0.5) * (2.0 / len as f64) - 1.0) as f32;
-            let mut grid = Vec::with_capacity((h * w * 2) as usize);
-            for yi in 0..h {
-                for xi in 0..w {
-                    grid.extend([centre(xi, w), centre(yi, h)]);
-                }
-            }
-            let grid = g.floats(&format!("{name}/grid"), &[h * w, 2], grid);
-            let flat_shape = g.ints(&format!("{name}/maps_shape"), vec![0, 0, -1]);
-            let out_shape = g.ints(&format!("{name}/out_shape"), vec![0, -1]);
-            let (s, f, p, xy) =
-                (format!("{name}/scaled"), format!("{name}/flat"), format!("{name}/p"), format!("{name}/xy"));
-            g.node("Mul", &s, &[x, &beta], &s, vec![]);
-            g.node("Reshape", &f, &[&s, &flat_shape], &f, vec![]);
-            g.node("Softmax", &p, &[&f], &p, vec![attr_int("axis", 2)]);
-            g.node("MatMul", &xy, &[&p, &grid], &xy, vec![]);
-            g.node("Reshape", name, &[&xy, &out_shape], name, vec![]);
-        }
-        "upsample" => {
-            let s = int("scale_factor") as f32;
-            let scales = g.floats(&format!("{name}/scales"), &[4], vec![1.0, 1.0, s, s]);
-            let attrs = match v["mode"].as_str() {
-                Some("bilinear") => {
-                    vec![attr_str("mode", "linear"), attr_str("coordinate_transformation_mode", "half_pixel")]
-                }
-                _ => vec![
-                    attr_str("mode", "nearest"),
-                    attr_str("coordinate_transformation_mode", "asymmetric"),
-                    attr_str("nearest_mode", "floor"),
-                ],
-            };
-            g.node("Resize", name, &[x, "", &scales], name, attrs);
-        }
+        "soft_argmax" => soft_argmax(g, n, &v, x)?,
+        "upsample" => upsample(g, n, &v, x)?,
         other => bail!("layer `{name}` ({other}): no ONNX form yet"),
+    }
+    Ok(())
+}
+
+/// Sum (after Muls by the coefficients), a chain of two-input Muls, or Max.
+fn eltwise(g: &mut Onnx, n: &Node, v: &serde_yaml::Value, inputs: &[String]) {
+    let name = n.name.as_str();
+    let coeff: Vec<f64> =
+        v["coeff"].as_sequence().map_or(vec![], |c| c.iter().filter_map(|x| x.as_f64()).collect());
+    let mut ins: Vec<String> = inputs.to_vec();
+    if !coeff.is_empty() {
+        for (i, c) in coeff.iter().enumerate() {
+            let k = g.floats(&format!("{name}/coeff{i}"), &[], vec![*c as f32]);
+            let out = format!("{name}/scaled{i}");
+            g.node("Mul", &out, &[&ins[i], &k], &out, vec![]);
+            ins[i] = out;
+        }
+    }
+    let op = match v["operation"].as_str() {
+        Some("prod") => "Mul",
+        Some("max") => "Max",
+        _ => "Sum",
+    };
+    let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+    if op == "Mul" {
+        // Mul takes two inputs: a chain.
+        let mut acc = ins[0].to_string();
+        for (i, b) in ins[1..].iter().enumerate() {
+            let out = if i + 2 == ins.len() { name.to_string() } else { format!("{name}/prod{i}") };
+            g.node("Mul", &out, &[&acc, b], &out, vec![]);
+            acc = out;
+        }
+    } else {
+        g.node(op, name, &ins, name, vec![]);
+    }
+}
+
+/// p = softmax(beta * map) per channel; (x, y) = p . grid, the grid holding each
+/// cell's centre in target units (-1..1), x then y: N x C x 2 -> N x 2C.
+fn soft_argmax(g: &mut Onnx, n: &Node, v: &serde_yaml::Value, x: &str) -> Result<()> {
+    let name = n.name.as_str();
+    let (h, w) = (n.input()[1], n.input()[2]);
+    let beta = g.floats(&format!("{name}/beta"), &[], vec![v["beta"].as_f64().unwrap_or(1.0) as f32]);
+    let centre = |i: i64, len: i64| ((i as f64 + 0.5) * (2.0 / len as f64) - 1.0) as f32;
+    let mut grid = Vec::with_capacity((h * w * 2) as usize);
+    for yi in 0..h {
+        for xi in 0..w {
+            grid.extend([centre(xi, w), centre(yi, h)]);
+        }
+    }
+    let grid = g.floats(&format!("{name}/grid"), &[h * w, 2], grid);
+    let flat_shape = g.ints(&format!("{name}/maps_shape"), vec![0, 0, -1]);
+    let out_shape = g.ints(&format!("{name}/out_shape"), vec![0, -1]);
+    let (s, f, p, xy) =
+        (format!("{name}/scaled"), format!("{name}/flat"), format!("{name}/p"), format!("{name}/xy"));
+    g.node("Mul", &s, &[x, &beta], &s, vec![]);
+    g.node("Reshape", &f, &[&s, &flat_shape], &f, vec![]);
+    g.node("Softmax", &p, &[&f], &p, vec![attr_int("axis", 2)]);
+    g.node("MatMul", &xy, &[&p, &grid], &xy, vec![]);
+    g.node("Reshape", name, &[&xy, &out_shape], name, vec![]);
+    Ok(())
+}
+
+/// Resize with libtorch's coordinate mode: nearest = asymmetric + floor, bilinear =
+/// half_pixel (align_corners false).
+fn upsample(g: &mut Onnx, n: &Node, v: &serde_yaml::Value, x: &str) -> Result<()> {
+    let name = n.name.as_str();
+    let int = |k: &str| v[k].as_i64().unwrap_or(0);
+    let s = int("scale_factor") as f32;
+    let scales = g.floats(&format!("{name}/scales"), &[4], vec![1.0, 1.0, s, s]);
+    let attrs = match v["mode"].as_str() {
+        Some("bilinear") => {
+            vec![attr_str("mode", "linear"), attr_str("coordinate_transformation_mode", "half_pixel")]
+        }
+        _ => vec![
+            attr_str("mode", "nearest"),
+            attr_str("coordinate_transformation_mode", "asymmetric"),
+            attr_str("nearest_mode", "floor"),
+        ],
+    };
+    g.node("Resize", name, &[x, "", &scales], name, attrs);
+    Ok(())
+}
+
+/// Max or average pooling; Caffe's ceil rounding is ceil_mode (which, as Caffe, drops
+/// a last window that would start in the padding).
+fn pool(g: &mut Onnx, n: &Node, v: &serde_yaml::Value, x: &str) -> Result<()> {
+    let name = n.name.as_str();
+    let int = |k: &str| v[k].as_i64().unwrap_or(0);
+    let pair = |k: &str| vec![int(k), int(k)];
+    let ave = v["pool"].as_str() == Some("ave");
+    if v["global_pooling"].as_bool() == Some(true) {
+        g.node(if ave { "GlobalAveragePool" } else { "GlobalMaxPool" }, name, &[x], name, vec![]);
+    } else {
+        let p = int("pad");
+        let mut attrs = vec![
+            attr_ints("kernel_shape", &pair("kernel_size")),
+            attr_ints("strides", &pair("stride")),
+            attr_ints("pads", &[p, p, p, p]),
+            attr_int("ceil_mode", (v["round_mode"].as_str() != Some("floor")) as i64),
+        ];
+        if ave {
+            // Caffe divides by the window with its padding (clipped to the padded map).
+            attrs.push(attr_int("count_include_pad", (p > 0) as i64));
+        }
+        g.node(if ave { "AveragePool" } else { "MaxPool" }, name, &[x], name, attrs);
     }
     Ok(())
 }
@@ -314,10 +336,9 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
 pub fn model_bytes(model: &Model) -> Result<Vec<u8>> {
     let graph = &model.graph;
     let mut g = Onnx { nodes: Vec::new(), inits: Vec::new() };
-    for (i, n) in graph.nodes.iter().enumerate() {
+    for n in &graph.nodes {
         let inputs: Vec<String> = n.bottoms.iter().map(|b| graph.blob_name(*b)).collect();
         layer(&mut g, model, n, &inputs).map_err(|e| anyhow!("cannot export to ONNX: {e:#}"))?;
-        let _ = i;
     }
     let last = graph.nodes.last().ok_or_else(|| anyhow!("the net has no layers"))?;
     g.node("Identity", "keypoints", &[&last.name], "keypoints", vec![]);

@@ -78,3 +78,21 @@ pub fn best_val_rmse(run: &Path) -> f64 {
         .unwrap()
         .1
 }
+
+/// Keypoints per face from a prediction CSV: fkpnet's (a header, the input's name
+/// first) or an oracle's (numbers only).
+pub fn keypoints_csv(path: &Path) -> Vec<Vec<f64>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').filter_map(|v| v.parse().ok()).collect::<Vec<f64>>())
+        .filter(|r| !r.is_empty()) // the header
+        .collect()
+}
+
+/// The largest difference between two predictions of the same faces, in pixels.
+pub fn max_keypoint_diff(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (keypoints_csv(a), keypoints_csv(b));
+    assert_eq!(a.len(), b.len(), "the same faces");
+    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
