@@ -195,7 +195,7 @@ impl Ensemble {
     pub fn val_run(&self) -> Result<&Resolved> {
         let mut runs = self.models.iter().map(|m| match &m.run {
             Some(r) => Ok((r, &m.dir)),
-            None => bail!("{} is an export and has no val split: give --data CSV", m.dir.display()),
+            None => bail!("{} has no val split (an export or a net file): give --data CSV", m.dir.display()),
         });
         let (first, first_dir) = runs.next().expect("at least one model")?;
         fn key(r: &Resolved) -> (&String, u64, u64, &crate::config::solver::SyntheticConfig) {
