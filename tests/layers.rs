@@ -188,11 +188,13 @@ fn channels_last_and_bf16_compute_the_same_net() {
     let (y0, g0, w0) = run(Default::default());
     let (y1, g1, w1) = run(fkpnet::layers::BuildOptions { channels_last: true, bf16: false });
     assert!(y1.allclose(&y0, 1e-4, 1e-5, false), "channels-last output differs");
-    // Summation order differs between the layouts' kernels: compare against the
-    // gradient's scale, not element by element (elements near 0 cancel differently).
-    let (gd, gmax) = ((&g1 - &g0).abs().max().double_value(&[]), g0.abs().max().double_value(&[]));
-    // (1e-4 of the scale failed once at 1.08e-4 on random inputs; a layout bug is O(1).)
-    assert!(gd <= 1e-3 * gmax, "channels-last gradient differs: max diff {gd} of max {gmax}");
+    // Summation order differs between the layouts' kernels, and where two values in a
+    // max-pool window are within that rounding of each other the layouts may route the
+    // gradient to different ones: a few elements then differ by their whole size (seen:
+    // 0.0047 of a 0.85 maximum, one run in three). So the whole gradient is compared, by
+    // its norm: a layout bug is O(1) there, a flipped near-tie is not.
+    let (gd, gn) = ((&g1 - &g0).norm().double_value(&[]), g0.norm().double_value(&[]));
+    assert!(gd <= 1e-3 * gn, "channels-last gradient differs: |g1 - g0| {gd} of |g0| {gn}");
     assert!(w1.equal(&w0));
     let (y2, _, _) = run(fkpnet::layers::BuildOptions { channels_last: true, bf16: true });
     assert_eq!(y2.kind(), Kind::Float, "bf16 nets still output float32");
