@@ -1,4 +1,6 @@
-//! `fkpnet sweep`: the grid, checked up front, trained in order, compared as `diff`.
+//! `fkpnet sweep`: the grid, checked up front, trained in order, compared as `diff`;
+//! the sweep dir (plan, run a trial, collect), resuming, the executors, random search
+//! and the stopping rules.
 
 mod common;
 
@@ -71,7 +73,29 @@ fn sweep_checks_every_variant_first_then_trains_and_compares() {
     let (a, b) = (runs.join("sw-num_output=32"), runs.join("sw-num_output=64"));
     let test = ok(&["test", a.to_str().unwrap(), "--ensemble", b.to_str().unwrap()], d);
     assert!((swept - overall_rmse(&test)).abs() < 1e-3, "{line} vs {test}");
-    // The same sweep again would overwrite: refused before training.
+    // The same sweep again trains nothing: every trial has its result.
+    let args = [
+        "sweep",
+        s,
+        "--set",
+        &data,
+        "--set",
+        "max_iter=4",
+        "--set",
+        "test_interval=2",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "layers.fc1.num_output=32,64",
+        "--runs-dir",
+        "runs",
+        "--name",
+        "sw",
+        "-q",
+    ];
+    let again = ok(&args, d);
+    assert!(again.contains("trained 0 runs") && again.contains("layers.fc1.num_output: 32 -> 64"), "{again}");
+    // Another sweep under the same name is refused before training.
     let e = err(
         &[
             "sweep",
@@ -79,7 +103,7 @@ fn sweep_checks_every_variant_first_then_trains_and_compares() {
             "--set",
             &data,
             "--set",
-            "layers.fc1.num_output=32,64",
+            "layers.fc1.num_output=32,128",
             "--runs-dir",
             "runs",
             "--name",
@@ -87,6 +111,10 @@ fn sweep_checks_every_variant_first_then_trains_and_compares() {
         ],
         d,
     );
+    assert!(e.contains("holds another sweep"), "{e}");
+    // A run of that name made outside a sweep is never trained over either.
+    std::fs::create_dir_all(d.join("runs/other-num_output=32")).unwrap();
+    let e = err(&["sweep", s, "--set", &data, "--set", "layers.fc1.num_output=32,64", "--name", "other"], d);
     assert!(e.contains("already exists"), "{e}");
 }
 
@@ -163,14 +191,22 @@ fn ctrl_c_in_a_sweep_snapshots_the_current_run() {
     let out = child.wait_with_output().unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{e}");
-    assert!(e.contains("sweep interrupted after 1 of 2 runs"), "{e}");
+    assert!(e.contains("sweep interrupted after 0 of 2 runs"), "{e}");
     assert!(!d.join("runs/sw-base_lr=3e-4").exists(), "the second run never started");
-    let cmd =
-        e.lines().skip_while(|l| !l.contains("resume the last with")).nth(1).unwrap_or_else(|| panic!("{e}"));
-    let snap = cmd.split("--snapshot ").nth(1).unwrap().split(' ').next().unwrap().trim_matches('\'');
-    assert!(d.join(snap).is_file() && d.join(snap).with_extension("safetensors").is_file(), "{cmd}");
+    // The printed command resumes the sweep: the interrupted trial from its snapshot,
+    // then the one that never started.
+    let cmd = e.lines().skip_while(|l| !l.contains("Resume with")).nth(1).unwrap_or_else(|| panic!("{e}"));
+    assert!(cmd.contains("sweep run") && cmd.contains("sw.sweep"), "{cmd}");
     let resumed = Command::new("sh").args(["-c", cmd.trim()]).current_dir(d).output().unwrap();
-    assert!(resumed.status.success(), "{cmd}:\n{}", String::from_utf8_lossy(&resumed.stderr));
+    let out = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{cmd}:\n{out}");
+    assert!(out.contains("resuming from"), "{out}");
     let rows = fkpnet::run::read_metrics(&d.join("runs/sw-base_lr=1e-3_resumed/metrics.csv")).unwrap();
     assert_eq!(rows.last().unwrap().iter, 150, "the resumed run trains to max_iter");
+    let log = std::fs::read_to_string(d.join("runs/sw-base_lr=1e-3_resumed/train.log")).unwrap();
+    assert!(log.contains("Resuming from"), "it continues from the snapshot: {log}");
+    let rows = fkpnet::run::read_metrics(&d.join("runs/sw-base_lr=3e-4/metrics.csv")).unwrap();
+    assert_eq!(rows.last().unwrap().iter, 150);
+    let result = std::fs::read_dir(d.join("runs/sw.sweep/results")).unwrap().count();
+    assert_eq!(result, 2, "both trials have their result");
 }

@@ -5,6 +5,7 @@ mod caffe;
 mod compare;
 mod inspect;
 mod models;
+mod sweep;
 mod training;
 
 use anyhow::Result;
@@ -27,11 +28,12 @@ enum Cmd {
     Summary(inspect::Summary),
     /// Train a net as a solver file says; results go to a new run directory.
     Train(training::Train),
-    /// Train every solver with every combination of the swept values, one after
-    /// another, then compare them as `diff` does and score their ensemble:
+    /// Train every solver with every combination of the swept values (or a random
+    /// search), then compare them as `diff` does and score their ensemble:
     /// `fkpnet sweep S --set base_lr=1e-3,3e-4 --set layers.fc1.num_output=256,500`,
-    /// `fkpnet sweep A.yaml B.yaml`.
-    Sweep(training::Sweep),
+    /// `fkpnet sweep A.yaml B.yaml`; `sweep plan|run|collect|slurm|parallel|k8s` for
+    /// sweeps run elsewhere (a cluster).
+    Sweep(sweep::Sweep),
     /// Print the fully resolved solver config (overrides applied, net inline).
     Config(training::Config),
     /// List the layer types a net may use.

@@ -1,8 +1,7 @@
-//! Commands that train: train, sweep, and config (what a training would resolve to).
+//! Commands that train: train, and config (what a training would resolve to).
 
-use super::{check_out, program, Context};
+use super::{program, Context};
 use anyhow::Result;
-use fkpnet::report::diff::{Metric, Run};
 use fkpnet::{config, train};
 use std::path::PathBuf;
 
@@ -50,72 +49,13 @@ impl Train {
             resume: self.snapshot,
             weights: self.weights,
             allow_config_change: self.allow_config_change,
+            judge: None,
         };
         let out = train::train(&r, &opts)?;
         println!("{}", out.run_dir.display());
         if let Some(st) = &out.interrupted {
             let cmd = train::resume_command(&program(), &out.run_dir, st, &self.runs_dir, ctx.threads);
             eprintln!("Resume with:\n  {cmd}");
-            std::process::exit(130);
-        }
-        Ok(())
-    }
-}
-
-#[derive(clap::Args)]
-pub struct Sweep {
-    /// One or more solver files, each trained with every combination of the values.
-    #[arg(required = true)]
-    solvers: Vec<PathBuf>,
-    /// KEY=V1,V2,...: a swept key (values split at commas outside [] and {}); a single
-    /// value is a fixed override for every run.
-    #[arg(long = "set", value_name = "KEY=V1,V2")]
-    sets: Vec<String>,
-    /// Run names are PREFIX-key=value-...; default: the solver file's name (with
-    /// several solvers, PREFIX-SOLVER-key=value-...).
-    #[arg(long)]
-    name: Option<String>,
-    /// Where run directories go.
-    #[arg(long, default_value = "runs")]
-    runs_dir: PathBuf,
-    /// Only print errors and each run's final line.
-    #[arg(long, short)]
-    quiet: bool,
-    /// Write the overlaid curves here (.png, or .svg).
-    #[arg(short = 'o', long = "out")]
-    out: Option<PathBuf>,
-    /// What to compare: val_rmse_px, val_loss, train_loss, train_rmse_px, or the field's
-    /// val_nme, val_fr, val_auc (in %).
-    #[arg(long, default_value = "val_rmse_px")]
-    metric: Metric,
-    /// Overwrite output files that exist (by default an existing file is refused).
-    #[arg(long)]
-    force: bool,
-}
-
-impl Sweep {
-    pub fn run(self, ctx: &Context) -> Result<()> {
-        check_out(self.out.as_deref(), self.force)?;
-        let plan = fkpnet::sweep::plan(&self.solvers, &self.sets, self.name.as_deref(), &self.runs_dir)?;
-        eprintln!("sweep: {} runs, one after another:", plan.runs.len());
-        for (n, _) in &plan.runs {
-            eprintln!("  {}", self.runs_dir.join(n).display());
-        }
-        let started = std::time::Instant::now();
-        let (dirs, interrupted) = fkpnet::sweep::run(&plan, &self.runs_dir, self.quiet)?;
-        println!("trained {} runs in {:.1} min", dirs.len(), started.elapsed().as_secs_f64() / 60.0);
-        let runs = dirs.iter().map(|r| Run::load(r)).collect::<Result<Vec<_>>>()?;
-        if runs.len() > 1 {
-            print!("{}", fkpnet::report::diff::compare(&runs, self.metric, self.out.as_deref())?);
-            println!("{}", fkpnet::report::test::ensemble_line(&dirs));
-        }
-        if let (Some(snap), Some(last)) = (interrupted, dirs.last()) {
-            eprintln!(
-                "sweep interrupted after {} of {} runs; resume the last with:\n  {}",
-                dirs.len(),
-                plan.runs.len(),
-                train::resume_command(&program(), last, &snap, &self.runs_dir, ctx.threads)
-            );
             std::process::exit(130);
         }
         Ok(())

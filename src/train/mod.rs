@@ -7,7 +7,7 @@
 
 mod batches;
 mod passes;
-mod progress;
+pub mod progress;
 mod resume;
 mod state;
 mod trainer;
@@ -35,15 +35,24 @@ pub struct Options {
     pub weights: Option<PathBuf>,
     /// Resume even where the solver's resolved config differs from the snapshot's run.
     pub allow_config_change: bool,
+    /// Asked after each val test with (iteration, val RMSE in px): Some(reason) stops
+    /// the run there (a sweep's stopping rule; the run ends as an early stop does).
+    pub judge: Option<Judge>,
 }
+
+pub type Judge = Box<dyn Fn(i64, f64) -> Result<Option<String>>>;
 
 pub struct Outcome {
     pub run_dir: PathBuf,
     pub best: Option<BestVal>,
     pub final_train_loss: Option<f64>,
     pub seconds: f64,
+    /// The iteration it ended at.
+    pub iterations: i64,
     /// Set when Ctrl-C/SIGTERM stopped training: the snapshot to resume from.
     pub interrupted: Option<PathBuf>,
+    /// How it ended before max_iter: the solver's early_stop, or the judge's reason.
+    pub stopped: Option<String>,
 }
 
 /// Train as `r` says; results go to a new run directory.

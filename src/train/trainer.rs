@@ -66,7 +66,8 @@ pub struct Trainer<'a> {
 /// How one iteration ended.
 enum Step {
     Continue,
-    EarlyStop,
+    /// Stopped before max_iter: the solver's early_stop, or the judge's reason.
+    Stop(String),
 }
 
 impl<'a> Trainer<'a> {
@@ -202,10 +203,10 @@ impl<'a> Trainer<'a> {
         self.last_display.0 = Instant::now();
         self.progress.set_position(self.solver.iter as u64);
         let mut interrupted = None;
-        let mut stopped_early = false;
+        let mut stopped = None;
         while self.solver.iter < self.cfg.max_iter {
-            if let Step::EarlyStop = self.step()? {
-                stopped_early = true;
+            if let Step::Stop(why) = self.step()? {
+                stopped = Some(why);
                 break;
             }
             if progress::interrupted() && self.solver.iter < self.cfg.max_iter {
@@ -213,7 +214,7 @@ impl<'a> Trainer<'a> {
                 break;
             }
         }
-        self.finish(interrupted, stopped_early)
+        self.finish(interrupted, stopped)
     }
 
     /// One iteration: a val test when due, forward/backward over iter_size batches,
@@ -231,10 +232,17 @@ impl<'a> Trainer<'a> {
                 }
                 if after.stop {
                     self.write_row(&mut row)?;
-                    let n = cfg.early_stop;
-                    self.log
-                        .note(&format!("Iteration {iter}: early stop, no val improvement for {n} tests"))?;
-                    return Ok(Step::EarlyStop);
+                    let why = format!("early stop: no val improvement for {} tests", cfg.early_stop);
+                    self.log.note(&format!("Iteration {iter}: {why}"))?;
+                    return Ok(Step::Stop(why));
+                }
+                if let (Some(judge), Some(v)) = (&self.opts.judge, row.val_rmse_px) {
+                    if let Some(reason) = judge(iter, v)? {
+                        self.write_row(&mut row)?;
+                        let why = format!("stopped by the sweep: {reason}");
+                        self.log.note(&format!("Iteration {iter}: {why}"))?;
+                        return Ok(Step::Stop(why));
+                    }
                 }
             }
             self.last_val_rmse = row.val_rmse_px;
@@ -456,7 +464,7 @@ impl<'a> Trainer<'a> {
     /// The final test (after a complete run, as Caffe does), the final weights (the
     /// moving average where there is one, as Keras' use_ema; snapshots keep the raw
     /// weights and the average in the solverstate) and the closing line.
-    fn finish(mut self, interrupted: Option<PathBuf>, stopped_early: bool) -> Result<Outcome> {
+    fn finish(mut self, interrupted: Option<PathBuf>, stopped: Option<String>) -> Result<Outcome> {
         let seconds = self.start.elapsed().as_secs_f64();
         self.progress.finish_and_clear();
         let (cfg, iter) = (self.cfg, self.solver.iter);
@@ -470,11 +478,10 @@ impl<'a> Trainer<'a> {
                     st.display()
                 ),
             );
-        } else if stopped_early {
-            say(
-                self.opts,
-                &format!("early stop at iteration {iter}: no val improvement for {} tests", cfg.early_stop),
-            );
+        } else if let Some(why) = &stopped {
+            // "early stop: no val improvement ..." -> "early stop at iteration N: no val ..."
+            let (what, reason) = why.split_once(": ").unwrap_or((why.as_str(), ""));
+            say(self.opts, &format!("{what} at iteration {iter}: {reason}"));
             self.log.done()?;
         } else {
             let mut row =
@@ -511,7 +518,9 @@ impl<'a> Trainer<'a> {
             best: self.state.best,
             final_train_loss: self.last_train_loss,
             seconds,
+            iterations: iter,
             interrupted,
+            stopped,
         })
     }
 

@@ -1,0 +1,533 @@
+//! `fkpnet sweep`: plan a sweep directory, run its trials (here, or through Slurm,
+//! GNU parallel or Kubernetes), collect the comparison. `fkpnet sweep S --set ...`
+//! does all three here.
+
+use super::{check_out, program, Context};
+use anyhow::{bail, Result};
+use fkpnet::report::diff::Metric;
+use fkpnet::sweep::{self, executors, manifest::Manifest, PlanArgs, StopRule, TrialOutcome};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Sweep {
+    #[command(subcommand)]
+    action: Option<Action>,
+    #[command(flatten)]
+    space: SpaceArgs,
+    /// Where run directories go (the sweep's own files: RUNS_DIR/NAME.sweep).
+    #[arg(long, default_value = "runs")]
+    runs_dir: PathBuf,
+    #[command(flatten)]
+    local: LocalArgs,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Write a sweep directory: the manifest of trials (each with its resolved config
+    /// and a stable id) that any executor runs; nothing trains.
+    Plan(Plan),
+    /// Run trials of a sweep dir: one (`--trial I`, or the index in SLURM_ARRAY_TASK_ID
+    /// or JOB_COMPLETION_INDEX), or every trial without a result, then collect.
+    Run(RunTrials),
+    /// Compare the trials with results (config diff, curves, best, ensemble) and write
+    /// the best trial's config to DIR/best.yaml.
+    Collect(Collect),
+    /// Write DIR/slurm.sbatch, a Slurm job array over the trials without a result, and
+    /// with --submit hand it to sbatch.
+    Slurm(Slurm),
+    /// Print one command per trial without a result, for GNU parallel:
+    /// `fkpnet sweep parallel DIR | parallel -j 4` (`--sshloginfile` for hosts).
+    Parallel(Parallel),
+    /// Write DIR/k8s-job.yaml, a Kubernetes indexed Job (index i runs trial i).
+    K8s(K8s),
+}
+
+#[derive(clap::Args)]
+struct SpaceArgs {
+    /// One or more solver files, each trained with every combination of the values.
+    #[arg(required = true)]
+    solvers: Vec<PathBuf>,
+    /// KEY=V1,V2,...: a swept key (values split at commas outside [], {} and ()); a
+    /// single value is a fixed override for every trial; a distribution
+    /// (uniform(a,b), loguniform(a,b), int(a,b), choice(v1,v2,...)) is sampled with
+    /// --trials.
+    #[arg(long = "set", value_name = "KEY=V1,V2")]
+    sets: Vec<String>,
+    /// Run names are PREFIX-key=value-...; default: the solver file's name (with
+    /// several solvers, PREFIX-SOLVER-key=value-...).
+    #[arg(long)]
+    name: Option<String>,
+    /// Random search: this many samples of the distributions (per grid point).
+    #[arg(long, value_name = "N")]
+    trials: Option<usize>,
+    /// The random search's seed: the same seed draws the same trials.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop losing trials at their val tests: asha (successive halving) or median.
+    #[arg(long, value_enum)]
+    stop: Option<StopKind>,
+    /// The first iteration a trial may be stopped at (ASHA's first rung); default: the
+    /// trials' test_interval.
+    #[arg(long, value_name = "ITER")]
+    grace: Option<i64>,
+    /// ASHA's reduction factor: at each rung the best 1/R go on.
+    #[arg(long, default_value_t = 3.0, value_name = "R")]
+    reduction: f64,
+    /// The median rule compares with at least this many other trials.
+    #[arg(long, default_value_t = 3)]
+    min_trials: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StopKind {
+    Asha,
+    Median,
+}
+
+#[derive(clap::Args)]
+struct LocalArgs {
+    /// Trials at once, each a process with its share of the cores (--threads each:
+    /// the global --threads, or cores / jobs).
+    #[arg(long, short = 'j', default_value_t = 1)]
+    jobs: usize,
+    /// Only print errors and each trial's final line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Write the overlaid curves here (.png, or .svg).
+    #[arg(short = 'o', long = "out")]
+    out: Option<PathBuf>,
+    /// What to compare: val_rmse_px, val_loss, train_loss, train_rmse_px, or the field's
+    /// val_nme, val_fr, val_auc (in %).
+    #[arg(long, default_value = "val_rmse_px")]
+    metric: Metric,
+    /// Overwrite output files that exist (by default an existing file is refused).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+struct Plan {
+    #[command(flatten)]
+    space: SpaceArgs,
+    /// The sweep directory to write (default: sweeps/NAME); its runs go to DIR/runs.
+    #[arg(long = "dir", short = 'd')]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RunTrials {
+    /// A sweep directory (`fkpnet sweep plan` writes one).
+    dir: PathBuf,
+    /// Run only this trial (0-based).
+    #[arg(long, value_name = "I")]
+    trial: Option<usize>,
+    #[command(flatten)]
+    local: LocalArgs,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+#[derive(clap::Args)]
+struct Collect {
+    /// A sweep directory.
+    dir: PathBuf,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+#[derive(clap::Args)]
+struct Slurm {
+    /// A sweep directory on storage the cluster's nodes share.
+    dir: PathBuf,
+    /// CPUs per array task (each trial runs with this many threads).
+    #[arg(long, default_value_t = 2)]
+    cpus_per_task: u32,
+    /// Memory per task, as sbatch takes it (4G).
+    #[arg(long)]
+    mem: Option<String>,
+    /// Time limit per task, as sbatch takes it (2:00:00).
+    #[arg(long)]
+    time: Option<String>,
+    #[arg(long)]
+    partition: Option<String>,
+    /// At most this many trials at once (the array's %K).
+    #[arg(long, value_name = "K")]
+    max_running: Option<usize>,
+    /// More #SBATCH options, verbatim (--sbatch=--account=lab).
+    #[arg(long = "sbatch", value_name = "OPTION")]
+    extra: Vec<String>,
+    /// Submit it with sbatch and print the job id.
+    #[arg(long)]
+    submit: bool,
+}
+
+#[derive(clap::Args)]
+struct Parallel {
+    dir: PathBuf,
+    /// Threads per trial.
+    #[arg(long = "trial-threads", default_value_t = 1)]
+    trial_threads: u32,
+}
+
+#[derive(clap::Args)]
+struct K8s {
+    /// A sweep directory on the volume the claim holds.
+    dir: PathBuf,
+    /// A container image with fkpnet in it.
+    #[arg(long)]
+    image: String,
+    /// The persistent volume claim that holds the sweep dir (and its data).
+    #[arg(long)]
+    claim: String,
+    /// Where the claim is mounted; the sweep dir must lie under it at the same path.
+    #[arg(long)]
+    mount: String,
+    /// Trials at once.
+    #[arg(long, default_value_t = 2)]
+    parallelism: usize,
+    /// CPUs per trial (each runs with this many threads).
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    #[arg(long, default_value = "4Gi")]
+    memory: String,
+    /// fkpnet's path in the image.
+    #[arg(long, default_value = "fkpnet")]
+    program: String,
+    /// Overwrite DIR/k8s-job.yaml if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+impl Sweep {
+    pub fn run(self, ctx: &Context) -> Result<()> {
+        match self.action {
+            Some(Action::Plan(a)) => a.run(),
+            Some(Action::Run(a)) => a.run(ctx),
+            Some(Action::Collect(a)) => a.run(),
+            Some(Action::Slurm(a)) => a.run(),
+            Some(Action::Parallel(a)) => a.run(),
+            Some(Action::K8s(a)) => a.run(),
+            // plan + run here + collect, the runs beside the others in --runs-dir.
+            None => {
+                check_out(self.report.out.as_deref(), self.report.force)?;
+                let p = self.space.plan("..")?;
+                let dir = self.runs_dir.join(format!("{}.sweep", self.space.prefix()));
+                let again = sweep::open(&dir, &p)?;
+                let m = Manifest::read(&dir)?;
+                let pending = m.pending(&dir)?;
+                let how = if self.local.jobs > 1 {
+                    format!("{} at once", self.local.jobs)
+                } else {
+                    "one after another".into()
+                };
+                if again {
+                    eprintln!(
+                        "sweep: {} trials, {} done, {} to run, {how} (sweep dir {}):",
+                        m.trials.len(),
+                        m.trials.len() - pending.len(),
+                        pending.len(),
+                        dir.display()
+                    );
+                } else {
+                    eprintln!("sweep: {} runs, {how} (sweep dir {}):", m.trials.len(), dir.display());
+                }
+                for i in &pending {
+                    eprintln!("  {}", self.runs_dir.join(&m.trials[*i].name).display());
+                }
+                run_all(&dir, &m, &pending, &self.local, &self.report, ctx)
+            }
+        }
+    }
+}
+
+impl SpaceArgs {
+    fn prefix(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => self
+                .solvers
+                .iter()
+                .map(|s| s.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep").to_string())
+                .collect::<Vec<_>>()
+                .join("+"),
+        }
+    }
+
+    fn plan(&self, runs_dir: &str) -> Result<sweep::Planned> {
+        let stop = self.stop.map(|k| match k {
+            StopKind::Asha => {
+                StopRule::Asha { grace: self.grace.unwrap_or(0), reduction: self.reduction, max_iter: 0 }
+            }
+            StopKind::Median => {
+                StopRule::Median { grace: self.grace.unwrap_or(0), min_trials: self.min_trials }
+            }
+        });
+        if self.stop.is_none() && self.grace.is_some() {
+            bail!("--grace is the first iteration a stopping rule may stop a trial at: give --stop asha or --stop median");
+        }
+        let args = PlanArgs {
+            solvers: &self.solvers,
+            sets: &self.sets,
+            name: self.name.as_deref(),
+            samples: self.trials,
+            seed: self.seed,
+            stop,
+            grace_given: self.grace.is_some(),
+        };
+        sweep::plan(&args, runs_dir)
+    }
+}
+
+impl Plan {
+    fn run(self) -> Result<()> {
+        let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from("sweeps").join(self.space.prefix()));
+        let p = self.space.plan("runs")?;
+        let again = sweep::open(&dir, &p)?;
+        let m = Manifest::read(&dir)?;
+        let pending = m.pending(&dir)?;
+        if again {
+            eprintln!(
+                "{} holds this sweep already: {} of {} trials have results",
+                dir.display(),
+                m.trials.len() - pending.len(),
+                m.trials.len()
+            );
+        }
+        println!("planned {} trials in {}", m.trials.len(), dir.display());
+        for t in &m.trials {
+            println!(
+                "  {:>3}  {}  {}  {}",
+                t.index,
+                t.id,
+                t.name,
+                if t.sets.is_empty() { String::new() } else { t.sets.join(" ") }
+            );
+        }
+        if let Some(s) = &m.space.stop {
+            println!("stopping rule: {}", s.describe());
+        }
+        let d = shlex::try_quote(&dir.display().to_string()).map(|c| c.into_owned()).unwrap_or_default();
+        let prog = program();
+        println!("run them here:       {prog} sweep run {d} [--jobs N]");
+        println!("or on Slurm:         {prog} sweep slurm {d} --submit");
+        println!("or with GNU parallel: {prog} sweep parallel {d} | parallel -j N");
+        println!("then compare:        {prog} sweep collect {d}");
+        Ok(())
+    }
+}
+
+/// The trial index an executor gives through the environment.
+fn index_from_env() -> Result<Option<(usize, &'static str)>> {
+    for var in ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"] {
+        if let Ok(v) = std::env::var(var) {
+            let i =
+                v.trim().parse::<usize>().map_err(|_| anyhow::anyhow!("{var}={v:?}: not a trial index"))?;
+            return Ok(Some((i, var)));
+        }
+    }
+    Ok(None)
+}
+
+impl RunTrials {
+    fn run(self, ctx: &Context) -> Result<()> {
+        let m = Manifest::read(&self.dir)?;
+        let one = match self.trial {
+            Some(i) => Some(i),
+            None => index_from_env()?.map(|(i, var)| {
+                eprintln!("trial {i} from {var}");
+                i
+            }),
+        };
+        let Some(i) = one else {
+            check_out(self.report.out.as_deref(), self.report.force)?;
+            let pending = m.pending(&self.dir)?;
+            eprintln!("sweep {}: {} of {} trials to run", self.dir.display(), pending.len(), m.trials.len());
+            return run_all(&self.dir, &m, &pending, &self.local, &self.report, ctx);
+        };
+        match sweep::run_trial(&self.dir, &m, i, self.local.quiet)? {
+            TrialOutcome::Done(r) => println!("trial {i} ({}): {}", r.name, sweep::describe(&r)),
+            TrialOutcome::Skipped(r) => {
+                println!("trial {i} ({}): has a result already, {}", r.name, sweep::describe(&r))
+            }
+            TrialOutcome::Busy => {
+                bail!(
+                    "trial {i} is running in another process (its lock {} is held)",
+                    m.trial(i)?.lock_path(&self.dir).display()
+                )
+            }
+            TrialOutcome::Interrupted { snapshot, .. } => {
+                eprintln!(
+                    "trial {i} interrupted; snapshot {}. Running the trial again resumes it.",
+                    snapshot.display()
+                );
+                std::process::exit(130);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every pending trial here (in this process, or `--jobs` processes), then collect.
+fn run_all(
+    dir: &Path,
+    m: &Manifest,
+    pending: &[usize],
+    local: &LocalArgs,
+    report: &ReportArgs,
+    ctx: &Context,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let resume = format!(
+        "{} sweep run {}{}",
+        program(),
+        shlex::try_quote(&dir.display().to_string()).map(|c| c.into_owned()).unwrap_or_default(),
+        if local.jobs > 1 { format!(" --jobs {}", local.jobs) } else { String::new() }
+    );
+    let mut trained = 0;
+    if local.jobs > 1 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = ctx.threads.map_or((cores / local.jobs).max(1) as u32, |t| t as u32);
+        let exe = std::env::current_exe()?.display().to_string();
+        let ex = executors::Local { program: exe, jobs: local.jobs, threads };
+        let out = ex.run(dir, m, pending, &|s| eprintln!("{s}"))?;
+        if out.interrupted {
+            eprintln!("sweep interrupted; the trials in progress snapshotted. Resume with:\n  {resume}");
+            std::process::exit(130);
+        }
+        if !out.failed.is_empty() {
+            let list: Vec<String> =
+                out.failed.iter().map(|(i, log)| format!("trial {i} ({})", log.display())).collect();
+            bail!("{} trials failed: {}", out.failed.len(), list.join(", "));
+        }
+        trained = pending.len();
+    } else {
+        for (k, &i) in pending.iter().enumerate() {
+            eprintln!("sweep: run {}/{}: {}", k + 1, pending.len(), m.trials[i].name);
+            match sweep::run_trial(dir, m, i, local.quiet)? {
+                TrialOutcome::Done(r) => {
+                    trained += 1;
+                    if r.status == "stopped" {
+                        eprintln!("sweep: {} {}", r.name, sweep::describe(&r));
+                    }
+                }
+                TrialOutcome::Skipped(_) => {}
+                TrialOutcome::Busy => {
+                    eprintln!("sweep: trial {i} is running in another process; skipped here")
+                }
+                TrialOutcome::Interrupted { .. } => {
+                    eprintln!(
+                        "sweep interrupted after {} of {} runs; the run in progress snapshotted. Resume with:\n  {resume}",
+                        k,
+                        pending.len()
+                    );
+                    std::process::exit(130);
+                }
+            }
+        }
+    }
+    println!("trained {trained} runs in {:.1} min", started.elapsed().as_secs_f64() / 60.0);
+    let c = sweep::collect(dir, m, report.metric, report.out.as_deref())?;
+    print!("{}", c.text);
+    Ok(())
+}
+
+impl Collect {
+    fn run(self) -> Result<()> {
+        check_out(self.report.out.as_deref(), self.report.force)?;
+        let m = Manifest::read(&self.dir)?;
+        let c = sweep::collect(&self.dir, &m, self.report.metric, self.report.out.as_deref())?;
+        print!("{}", c.text);
+        let left = m.pending(&self.dir)?;
+        if !left.is_empty() {
+            eprintln!(
+                "{} of {} trials have no result yet: {}",
+                left.len(),
+                m.trials.len(),
+                executors::ranges(&left)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Slurm {
+    fn run(self) -> Result<()> {
+        let m = Manifest::read(&self.dir)?;
+        let dir = std::path::absolute(&self.dir)?;
+        let pending = m.pending(&dir)?;
+        let o = executors::SlurmOptions {
+            cpus_per_task: self.cpus_per_task,
+            mem: self.mem,
+            time: self.time,
+            partition: self.partition,
+            max_running: self.max_running,
+            extra: self.extra,
+        };
+        let exe = std::env::current_exe()?.display().to_string();
+        let script = executors::slurm_script(&exe, &dir, &m, &pending, &o)?;
+        let path = dir.join("slurm.sbatch");
+        fkpnet::run::write_text(&path, &script)?;
+        if self.submit {
+            let job = executors::submit(&path)?;
+            println!(
+                "submitted job {job}: {} trials ({}); logs in {}",
+                pending.len(),
+                executors::ranges(&pending),
+                dir.join("logs").display()
+            );
+            println!("then: {} sweep collect {}", program(), self.dir.display());
+        } else {
+            println!(
+                "wrote {} ({} trials); submit with: sbatch {}",
+                path.display(),
+                pending.len(),
+                path.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Parallel {
+    fn run(self) -> Result<()> {
+        let m = Manifest::read(&self.dir)?;
+        let dir = std::path::absolute(&self.dir)?;
+        let pending = m.pending(&dir)?;
+        let exe = std::env::current_exe()?.display().to_string();
+        print!("{}", executors::parallel_lines(&exe, &dir, &pending, self.trial_threads));
+        eprintln!(
+            "{} commands; for example: ... | parallel -j N   (hosts: --sshloginfile FILE)",
+            pending.len()
+        );
+        Ok(())
+    }
+}
+
+impl K8s {
+    fn run(self) -> Result<()> {
+        let m = Manifest::read(&self.dir)?;
+        let dir = std::path::absolute(&self.dir)?;
+        let o = executors::K8sOptions {
+            image: self.image,
+            claim: self.claim,
+            mount: self.mount,
+            parallelism: self.parallelism,
+            cpus: self.cpus,
+            memory: self.memory,
+            program: self.program,
+        };
+        let path = dir.join("k8s-job.yaml");
+        let job = executors::k8s_job(&dir, &m, &o)?;
+        fkpnet::run::check_new_output(&path, self.force)?;
+        fkpnet::run::write_text(&path, &job)?;
+        println!("wrote {}; start it with: kubectl apply -f {}", path.display(), path.display());
+        Ok(())
+    }
+}
