@@ -2,7 +2,7 @@
 //! trained for two iterations in its default layout, exported, checked by
 //! onnx.checker (full) and run by onnxruntime (tests/oracle/onnx_check.py), predicts
 //! what `fkpnet predict` does with the run's test-time views off (the model is one
-//! view).
+//! view); and run by tract (pure Rust, through fkpnet-infer's library), the same.
 
 mod common;
 use common::*;
@@ -17,12 +17,12 @@ fn oracle() -> Option<std::path::PathBuf> {
 }
 
 #[test]
-fn every_shipped_kaggle_net_runs_in_onnxruntime_as_in_fkpnet() {
-    let Some(python) = oracle() else {
-        return eprintln!(
-            "skipped: needs .venv/bin/python with onnx and onnxruntime (scripts/setup installs them)"
-        );
-    };
+fn every_shipped_kaggle_net_runs_in_onnxruntime_and_tract_as_in_fkpnet() {
+    // tract runs without Python; onnxruntime and onnx.checker need the oracle's packages.
+    let python = oracle();
+    if python.is_none() {
+        eprintln!("onnxruntime part skipped: needs .venv/bin/python with onnx and onnxruntime (scripts/setup installs them); tract runs");
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let faces = mini("test.csv");
@@ -35,7 +35,7 @@ fn every_shipped_kaggle_net_runs_in_onnxruntime_as_in_fkpnet() {
         .collect();
     solvers.sort();
     assert!(solvers.len() >= 14, "{solvers:?}");
-    let mut worst = 0.0f64;
+    let (mut worst, mut worst_tract) = (0.0f64, 0.0f64);
     for s in &solvers {
         let solver = root().join("solvers").join(format!("{s}.yaml"));
         ok(
@@ -59,14 +59,6 @@ fn every_shipped_kaggle_net_runs_in_onnxruntime_as_in_fkpnet() {
         let run = format!("runs/{s}");
         let onnx = format!("{s}.onnx");
         ok(&["export", &run, "-o", &onnx, "--format", "onnx", "--weights", "final"], d);
-        let ort = format!("{s}_ort.csv");
-        let out = Command::new(&python)
-            .arg(root().join("tests/oracle/onnx_check.py"))
-            .args([&onnx, &faces, &ort])
-            .current_dir(d)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{s}: {}", String::from_utf8_lossy(&out.stderr));
         let fk = format!("{s}_fk.csv");
         ok(
             &[
@@ -88,12 +80,39 @@ fn every_shipped_kaggle_net_runs_in_onnxruntime_as_in_fkpnet() {
             ],
             d,
         );
-        let diff = max_keypoint_diff(&d.join(&fk), &d.join(&ort));
-        // fkpnet prints 0.01 px, so this is within 0.005 px of the rounding.
-        assert!(diff < 0.01, "{s}: max difference {diff} px");
-        worst = worst.max(diff);
+        if let Some(python) = &python {
+            let ort = format!("{s}_ort.csv");
+            let out = Command::new(python)
+                .arg(root().join("tests/oracle/onnx_check.py"))
+                .args([&onnx, &faces, &ort])
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{s}: {}", String::from_utf8_lossy(&out.stderr));
+            let diff = max_keypoint_diff(&d.join(&fk), &d.join(&ort));
+            // fkpnet prints 0.01 px, so this is within 0.005 px of the rounding.
+            assert!(diff < 0.01, "{s}: max difference {diff} px");
+            worst = worst.max(diff);
+        }
+        // tract on the same faces, at full precision against fkpnet's 0.01 px.
+        let model = fkpnet_infer::Model::load(&d.join(&onnx)).unwrap();
+        let (pixels, n) = kaggle_faces(&faces);
+        let kp = model.run(&pixels, n).unwrap();
+        let fk = keypoints_csv(&d.join(&fk));
+        assert_eq!(fk.len(), n);
+        let t = kp.len() / n;
+        let diff = (0..n)
+            .flat_map(|i| (0..t).map(move |j| (i, j)))
+            .map(|(i, j)| (kp[i * t + j] as f64 - fk[i][j]).abs())
+            .fold(0.0, f64::max);
+        // 0.005 of it is the rounding of fkpnet's printed 0.01 px.
+        assert!(diff < 0.006, "{s}: tract differs from fkpnet by {diff} px");
+        worst_tract = worst_tract.max(diff);
     }
-    eprintln!("{} nets, max difference {worst:.4} px", solvers.len());
+    eprintln!(
+        "{} nets, max difference {worst:.4} px (onnxruntime), {worst_tract:.4} px (tract)",
+        solvers.len()
+    );
     // The 68-landmark nets (the same kinds at 136 outputs): checked and run by
     // onnxruntime on their input size.
     for s in ["lenet68", "resnet_fpn68"] {
@@ -120,13 +139,21 @@ fn every_shipped_kaggle_net_runs_in_onnxruntime_as_in_fkpnet() {
         );
         let onnx = format!("{s}.onnx");
         ok(&["export", &format!("runs/{s}"), "-o", &onnx, "--format", "onnx", "--weights", "final"], d);
-        let out = Command::new(&python)
-            .arg(root().join("tests/oracle/onnx_check.py"))
-            .args([onnx.as_str(), "-", "68"])
-            .current_dir(d)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{s}: {}", String::from_utf8_lossy(&out.stderr));
+        if let Some(python) = &python {
+            let out = Command::new(python)
+                .arg(root().join("tests/oracle/onnx_check.py"))
+                .args([onnx.as_str(), "-", "68"])
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{s}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        // tract plans and runs it too (the photo-to-keypoints path: crates/fkpnet-infer/tests).
+        let model = fkpnet_infer::Model::load(&d.join(&onnx)).unwrap();
+        let i = &model.meta.input;
+        let kp = model.run(&vec![128u8; 2 * i.channels * i.height * i.width], 2).unwrap();
+        assert_eq!(kp.len(), 2 * 136, "{s}");
+        assert!(kp.iter().all(|v| v.is_finite()), "{s}");
     }
     // A file that exists is never overwritten.
     let e = err(&["export", "runs/adam", "-o", "adam.onnx", "--format", "onnx", "--weights", "final"], d);
@@ -136,4 +163,17 @@ fn every_shipped_kaggle_net_runs_in_onnxruntime_as_in_fkpnet() {
     for f in ["model.onnx", "data.yaml", "README.md"] {
         assert!(d.join("adam_onnx").join(f).is_file(), "{f}");
     }
+}
+
+/// A Kaggle CSV's faces as the net's input bytes (N x 96 x 96) and their count.
+fn kaggle_faces(path: &str) -> (Vec<u8>, usize) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let col = r.headers().unwrap().iter().position(|h| h == "Image").unwrap();
+    let mut pixels = Vec::new();
+    let mut n = 0;
+    for row in r.records() {
+        pixels.extend(row.unwrap()[col].split_whitespace().map(|v| v.parse::<u8>().unwrap()));
+        n += 1;
+    }
+    (pixels, n)
 }

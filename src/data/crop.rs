@@ -4,45 +4,7 @@
 //! Keypoints map into the crop and back through the same box.
 
 use crate::config::solver::{CropConfig, CropFrom};
-use image::{DynamicImage, GenericImageView};
-use serde::{Deserialize, Serialize};
-
-/// A square box of whole pixels in an image: `side` pixels from (`left`, `top`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct CropBox {
-    pub left: i64,
-    pub top: i64,
-    pub side: i64,
-}
-
-impl CropBox {
-    /// An image coordinate (0-based, pixel centres at whole numbers) in the crop's
-    /// pixels when the crop is resized to `size` pixels a side.
-    pub fn to_crop(&self, v: f32, origin: i64, size: usize) -> f32 {
-        (v + 0.5 - origin as f32) * size as f32 / self.side as f32 - 0.5
-    }
-
-    /// The inverse of `to_crop`.
-    pub fn to_image(&self, c: f32, origin: i64, size: usize) -> f32 {
-        (c + 0.5) * self.side as f32 / size as f32 + origin as f32 - 0.5
-    }
-
-    /// Keypoints `[x0, y0, ...]` of the image in the crop's pixels (NaN stays NaN).
-    pub fn points_to_crop(&self, points: &[f32], size: usize) -> Vec<f32> {
-        points
-            .chunks(2)
-            .flat_map(|p| [self.to_crop(p[0], self.left, size), self.to_crop(p[1], self.top, size)])
-            .collect()
-    }
-
-    /// Keypoints in the crop's pixels back in the image's.
-    pub fn points_to_image(&self, points: &[f32], size: usize) -> Vec<f32> {
-        points
-            .chunks(2)
-            .flat_map(|p| [self.to_image(p[0], self.left, size), self.to_image(p[1], self.top, size)])
-            .collect()
-    }
-}
+pub use fkpnet_face::{cut, open, CropBox};
 
 /// The crop of a `width` x `height` image: `cfg.from` gives the box (its longer side
 /// makes it square, about its centre), `cfg.margin` grows it (0.25 = 1.25 times the
@@ -86,72 +48,13 @@ pub fn crop_box(
             (((lo[0] + hi[0]) / 2.0 + 0.5) as f64, ((lo[1] + hi[1]) / 2.0 + 0.5) as f64, w.max(h))
         }
     };
-    let side = (side * (1.0 + cfg.margin)).round().max(1.0);
-    Ok(CropBox {
-        left: (cx - side / 2.0).round() as i64,
-        top: (cy - side / 2.0).round() as i64,
-        side: side as i64,
-    })
-}
-
-/// The box of `img` resized to `size` x `size`, as `channels` planes (1: grey, 3:
-/// RGB) of row-major bytes; black outside the image.
-pub fn cut(img: &DynamicImage, b: &CropBox, size: usize, channels: usize) -> Vec<u8> {
-    let (w, h) = img.dimensions();
-    let side = b.side as u32;
-    let inside = b.left >= 0 && b.top >= 0 && b.left + b.side <= w as i64 && b.top + b.side <= h as i64;
-    let filter = image::imageops::FilterType::Triangle;
-    let s = size as u32;
-    let plane = size * size;
-    if channels == 1 {
-        let grey = img.to_luma8();
-        let boxed = if inside {
-            image::imageops::crop_imm(&grey, b.left as u32, b.top as u32, side, side).to_image()
-        } else {
-            let mut canvas = image::GrayImage::new(side, side);
-            image::imageops::overlay(&mut canvas, &grey, -b.left, -b.top);
-            canvas
-        };
-        image::imageops::resize(&boxed, s, s, filter).into_raw()
-    } else {
-        let rgb = img.to_rgb8();
-        let boxed = if inside {
-            image::imageops::crop_imm(&rgb, b.left as u32, b.top as u32, side, side).to_image()
-        } else {
-            let mut canvas = image::RgbImage::new(side, side);
-            image::imageops::overlay(&mut canvas, &rgb, -b.left, -b.top);
-            canvas
-        };
-        let small = image::imageops::resize(&boxed, s, s, filter).into_raw();
-        // Interleaved RGB -> planes R, G, B (the net's CxHxW).
-        let mut out = vec![0u8; 3 * plane];
-        for (i, px) in small.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = px[c];
-            }
-        }
-        out
-    }
-}
-
-/// Read an image by its content, whatever its file name says.
-pub fn open(path: &std::path::Path) -> anyhow::Result<DynamicImage> {
-    use anyhow::Context;
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .decode()
-        .map_err(|e| anyhow::anyhow!("{}: not a readable image ({e})", path.display()))?;
-    if img.width() == 0 || img.height() == 0 {
-        anyhow::bail!("{}: empty image", path.display());
-    }
-    Ok(img)
+    Ok(fkpnet_face::square(cx, cy, side, cfg.margin))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::DynamicImage;
 
     fn cfg(from: CropFrom, margin: f64) -> CropConfig {
         CropConfig { from, margin }
@@ -173,15 +76,6 @@ mod tests {
             .contains("needs a face box"));
         let e = crop_box(&cfg(CropFrom::Landmarks, 0.0), 10, 10, &[f32::NAN; 4], None).unwrap_err();
         assert!(e.contains("--box"), "{e}");
-    }
-
-    #[test]
-    fn points_map_into_the_crop_and_back() {
-        let b = CropBox { left: 10, top: -20, side: 50 };
-        // Pixel 10 (the box's first column) has its centre half a crop pixel in at 100/50 scale.
-        let c = b.points_to_crop(&[10.0, -20.0, 34.5, 4.5], 100);
-        assert_eq!(c, vec![0.5, 0.5, 49.5, 49.5]);
-        assert_eq!(b.points_to_image(&c, 100), vec![10.0, -20.0, 34.5, 4.5]);
     }
 
     #[test]

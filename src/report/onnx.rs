@@ -330,6 +330,28 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
     }
 }
 
+/// What a client (fkpnet-infer) needs to feed the model and read it, as JSON: the
+/// input's size and colour, how a face is cut out of a photo (fkpnet_face's boxes),
+/// the output's scaling, and the keypoints with the CSV columns fkpnet predict prints.
+fn client_meta(spec: &crate::data::Spec) -> String {
+    let kaggle = spec.format == crate::data::DataFormat::Kaggle;
+    let (first, columns): (&str, Vec<String>) = if kaggle {
+        ("input", spec.target_columns())
+    } else {
+        ("image", (0..spec.keypoints.len()).flat_map(|k| [format!("x{k}"), format!("y{k}")]).collect())
+    };
+    serde_json::json!({
+        "version": 1,
+        "input": {"name": "data", "channels": spec.channels, "height": spec.height, "width": spec.width,
+                  "scale": 1.0 / 255.0},
+        "output": {"name": "keypoints", "half": spec.half()},
+        "crop": {"from": format!("{:?}", spec.crop.from).to_lowercase(), "margin": spec.crop.margin},
+        "keypoints": spec.keypoints.names,
+        "csv": {"first": first, "columns": columns},
+    })
+    .to_string()
+}
+
 /// The model as ONNX bytes: input `data` (N x C x H x W, pixels / 255), output
 /// `keypoints` (N x 2K, (xy - half) / half), and in the metadata what a client
 /// needs to use them.
@@ -364,6 +386,7 @@ pub fn model_bytes(model: &Model) -> Result<Vec<u8>> {
             ),
         ),
         ("keypoint_names", model.spec.keypoints.names.join(",")),
+        ("fkpnet", client_meta(&model.spec)),
         ("producer", format!("fkpnet {} from {}", env!("CARGO_PKG_VERSION"), model.weights.display())),
     ];
     let proto = ModelProto {
