@@ -209,8 +209,31 @@ fn bad_sweep_input_gets_clear_errors() {
     // Planning another space into the same dir is refused; the dir is untouched.
     let before = std::fs::read_to_string(d.join("sw/sweep.yaml")).unwrap();
     let e = err(&["sweep", "plan", s, "--set", &data, "--set", "base_lr=1e-2,1e-4", "--dir", "sw"], d);
-    assert!(e.contains("holds another sweep"), "{e}");
+    assert!(
+        e.contains("holds another sweep (its trial 0 is adam-base_lr=1e-3, this one's adam-base_lr=1e-2)"),
+        "{e}"
+    );
     assert_eq!(before, std::fs::read_to_string(d.join("sw/sweep.yaml")).unwrap());
+    // The same space after a file it reads changed: said so, not trained over.
+    let changed = write(d, "changed.yaml", &format!("base: {s}\nmomentum2: 0.99\n"));
+    let c = changed.to_str().unwrap();
+    ok(
+        &["sweep", "plan", c, "--set", &data, "--set", "base_lr=1e-3,1e-4", "--name", "sw", "--dir", "sw2"],
+        d,
+    );
+    std::fs::write(
+        &changed,
+        std::fs::read_to_string(&changed).unwrap().replace("momentum2: 0.99", "momentum2: 0.98"),
+    )
+    .unwrap();
+    let e = err(
+        &["sweep", "plan", c, "--set", &data, "--set", "base_lr=1e-3,1e-4", "--name", "sw", "--dir", "sw2"],
+        d,
+    );
+    assert!(
+        e.contains("would train another config than it did") && e.contains("changed since it was planned"),
+        "{e}"
+    );
     // A sweep dir of another format says which and what to do.
     std::fs::write(d.join("sw/sweep.yaml"), before.replace("fkpnet_sweep: 1", "fkpnet_sweep: 7")).unwrap();
     let e = err(&["sweep", "collect", "sw"], d);

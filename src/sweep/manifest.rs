@@ -176,9 +176,10 @@ pub fn create(dir: &Path, m: &Manifest, configs: &[String]) -> Result<bool> {
             return Ok(true);
         }
         bail!(
-            "{} holds another sweep (its trials differ from these); choose another directory or --name \
-             (a sweep directory is never overwritten)",
-            dir.display()
+            "{} holds another sweep ({}); choose another directory or --name (a sweep directory is never \
+             overwritten)",
+            dir.display(),
+            how_they_differ(&old, m)
         );
     }
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
@@ -196,6 +197,30 @@ pub fn create(dir: &Path, m: &Manifest, configs: &[String]) -> Result<bool> {
     // The manifest last: a dir with sweep.yaml has all its trial configs.
     crate::run::write_text(&dir.join(FILE), &serde_yaml::to_string(m)?)?;
     Ok(false)
+}
+
+/// What tells two sweeps apart, for the refusal: the trial count, a name, or a config
+/// (same name, another id: a solver, net or data file changed since it was planned).
+fn how_they_differ(old: &Manifest, new: &Manifest) -> String {
+    if old.runs_dir != new.runs_dir {
+        return format!("its runs go to {}, these to {}", old.runs_dir, new.runs_dir);
+    }
+    if old.trials.len() != new.trials.len() {
+        return format!("{} trials there, {} planned now", old.trials.len(), new.trials.len());
+    }
+    for (a, b) in old.trials.iter().zip(&new.trials) {
+        if a.name != b.name {
+            return format!("its trial {} is {}, this one's {}", a.index, a.name, b.name);
+        }
+        if a.id != b.id {
+            return format!(
+                "trial {} ({}) would train another config than it did (id {} there, {} now): a solver, net \
+                 or data file changed since it was planned",
+                a.index, a.name, a.id, b.id
+            );
+        }
+    }
+    "its trials differ from these".into()
 }
 
 /// `results/ID.yaml`, atomically (temp + rename): a trial with one is done.
