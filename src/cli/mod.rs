@@ -105,6 +105,21 @@ fn program() -> String {
         .unwrap_or_else(|| "fkpnet".into())
 }
 
+/// The comparison's outputs, as diff and sweep take them.
+#[derive(clap::Args)]
+pub struct CurvesOut {
+    /// Write the overlaid curves here (.png, or .svg).
+    #[arg(short = 'o', long = "out")]
+    pub out: Option<std::path::PathBuf>,
+    /// What to compare: val_rmse_px, val_loss, train_loss, train_rmse_px, or the field's
+    /// val_nme, val_fr, val_auc (in %).
+    #[arg(long, default_value = "val_rmse_px")]
+    pub metric: fkpnet::report::diff::Metric,
+    /// Overwrite output files that exist (by default an existing file is refused).
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Refuse an existing output file unless --force.
 fn check_out(out: Option<&std::path::Path>, force: bool) -> Result<()> {
     match out {

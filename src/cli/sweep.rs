@@ -2,9 +2,8 @@
 //! GNU parallel or Kubernetes), collect the comparison. `fkpnet sweep S --set ...`
 //! does all three here.
 
-use super::{check_out, program, Context};
+use super::{check_out, program, Context, CurvesOut};
 use anyhow::{bail, Result};
-use fkpnet::report::diff::Metric;
 use fkpnet::sweep::{self, executors, manifest::Manifest, PlanArgs, StopRule, TrialOutcome};
 use std::path::{Path, PathBuf};
 
@@ -21,7 +20,7 @@ pub struct Sweep {
     #[command(flatten)]
     local: LocalArgs,
     #[command(flatten)]
-    report: ReportArgs,
+    report: CurvesOut,
 }
 
 #[derive(clap::Subcommand)]
@@ -99,20 +98,6 @@ struct LocalArgs {
 }
 
 #[derive(clap::Args)]
-struct ReportArgs {
-    /// Write the overlaid curves here (.png, or .svg).
-    #[arg(short = 'o', long = "out")]
-    out: Option<PathBuf>,
-    /// What to compare: val_rmse_px, val_loss, train_loss, train_rmse_px, or the field's
-    /// val_nme, val_fr, val_auc (in %).
-    #[arg(long, default_value = "val_rmse_px")]
-    metric: Metric,
-    /// Overwrite output files that exist (by default an existing file is refused).
-    #[arg(long)]
-    force: bool,
-}
-
-#[derive(clap::Args)]
 struct Plan {
     #[command(flatten)]
     space: SpaceArgs,
@@ -131,7 +116,7 @@ struct RunTrials {
     #[command(flatten)]
     local: LocalArgs,
     #[command(flatten)]
-    report: ReportArgs,
+    report: CurvesOut,
 }
 
 #[derive(clap::Args)]
@@ -139,7 +124,7 @@ struct Collect {
     /// A sweep directory.
     dir: PathBuf,
     #[command(flatten)]
-    report: ReportArgs,
+    report: CurvesOut,
 }
 
 #[derive(clap::Args)]
@@ -380,7 +365,7 @@ fn run_all(
     m: &Manifest,
     pending: &[usize],
     local: &LocalArgs,
-    report: &ReportArgs,
+    report: &CurvesOut,
     ctx: &Context,
 ) -> Result<()> {
     let started = std::time::Instant::now();
