@@ -6,6 +6,7 @@ mod compare;
 mod inspect;
 mod models;
 mod sweep;
+mod sweep_executors;
 mod training;
 
 use anyhow::Result;

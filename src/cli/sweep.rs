@@ -2,6 +2,7 @@
 //! GNU parallel or Kubernetes), collect the comparison. `fkpnet sweep S --set ...`
 //! does all three here.
 
+use super::sweep_executors as executors_cli;
 use super::{check_out, program, Context, CurvesOut};
 use anyhow::{bail, Result};
 use fkpnet::sweep::{self, executors, manifest::Manifest, PlanArgs, StopRule, TrialOutcome};
@@ -36,12 +37,12 @@ enum Action {
     Collect(Collect),
     /// Write DIR/slurm.sbatch, a Slurm job array over the trials without a result, and
     /// with --submit hand it to sbatch.
-    Slurm(Slurm),
+    Slurm(executors_cli::Slurm),
     /// Print one command per trial without a result, for GNU parallel:
     /// `fkpnet sweep parallel DIR | parallel -j 4` (`--sshloginfile` for hosts).
-    Parallel(Parallel),
+    Parallel(executors_cli::Parallel),
     /// Write DIR/k8s-job.yaml, a Kubernetes indexed Job (index i runs trial i).
-    K8s(K8s),
+    K8s(executors_cli::K8s),
 }
 
 #[derive(clap::Args)]
@@ -125,69 +126,6 @@ struct Collect {
     dir: PathBuf,
     #[command(flatten)]
     report: CurvesOut,
-}
-
-#[derive(clap::Args)]
-struct Slurm {
-    /// A sweep directory on storage the cluster's nodes share.
-    dir: PathBuf,
-    /// CPUs per array task (each trial runs with this many threads).
-    #[arg(long, default_value_t = 2)]
-    cpus_per_task: u32,
-    /// Memory per task, as sbatch takes it (4G).
-    #[arg(long)]
-    mem: Option<String>,
-    /// Time limit per task, as sbatch takes it (2:00:00).
-    #[arg(long)]
-    time: Option<String>,
-    #[arg(long)]
-    partition: Option<String>,
-    /// At most this many trials at once (the array's %K).
-    #[arg(long, value_name = "K")]
-    max_running: Option<usize>,
-    /// More #SBATCH options, verbatim (--sbatch=--account=lab).
-    #[arg(long = "sbatch", value_name = "OPTION")]
-    extra: Vec<String>,
-    /// Submit it with sbatch and print the job id.
-    #[arg(long)]
-    submit: bool,
-}
-
-#[derive(clap::Args)]
-struct Parallel {
-    dir: PathBuf,
-    /// Threads per trial.
-    #[arg(long = "trial-threads", default_value_t = 1)]
-    trial_threads: u32,
-}
-
-#[derive(clap::Args)]
-struct K8s {
-    /// A sweep directory on the volume the claim holds.
-    dir: PathBuf,
-    /// A container image with fkpnet in it.
-    #[arg(long)]
-    image: String,
-    /// The persistent volume claim that holds the sweep dir (and its data).
-    #[arg(long)]
-    claim: String,
-    /// Where the claim is mounted; the sweep dir must lie under it at the same path.
-    #[arg(long)]
-    mount: String,
-    /// Trials at once.
-    #[arg(long, default_value_t = 2)]
-    parallelism: usize,
-    /// CPUs per trial (each runs with this many threads).
-    #[arg(long, default_value_t = 2)]
-    cpus: u32,
-    #[arg(long, default_value = "4Gi")]
-    memory: String,
-    /// fkpnet's path in the image.
-    #[arg(long, default_value = "fkpnet")]
-    program: String,
-    /// Overwrite DIR/k8s-job.yaml if it exists.
-    #[arg(long)]
-    force: bool,
 }
 
 impl Sweep {
@@ -298,7 +236,7 @@ impl Plan {
         if let Some(s) = &m.space.stop {
             println!("stopping rule: {}", s.describe());
         }
-        let d = shlex::try_quote(&dir.display().to_string()).map(|c| c.into_owned()).unwrap_or_default();
+        let d = executors::quote(&dir.display().to_string());
         let prog = program();
         println!("run them here:       {prog} sweep run {d} [--jobs N]");
         println!("or on Slurm:         {prog} sweep slurm {d} --submit");
@@ -372,7 +310,7 @@ fn run_all(
     let resume = format!(
         "{} sweep run {}{}",
         program(),
-        shlex::try_quote(&dir.display().to_string()).map(|c| c.into_owned()).unwrap_or_default(),
+        executors::quote(&dir.display().to_string()),
         if local.jobs > 1 { format!(" --jobs {}", local.jobs) } else { String::new() }
     );
     let mut trained = 0;
@@ -398,7 +336,7 @@ fn run_all(
             match sweep::run_trial(dir, m, i, local.quiet)? {
                 TrialOutcome::Done(r) => {
                     trained += 1;
-                    if r.status == "stopped" {
+                    if r.status == sweep::manifest::Status::Stopped {
                         eprintln!("sweep: {} {}", r.name, sweep::describe(&r));
                     }
                 }
@@ -438,81 +376,6 @@ impl Collect {
                 executors::ranges(&left)
             );
         }
-        Ok(())
-    }
-}
-
-impl Slurm {
-    fn run(self) -> Result<()> {
-        let m = Manifest::read(&self.dir)?;
-        let dir = std::path::absolute(&self.dir)?;
-        let pending = m.pending(&dir)?;
-        let o = executors::SlurmOptions {
-            cpus_per_task: self.cpus_per_task,
-            mem: self.mem,
-            time: self.time,
-            partition: self.partition,
-            max_running: self.max_running,
-            extra: self.extra,
-        };
-        let exe = std::env::current_exe()?.display().to_string();
-        let script = executors::slurm_script(&exe, &dir, &m, &pending, &o)?;
-        let path = dir.join("slurm.sbatch");
-        fkpnet::run::write_text(&path, &script)?;
-        if self.submit {
-            let job = executors::submit(&path)?;
-            println!(
-                "submitted job {job}: {} trials ({}); logs in {}",
-                pending.len(),
-                executors::ranges(&pending),
-                dir.join("logs").display()
-            );
-            println!("then: {} sweep collect {}", program(), self.dir.display());
-        } else {
-            println!(
-                "wrote {} ({} trials); submit with: sbatch {}",
-                path.display(),
-                pending.len(),
-                path.display()
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Parallel {
-    fn run(self) -> Result<()> {
-        let m = Manifest::read(&self.dir)?;
-        let dir = std::path::absolute(&self.dir)?;
-        let pending = m.pending(&dir)?;
-        let exe = std::env::current_exe()?.display().to_string();
-        print!("{}", executors::parallel_lines(&exe, &dir, &pending, self.trial_threads));
-        eprintln!(
-            "{} commands; for example: ... | parallel -j N   (hosts: --sshloginfile FILE)",
-            pending.len()
-        );
-        Ok(())
-    }
-}
-
-impl K8s {
-    fn run(self) -> Result<()> {
-        let m = Manifest::read(&self.dir)?;
-        let dir = std::path::absolute(&self.dir)?;
-        let o = executors::K8sOptions {
-            image: self.image,
-            claim: self.claim,
-            mount: self.mount,
-            parallelism: self.parallelism,
-            cpus: self.cpus,
-            memory: self.memory,
-            program: self.program,
-        };
-        let path = dir.join("k8s-job.yaml");
-        let job = executors::k8s_job(&dir, &m, &o)?;
-        fkpnet::run::check_new_output(&path, self.force)?;
-        fkpnet::run::write_text(&path, &job)?;
-        println!("wrote {}; start it with: kubectl apply -f {}", path.display(), path.display());
         Ok(())
     }
 }

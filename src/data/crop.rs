@@ -54,7 +54,6 @@ pub fn crop_box(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::DynamicImage;
 
     fn cfg(from: CropFrom, margin: f64) -> CropConfig {
         CropConfig { from, margin }
@@ -76,26 +75,5 @@ mod tests {
             .contains("needs a face box"));
         let e = crop_box(&cfg(CropFrom::Landmarks, 0.0), 10, 10, &[f32::NAN; 4], None).unwrap_err();
         assert!(e.contains("--box"), "{e}");
-    }
-
-    #[test]
-    fn cut_pads_outside_the_image_and_keeps_colour_planes() {
-        // A 4x2 image: left half red, right half blue.
-        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(4, 2, |x, _| {
-            if x < 2 {
-                image::Rgb([255, 0, 0])
-            } else {
-                image::Rgb([0, 0, 255])
-            }
-        }));
-        let b = crop_box(&cfg(CropFrom::Whole, 0.0), 4, 2, &[], None).unwrap();
-        assert_eq!(b, CropBox { left: 0, top: -1, side: 4 });
-        let px = cut(&img, &b, 4, 3);
-        let (r, g, bl) = (&px[0..16], &px[16..32], &px[32..48]);
-        assert_eq!(&r[0..4], &[0, 0, 0, 0], "the padded top row is black");
-        assert_eq!(r[4], 255, "red plane, left half");
-        assert_eq!(bl[7], 255, "blue plane, right half");
-        assert!(g.iter().all(|&v| v == 0));
-        assert_eq!(cut(&img, &b, 4, 1).len(), 16);
     }
 }

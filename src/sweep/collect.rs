@@ -2,7 +2,7 @@
 //! prints (config differences, curves, best), the ensemble of the finished trials,
 //! and the best trial's config as a file to train again.
 
-use super::manifest::{Manifest, TrialResult};
+use super::manifest::{Manifest, Status, TrialResult};
 use crate::report::diff::{compare, Metric, Run};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -21,10 +21,10 @@ pub fn describe(r: &TrialResult) -> String {
         _ => "no val split".into(),
     };
     let why = r.reason.as_deref().unwrap_or("").trim_start_matches("stopped by the sweep: ");
-    let how = match r.status.as_str() {
-        "finished" => format!("finished {} iterations", r.iterations),
-        "stopped" => format!("stopped at iteration {} ({why})", r.iterations),
-        s => format!("{} at iteration {}", s.replace('_', " "), r.iterations),
+    let how = match r.status {
+        Status::Finished => format!("finished {} iterations", r.iterations),
+        Status::Stopped => format!("stopped at iteration {} ({why})", r.iterations),
+        Status::EarlyStop => format!("early stop at iteration {}", r.iterations),
     };
     format!("{how}: {best} ({:.1} s)", r.seconds)
 }
@@ -59,7 +59,7 @@ pub fn collect(dir: &Path, m: &Manifest, metric: Metric, plot: Option<&Path>) ->
     let whole: Vec<PathBuf> = done
         .iter()
         .zip(&run_dirs)
-        .filter(|((_, r), _)| r.status != "stopped")
+        .filter(|((_, r), _)| r.status != Status::Stopped)
         .map(|(_, d)| d.clone())
         .collect();
     if whole.len() > 1 {

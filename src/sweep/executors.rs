@@ -24,7 +24,8 @@ pub fn ranges(indices: &[usize]) -> String {
     out.join(",")
 }
 
-fn quote(s: &str) -> String {
+/// Shell-quoted, for commands printed or written into scripts.
+pub fn quote(s: &str) -> String {
     shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| s.to_string())
 }
 
@@ -202,6 +203,11 @@ pub struct Local {
     pub threads: u32,
 }
 
+/// A local trial's log: what it printed, every attempt appended.
+fn log_of(dir: &Path, i: usize) -> std::path::PathBuf {
+    dir.join("logs").join(format!("trial-{i}.log"))
+}
+
 pub struct LocalOutcome {
     pub interrupted: bool,
     /// Trials that failed: (index, the log to read).
@@ -233,7 +239,7 @@ impl Local {
             }
             while !stopping && running.len() < self.jobs {
                 let Some(i) = queue.pop_front() else { break };
-                let log = dir.join("logs").join(format!("trial-{i}.log"));
+                let log = log_of(dir, i);
                 let f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -279,9 +285,9 @@ impl Local {
                         say(&format!(
                             "trial {i}: {} failed ({status}); see {}",
                             t.name,
-                            dir.join("logs").join(format!("trial-{i}.log")).display()
+                            log_of(dir, i).display()
                         ));
-                        out.failed.push((i, dir.join("logs").join(format!("trial-{i}.log"))));
+                        out.failed.push((i, log_of(dir, i)));
                     }
                 }
             }

@@ -56,15 +56,25 @@ pub struct Trial {
     pub sets: Vec<String>,
 }
 
+/// How a trial ended.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// It trained to max_iter.
+    Finished,
+    /// The solver's own early_stop ended it.
+    EarlyStop,
+    /// The sweep's stopping rule ended it, losing at a val test.
+    Stopped,
+}
+
 /// How a trial ended, written once to `results/ID.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrialResult {
     pub id: String,
     pub name: String,
-    /// `finished` (max_iter), `early_stop` (the solver's own early_stop), or `stopped`
-    /// (by the sweep's stopping rule, losing at a val test).
-    pub status: String,
+    pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The run directory (a name in the sweep's runs dir) of the attempt that ended

@@ -2,7 +2,7 @@
 //! holds its lock, resumed from its latest snapshot when an earlier attempt was
 //! killed, and ended by writing its result atomically.
 
-use super::manifest::{self, Manifest, TrialResult};
+use super::manifest::{self, Manifest, Status, TrialResult};
 use super::stopping;
 use crate::train;
 use anyhow::{bail, Context, Result};
@@ -62,14 +62,14 @@ pub fn run_trial(dir: &Path, m: &Manifest, i: usize, quiet: bool) -> Result<Tria
         return Ok(TrialOutcome::Interrupted { run_dir: out.run_dir, snapshot });
     }
     let status = match &out.stopped {
-        None => "finished",
-        Some(w) if w.starts_with("stopped by the sweep") => "stopped",
-        Some(_) => "early_stop",
+        None => Status::Finished,
+        Some(w) if w.starts_with("stopped by the sweep") => Status::Stopped,
+        Some(_) => Status::EarlyStop,
     };
     let result = TrialResult {
         id: t.id.clone(),
         name: t.name.clone(),
-        status: status.into(),
+        status,
         reason: out.stopped.clone(),
         run: out.run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         iterations: out.iterations,
