@@ -292,7 +292,7 @@ fn predict_writes_one_row_per_image_in_its_own_pixels() {
     let w = whole.to_str().unwrap();
     // A folder, recursively: one row per image (the .pts files beside them are skipped),
     // named relative to the folder, in the dataset's layout.
-    ok(&["predict", w, l68().to_str().unwrap(), "-o", "pred.csv"], d);
+    ok(&["predict", w, l68().to_str().unwrap(), "-o", "pred.csv", "--whole"], d);
     let text = std::fs::read_to_string(d.join("pred.csv")).unwrap();
     let header = text.lines().next().unwrap();
     assert!(header.starts_with("image,x0,y0,x1,y1,") && header.ends_with(",x67,y67"), "{header}");
@@ -304,15 +304,13 @@ fn predict_writes_one_row_per_image_in_its_own_pixels() {
     let xs: Vec<f64> = r[0].1.iter().step_by(2).copied().collect();
     assert!(xs.iter().all(|x| (-20.0..img.width() as f64 + 20.0).contains(x)), "{xs:?}");
     // An existing output is refused.
-    let e = err(&["predict", w, l68().to_str().unwrap(), "-o", "pred.csv"], d);
+    let e = err(&["predict", w, l68().to_str().unwrap(), "-o", "pred.csv", "--whole"], d);
     assert!(e.contains("pred.csv exists"), "{e}");
 
-    // A model of cut-out faces needs a box: the same face moved within a larger photo,
-    // with its box moved alike, gets the same keypoints moved alike.
+    // A face box: the same face moved within a larger photo, with its box moved
+    // alike, gets the same keypoints moved alike.
     let l = lm.to_str().unwrap();
     let name = &r[0].0;
-    let e = err(&["predict", l, l68().join(name).to_str().unwrap()], d);
-    assert!(e.contains("must be cropped or boxed") && e.contains("--box"), "{e}");
     let small = image::open(l68().join(name)).unwrap().to_rgb8();
     let mut big = image::RgbImage::new(small.width() + 100, small.height() + 60);
     image::imageops::overlay(&mut big, &small, 70, 40);
@@ -331,7 +329,8 @@ fn predict_writes_one_row_per_image_in_its_own_pixels() {
     let two = rows(&ok(&["predict", l, "big.png", "--boxes", "boxes.csv", "--draw", "drawn"], d));
     assert_eq!(two.len(), 2);
     assert_eq!(two[0].1, p2, "the first box is the --box above");
-    assert!(d.join("drawn/big_face1.png").is_file() && d.join("drawn/big_face2.png").is_file());
+    let drawn: Vec<_> = std::fs::read_dir(d.join("drawn")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(drawn, ["big.png"], "one drawing of the photo with both faces");
 
     // JSON: the box and the keypoints by name, in the set's order.
     let json = ok(&["predict", w, l68().join(name).to_str().unwrap(), "--format", "json"], d);
@@ -340,6 +339,88 @@ fn predict_writes_one_row_per_image_in_its_own_pixels() {
     assert_eq!(names.len(), 68);
     assert_eq!((names[0].as_str(), names[10].as_str(), names[67].as_str()), ("p0", "p10", "p67"));
     assert_eq!(v[0]["box"].as_array().unwrap().len(), 4);
+}
+
+/// Three people of the test set (none of them in training) side by side in one photo,
+/// and where each one's frame lies in it (x from, x to).
+fn people(d: &Path) -> (PathBuf, Vec<(f64, f64)>) {
+    let test = l68().join("../../landmarks68/test/frames_a");
+    let mut photo = image::RgbImage::from_pixel(700, 320, image::Rgb([90, 100, 110]));
+    let mut frames = Vec::new();
+    for (name, x) in
+        [("Agnes_Bruckner_42.jpg", 10), ("Chris_Cooper_01.jpg", 210), ("Ethan_Hawke_31.jpg", 420)]
+    {
+        let f = image::open(test.join(name)).unwrap().to_rgb8();
+        image::imageops::overlay(&mut photo, &f, x, 20);
+        frames.push((x as f64, (x + f.width() as i64) as f64));
+    }
+    let path = d.join("people.png");
+    photo.save(&path).unwrap();
+    (path, frames)
+}
+
+/// Photos in, keypoints out: the face detector finds each face of a photo with
+/// several people, each is cut out as the model was trained (its framing, fitted once
+/// on its training faces and kept in the run dir): a row per face, one drawing.
+#[test]
+fn predict_finds_each_face_of_a_photo_with_several_people() {
+    let (dir, _, lm) = trained();
+    let d = &dir.path().join("people");
+    std::fs::create_dir_all(d).unwrap();
+    let l = lm.to_str().unwrap();
+    let (photo, frames) = people(d);
+    let json = ok(&["predict", l, photo.to_str().unwrap(), "--format", "json", "--draw", "drawn"], d);
+    let faces: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(faces.len(), 3, "{json}");
+    // Each face lies in its own person's frame: its box's centre and its keypoints.
+    let mut seen = vec![0; 3];
+    for f in &faces {
+        let b: Vec<f64> = f["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let cx = b[0] + b[2] / 2.0;
+        let k = frames.iter().position(|(a, z)| (*a..*z).contains(&cx)).expect("the box is in a frame");
+        seen[k] += 1;
+        let xs: Vec<f64> =
+            f["keypoints"].as_object().unwrap().values().map(|p| p[0].as_f64().unwrap()).collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        assert!(
+            (frames[k].0..frames[k].1).contains(&mean),
+            "face {k}: mean x {mean} outside {:?}",
+            frames[k]
+        );
+        assert!(f["face_score"].as_f64().unwrap() >= 2.0, "{f}");
+    }
+    assert_eq!(seen, [1, 1, 1], "one face per person");
+    // One drawing, the photo's size, with the faces marked on it.
+    let drawn = image::open(d.join("drawn/people.png")).unwrap().to_rgb8();
+    let original = image::open(&photo).unwrap().to_rgb8();
+    assert_eq!(drawn.dimensions(), original.dimensions());
+    let changed = drawn.pixels().zip(original.pixels()).filter(|(a, b)| a != b).count();
+    assert!(changed > 500, "{changed} pixels drawn");
+    // The framing was fitted on the run's training faces and kept; CSV rows agree.
+    let framing = std::fs::read_to_string(lm.join("framing.yaml")).unwrap();
+    assert!(framing.contains("sampled: 120") && framing.contains("detector: seetaface"), "{framing}");
+    let csv = rows(&ok(&["predict", l, photo.to_str().unwrap()], d));
+    assert_eq!(csv.len(), 3);
+    let first_x = faces[0]["keypoints"]["p0"][0].as_f64().unwrap();
+    assert!((csv[0].1[0] - first_x).abs() < 0.006, "{} vs {first_x}", csv[0].1[0]);
+
+    // A photo without a face says so, with what to give instead; in a folder with
+    // faces elsewhere it is named in a warning and the faces are predicted.
+    image::RgbImage::from_pixel(300, 200, image::Rgb([120, 120, 120])).save(d.join("wall.png")).unwrap();
+    let e = err(&["predict", l, "wall.png"], d);
+    assert!(e.contains("wall.png: no face found") && e.contains("--box") && e.contains("--whole"), "{e}");
+    std::fs::create_dir_all(d.join("album")).unwrap();
+    std::fs::copy(&photo, d.join("album/people.png")).unwrap();
+    std::fs::copy(d.join("wall.png"), d.join("album/wall.png")).unwrap();
+    let out = fkpnet(&["predict", l, "album"], d);
+    assert!(out.status.success());
+    assert_eq!(rows(&String::from_utf8_lossy(&out.stdout)).len(), 3);
+    let warn = String::from_utf8_lossy(&out.stderr);
+    assert!(warn.contains("no face found in 1 of 2 images: wall.png"), "{warn}");
+    // --whole takes the image as one face; --min-score must be positive.
+    assert_eq!(rows(&ok(&["predict", l, "wall.png", "--whole"], d)).len(), 1);
+    let e = err(&["predict", l, "wall.png", "--min-score", "0"], d);
+    assert!(e.contains("--min-score 0"), "{e}");
 }
 
 #[test]
@@ -368,6 +449,12 @@ fn an_export_carries_its_faces_and_keypoints() {
     let a = ok(&["predict", lm.to_str().unwrap(), img, "--box", "30,40,90,90"], d);
     let b = ok(&["predict", d.join("ex_lm").to_str().unwrap(), img, "--box", "30,40,90,90"], d);
     assert_eq!(a, b, "the export predicts what the run predicts");
+    // With the run's framing: the faces it finds in photos are cut out alike.
+    assert!(d.join("ex_lm/framing.yaml").is_file());
+    let (photo, _) = people(d);
+    let a = ok(&["predict", lm.to_str().unwrap(), photo.to_str().unwrap()], d);
+    let b = ok(&["predict", d.join("ex_lm").to_str().unwrap(), photo.to_str().unwrap()], d);
+    assert_eq!(a, b, "the export finds and predicts what the run does");
     // fkpnet test on another annotation file of the same format: per point and NME.
     let out = ok(&["test", lm.to_str().unwrap(), "--data", l68().join("keypoints.csv").to_str().unwrap()], d);
     assert!(

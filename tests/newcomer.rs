@@ -252,7 +252,7 @@ fn bmp_webp_and_tiff_photos_predict_as_png() {
         .encode(rgb.as_raw(), rgb.width(), rgb.height(), image::ExtendedColorType::Rgba8)
         .unwrap();
     let out = |f: &str| {
-        let o = ok(&["predict", "runs/m", f], d);
+        let o = ok(&["predict", "runs/m", f, "--whole"], d);
         o.lines().nth(1).unwrap().split_once(',').unwrap().1.to_string()
     };
     let want = out(png.to_str().unwrap());

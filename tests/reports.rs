@@ -69,7 +69,15 @@ fn predict_images_and_csv_rows_and_draw_them() {
     let face = d.join("face.png");
     img.save(&face).unwrap();
     let out = ok(
-        &["predict", a.to_str().unwrap(), face.to_str().unwrap(), &mini("test.csv"), "--draw", "drawn"],
+        &[
+            "predict",
+            a.to_str().unwrap(),
+            face.to_str().unwrap(),
+            &mini("test.csv"),
+            "--draw",
+            "drawn",
+            "--whole",
+        ],
         d,
     );
     let lines: Vec<&str> = out.lines().collect();
@@ -80,7 +88,8 @@ fn predict_images_and_csv_rows_and_draw_them() {
     assert!(vals.iter().step_by(2).all(|x| (-50.0..250.0).contains(x)));
     assert!(d.join("drawn/face.png").is_file() && d.join("drawn/test_1.png").is_file());
     assert_eq!(image::open(d.join("drawn/face.png")).unwrap().width(), 192);
-    let json = ok(&["predict", a.to_str().unwrap(), face.to_str().unwrap(), "--format", "json"], d);
+    let json =
+        ok(&["predict", a.to_str().unwrap(), face.to_str().unwrap(), "--format", "json", "--whole"], d);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v[0]["keypoints"]["nose_tip"].as_array().unwrap().len(), 2);
     // In the dataset's order, and to the CSV's 0.01 px.
@@ -242,7 +251,7 @@ fn outputs_are_never_overwritten_silently() {
     grey(40).save(d.join("x/1.png")).unwrap();
     grey(200).save(d.join("y/1.png")).unwrap();
     let a = a.to_str().unwrap();
-    let draw = ["predict", a, "x/1.png", "y/1.png", "--draw", "drawn"];
+    let draw = ["predict", a, "x/1.png", "y/1.png", "--whole", "--draw", "drawn"];
     ok(&draw, d);
     let mut files: Vec<String> = std::fs::read_dir(d.join("drawn"))
         .unwrap()
@@ -253,7 +262,7 @@ fn outputs_are_never_overwritten_silently() {
     let dark = image::open(d.join("drawn/x_1.png")).unwrap().to_luma8();
     assert!(dark.get_pixel(0, 0)[0] < 100, "x/1.png's drawing is x/1.png");
     // The same file twice: numbered.
-    ok(&["predict", a, "x/1.png", "x/1.png", "--draw", "twice"], d);
+    ok(&["predict", a, "x/1.png", "x/1.png", "--whole", "--draw", "twice"], d);
     assert!(d.join("twice/x_1_1.png").is_file() && d.join("twice/x_1_2.png").is_file());
     // Again into the same dir: refused, nothing touched; --force overwrites.
     let before = std::fs::metadata(d.join("drawn/x_1.png")).unwrap().modified().unwrap();

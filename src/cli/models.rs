@@ -3,7 +3,10 @@
 use super::check_out;
 use anyhow::Result;
 use fkpnet::report::model::{Ensemble, Model, Weights};
-use fkpnet::report::{self, predict::Boxes};
+use fkpnet::report::{
+    self,
+    predict::{Boxes, Finder},
+};
 use fkpnet::{config, run};
 use std::path::{Path, PathBuf};
 
@@ -67,9 +70,18 @@ pub struct Predict {
     /// The face's box in every image, x,y,w,h in pixels (cut out as the model's crop).
     #[arg(long = "box", value_name = "X,Y,W,H", conflicts_with = "boxes")]
     face_box: Option<String>,
-    /// A CSV of face boxes, image,x,y,w,h per face (several rows: several faces).
+    /// A CSV of face boxes, image,x,y,w,h per face (several rows: several faces);
+    /// images it does not name go to the face detector.
     #[arg(long, value_name = "CSV")]
     boxes: Option<PathBuf>,
+    /// Each image is one face, already cut out as the model's training faces are
+    /// (by default faces are found by a face detector).
+    #[arg(long, conflicts_with_all = ["face_box", "boxes"])]
+    whole: bool,
+    /// The face detector's least score for a face (SeetaFace's scores: about 2 to 50;
+    /// higher finds fewer faces and fewer false ones).
+    #[arg(long, value_name = "SCORE", default_value_t = report::predict::MIN_SCORE)]
+    min_score: f64,
     /// Overwrite output files that exist (by default an existing file is refused).
     #[arg(long)]
     force: bool,
@@ -84,8 +96,12 @@ impl Predict {
             all: self.face_box.as_deref().map(Boxes::parse_one).transpose()?,
             per_image: self.boxes.as_deref().map(Boxes::read).transpose()?.unwrap_or_default(),
         };
+        if !(self.min_score > 0.0) {
+            anyhow::bail!("--min-score {}: the detector's scores are positive", self.min_score);
+        }
+        let finder = Finder { boxes, whole: self.whole, min_score: self.min_score };
         let model = self.model.load(&self.run)?;
-        let preds = report::predict::predict(&model, &self.inputs, &boxes)?;
+        let preds = report::predict::predict(&model, &self.inputs, &finder)?;
         let text = match self.format.as_str() {
             "json" => report::predict::to_json(&preds, &model.spec().keypoints),
             _ => report::predict::to_csv(&preds, model.spec()),

@@ -5,6 +5,7 @@ pub mod annotations;
 pub mod augment;
 pub mod cache;
 pub mod crop;
+pub mod framing;
 pub mod hdf5;
 pub mod images;
 pub mod kaggle;
@@ -252,13 +253,13 @@ pub struct Split {
 /// Load the faces a data section names, keep the rows its `labels` asks for, and
 /// split them with its seed (keeping `split_group`'s groups together).
 pub fn load(cfg: &DataConfig, spec: &Spec) -> Result<Split> {
-    let faces = read(cfg, &cfg.train, spec)?;
+    let faces = read_faces(cfg, &cfg.train, spec)?;
     let Some(val_file) = &cfg.val else {
         return split(cfg, faces);
     };
     // A val file of its own: every training face trains (labels as `labels` says),
     // every complete val face is tested.
-    let val = read(cfg, val_file, spec)?;
+    let val = read_faces(cfg, val_file, spec)?;
     let train: Vec<usize> =
         (0..faces.len()).filter(|&i| cfg.labels == Labels::Masked || faces.is_complete(i)).collect();
     if train.is_empty() {
@@ -280,7 +281,7 @@ pub fn load(cfg: &DataConfig, spec: &Spec) -> Result<Split> {
 }
 
 /// The faces of one file (or folder) of the data section's format.
-fn read(cfg: &DataConfig, file: &str, spec: &Spec) -> Result<Faces> {
+pub(crate) fn read_faces(cfg: &DataConfig, file: &str, spec: &Spec) -> Result<Faces> {
     match cfg.format {
         DataFormat::Hdf5 => hdf5::read(Path::new(file), spec),
         DataFormat::Kaggle => read_kaggle(cfg, file),

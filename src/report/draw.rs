@@ -13,9 +13,11 @@ fn colour(set: &KeypointSet, k: usize) -> Rgb<u8> {
     }
 }
 
-/// Draw the keypoints of `set` (pixel coordinates of `img`; NaN = skip) as small discs.
-pub fn keypoints(img: &mut RgbImage, kp: &[f32], set: &KeypointSet) {
-    let r = (img.width().min(img.height()) as f32 / 60.0).max(1.2);
+/// Draw the keypoints of `set` (pixel coordinates of `img`; NaN = skip) as small discs,
+/// sized to the face (`face`: its side in pixels), so that a face among many in a
+/// large photo gets points its own size.
+pub fn keypoints(img: &mut RgbImage, kp: &[f32], set: &KeypointSet, face: f32) {
+    let r = (face / 60.0).max(1.2);
     for k in 0..set.len() {
         let (x, y) = (kp[2 * k], kp[2 * k + 1]);
         if x.is_nan() || y.is_nan() {
@@ -52,7 +54,7 @@ pub fn face_image(pixels: &[u8], [c, h, w]: [usize; 3]) -> RgbImage {
 pub fn square(img: &mut RgbImage, left: i64, top: i64, side: i64) {
     let c = Rgb([255, 210, 0]);
     let (w, h) = (img.width() as i64, img.height() as i64);
-    let thick = (w.min(h) / 300).max(1);
+    let thick = (side / 150).max(1);
     let mut put = |x: i64, y: i64| {
         if (0..w).contains(&x) && (0..h).contains(&y) {
             img.put_pixel(x as u32, y as u32, c);

@@ -3,6 +3,7 @@
 //! resolved `net.yaml`, and a README with the PyTorch code that loads it.
 
 use super::model::Model;
+use crate::data::framing::Fitted;
 use crate::graph::Graph;
 use crate::run::write_text;
 use anyhow::{bail, Context, Result};
@@ -112,28 +113,44 @@ pub enum Format {
     Onnx,
 }
 
+/// The model's framing for photos (`data::framing`), or None with a note where it
+/// cannot be had: the export then predicts on boxed or cut-out faces only.
+fn framing(model: &Model) -> Option<Fitted> {
+    model
+        .framing()
+        .map_err(|e| {
+            eprintln!("note: the export carries no framing for faces found in photos: {e:#}");
+        })
+        .ok()
+}
+
 pub fn export(model: &Model, dir: &Path, format: Format) -> Result<()> {
     if format == Format::Onnx && dir.extension().is_some_and(|e| e == "onnx") {
         // One file, as runtimes take it; written only when the whole model converts.
         if dir.exists() {
             bail!("{} exists; choose a new file (nothing is overwritten)", dir.display());
         }
-        let bytes = super::onnx::model_bytes(model)?;
+        let bytes = super::onnx::model_bytes(model, framing(model).as_ref())?;
         return std::fs::write(dir, bytes).with_context(|| format!("cannot write {}", dir.display()));
     }
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!("{} exists and is not empty; choose a new directory (nothing is overwritten)", dir.display());
     }
     // Converted before the directory is made: a net that cannot be exported leaves nothing.
+    if format == Format::Onnx {
+        super::onnx::model_bytes(model, None)?;
+    } else if format == Format::Caffe {
+        crate::caffe::model::deploy(&model.graph, &model.params, false)?;
+    }
+    let framing = framing(model);
     let onnx = match format {
-        Format::Caffe => {
-            crate::caffe::model::deploy(&model.graph, &model.params, false)?;
-            None
-        }
-        Format::Onnx => Some(super::onnx::model_bytes(model)?),
-        Format::Fkpnet => None,
+        Format::Onnx => Some(super::onnx::model_bytes(model, framing.as_ref())?),
+        _ => None,
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if let Some(f) = &framing {
+        write_text(&dir.join(Fitted::FILE), &f.to_yaml())?;
+    }
     match (format, onnx) {
         (Format::Caffe, _) => return export_caffe(model, dir),
         (Format::Onnx, Some(bytes)) => return export_onnx(model, dir, &bytes),
@@ -149,7 +166,9 @@ pub fn export(model: &Model, dir: &Path, format: Format) -> Result<()> {
          (`conv1.weight` has nn.Conv2d's layout (out, in, kh, kw), `fc1.weight` nn.Linear's (out, in)).\n\
          - `net.yaml`: the resolved net; `fkpnet summary net.yaml` shows it, and\n  \
          `fkpnet predict {dir} face.png` runs it.\n\
-         - `data.yaml`: the faces it takes (format, keypoint set with names and mirror pairs, crop).\n\n\
+         - `data.yaml`: the faces it takes (format, keypoint set with names and mirror pairs, crop).\n\
+         - `framing.yaml` (where fkpnet could fit it): how the training faces sit in the face\n  \
+         detector's boxes, so `fkpnet predict` cuts the faces it finds in photos as they were.\n\n\
          Inputs are {s}x{s} {colour} faces scaled to [0, 1]{crop}; outputs are the {k} keypoints' x, y\n\
          in the set's order ({names}), normalised as (xy - {half}) / {half}.\n\n\
          ## In PyTorch\n\n```python\n{code}```\n",
@@ -211,7 +230,8 @@ fn export_onnx(model: &Model, dir: &Path, bytes: &[u8]) -> Result<()> {
          - `model.onnx`: opset {opset}, IR 7, input `data` (N x {c} x {s} x {s}, {colour} pixels / 255, any\n  \
          batch), output `keypoints` (N x {k2}: x0, y0, x1, y1, ... as (xy - {half}) / {half}); the same\n  \
          in the model's metadata, with the keypoint names.\n\
-         - `data.yaml`: the faces it takes (format, keypoint set, crop).\n\n\
+         - `data.yaml`: the faces it takes (format, keypoint set, crop); `framing.yaml` and the\n  \
+         metadata's `framing`: how the training faces sit in the face detector's boxes.\n\n\
          The run's test-time views (test.flip, shift, ...) are not in the model: it predicts one view.\n\n\
          ```python\n# needs: pip install onnxruntime numpy\nimport onnxruntime as ort\n\
          session = ort.InferenceSession(\"model.onnx\")\n\

@@ -62,7 +62,8 @@ pub fn extract(
     for (i, path) in paths.iter().enumerate() {
         let mut img = draw::face_image(faces.image(i), faces.shape);
         if draw_labels {
-            draw::keypoints(&mut img, faces.points(i), &spec.keypoints);
+            let side = img.width().min(img.height()) as f32;
+            draw::keypoints(&mut img, faces.points(i), &spec.keypoints, side);
         }
         img.save(path).with_context(|| format!("cannot write {}", path.display()))?;
     }

@@ -4,6 +4,7 @@
 
 use crate::config::solver::TestConfig;
 use crate::config::{self, Override, Resolved};
+use crate::data::framing::Fitted;
 use crate::data::{Faces, Spec};
 use crate::graph::{Graph, Net};
 use crate::solver::state::load_weights;
@@ -111,6 +112,45 @@ impl Model {
             out.extend(Vec::<f32>::try_from(y.flatten(0, -1)).expect("float predictions"));
         }
         out
+    }
+}
+
+impl Model {
+    /// How this model's training faces sit in the face detector's boxes: its run dir's
+    /// or export's `framing.yaml`, or fitted now on the run's training data and kept in
+    /// the run dir (a second or two, once).
+    pub fn framing(&self) -> Result<Fitted> {
+        if let Some(f) = Fitted::load(&self.dir)? {
+            return Ok(f);
+        }
+        let Some(run) = &self.run else {
+            bail!(
+                "{} has no {} (an export of a run whose training data fkpnet could not read, or made \
+                 before fkpnet found faces in photos), so faces the detector finds cannot be cut out as \
+                 the model was trained: give the faces' boxes (--box x,y,w,h or --boxes CSV), or --whole \
+                 for images that are already cut-out faces",
+                self.dir.display(),
+                Fitted::FILE
+            );
+        };
+        let data = &run.solver.data;
+        eprintln!(
+            "fitting how this model's faces sit in the face detector's boxes, on up to {} faces of {} ...",
+            crate::data::framing::SAMPLE,
+            data.train
+        );
+        let fitted = crate::data::framing::fit(data, &self.spec)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", self.dir.display()))?;
+        if self.dir.join("config.yaml").is_file() {
+            let f = self.dir.join(Fitted::FILE);
+            match crate::run::write_text(&f, &fitted.to_yaml()) {
+                Ok(()) => eprintln!("framing: {}; kept in {}", fitted.describe(), f.display()),
+                Err(e) => eprintln!("framing: {} (not kept: {e:#})", fitted.describe()),
+            }
+        } else {
+            eprintln!("framing: {}", fitted.describe());
+        }
+        Ok(fitted)
     }
 }
 

@@ -12,6 +12,7 @@ use crate::caffe::proto::onnx::{
     GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
+use crate::data::framing::Fitted;
 use crate::graph::Node;
 use anyhow::{anyhow, bail, Result};
 use protobuf::Message;
@@ -333,14 +334,14 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
 /// What a client (fkpnet-infer) needs to feed the model and read it, as JSON: the
 /// input's size and colour, how a face is cut out of a photo (fkpnet_face's boxes),
 /// the output's scaling, and the keypoints with the CSV columns fkpnet predict prints.
-fn client_meta(spec: &crate::data::Spec) -> String {
+fn client_meta(spec: &crate::data::Spec, framing: Option<&Fitted>) -> String {
     let kaggle = spec.format == crate::data::DataFormat::Kaggle;
     let (first, columns): (&str, Vec<String>) = if kaggle {
         ("input", spec.target_columns())
     } else {
         ("image", (0..spec.keypoints.len()).flat_map(|k| [format!("x{k}"), format!("y{k}")]).collect())
     };
-    serde_json::json!({
+    let mut meta = serde_json::json!({
         "version": 1,
         "input": {"name": "data", "channels": spec.channels, "height": spec.height, "width": spec.width,
                   "scale": 1.0 / 255.0},
@@ -348,14 +349,20 @@ fn client_meta(spec: &crate::data::Spec) -> String {
         "crop": {"from": format!("{:?}", spec.crop.from).to_lowercase(), "margin": spec.crop.margin},
         "keypoints": spec.keypoints.names,
         "csv": {"first": first, "columns": columns},
-    })
-    .to_string()
+    });
+    // How the training faces sit in the face detector's boxes: what a client needs to
+    // cut the faces it detects in photos as this net was trained (data::framing).
+    if let Some(f) = framing {
+        meta["framing"] =
+            serde_json::json!({"detector": f.detector, "dx": f.dx, "dy": f.dy, "scale": f.scale});
+    }
+    meta.to_string()
 }
 
 /// The model as ONNX bytes: input `data` (N x C x H x W, pixels / 255), output
 /// `keypoints` (N x 2K, (xy - half) / half), and in the metadata what a client
 /// needs to use them.
-pub fn model_bytes(model: &Model) -> Result<Vec<u8>> {
+pub fn model_bytes(model: &Model, framing: Option<&Fitted>) -> Result<Vec<u8>> {
     let graph = &model.graph;
     let mut g = Onnx { nodes: Vec::new(), inits: Vec::new() };
     for n in &graph.nodes {
@@ -386,7 +393,7 @@ pub fn model_bytes(model: &Model) -> Result<Vec<u8>> {
             ),
         ),
         ("keypoint_names", model.spec.keypoints.names.join(",")),
-        ("fkpnet", client_meta(&model.spec)),
+        ("fkpnet", client_meta(&model.spec, framing)),
         ("producer", format!("fkpnet {} from {}", env!("CARGO_PKG_VERSION"), model.weights.display())),
     ];
     let proto = ModelProto {

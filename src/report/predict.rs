@@ -1,7 +1,8 @@
 //! `fkpnet predict`: keypoints for image files, folders of them (recursively) or the
-//! rows of Kaggle CSVs, in each original image's pixels. Each face is cut out as the
-//! model was trained (`data.crop`), or from the box the user gives; the keypoints are
-//! mapped back through the same box.
+//! rows of Kaggle CSVs, in each original image's pixels. The faces of a photo are found
+//! by the face detector and each is cut out as the model's training faces were (its
+//! framing, `data::framing`), or from the boxes the user gives, or the whole image is
+//! the face (`--whole`); the keypoints are mapped back through the same box.
 
 use super::draw;
 use super::model::Ensemble;
@@ -19,14 +20,46 @@ pub struct Prediction {
     pub keypoints: Vec<f32>,
     /// The box the face was cut out of (None for a Kaggle CSV row, already cut out).
     pub crop: Option<CropBox>,
+    /// The detector's score, for a face it found.
+    pub score: Option<f64>,
     /// Whether a drawing shows the box (a face box, not the whole image).
     show_box: bool,
+    /// Which image of the command line this face is in (several faces: one drawing).
+    image_index: usize,
     /// The image the coordinates refer to, for drawing.
-    image: image::RgbImage,
+    image: std::rc::Rc<image::RgbImage>,
     /// Output file names: the short one (`face`), and the whole input's path parts
     /// (`a`, `b`, `face`) for when two inputs share the short one.
     stem: String,
     parts: Vec<String>,
+}
+
+/// How the faces of an image file are found: the user's boxes for the images they
+/// name, else the whole image (`--whole`), else the face detector, its boxes framed as
+/// the model's training faces (`data::framing`).
+pub struct Finder {
+    pub boxes: Boxes,
+    pub whole: bool,
+    /// The detector's least score for a face (`--min-score`).
+    pub min_score: f64,
+}
+
+/// SeetaFace's own demo threshold: on the training frames of ../shared/data/landmarks68
+/// it keeps 99% of the faces, with 16 other detections in 3,593 frames.
+pub const MIN_SCORE: f64 = 2.0;
+
+/// A face to cut out: its box, the detector's score if it found it, and whether a
+/// drawing shows the box.
+struct Found {
+    crop: CropBox,
+    score: Option<f64>,
+    show_box: bool,
+}
+
+/// The detector and the model's framing, made on the first image that needs them.
+struct Detect {
+    detector: fkpnet_face::FaceDetector,
+    framing: fkpnet_face::Framing,
 }
 
 /// Face boxes the user gives: one for every image (`--box x,y,w,h`), or per image
@@ -114,47 +147,99 @@ fn images_in(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
         .collect())
 }
 
-/// The box a face is cut out of: the model's own crop, or the user's box treated as
-/// the face's box (grown by the model's margin).
-fn face_boxes(
-    spec: &Spec,
-    img: &image::DynamicImage,
-    name: &str,
-    user: Option<Vec<[f32; 4]>>,
-) -> Result<Vec<CropBox>> {
-    let (w, h) = (img.width(), img.height());
-    let Some(user) = user else {
-        if spec.crop.from != CropFrom::Whole {
-            bail!(
-                "{name}: this model was trained on faces cut out of their images (data.crop.from: {}), so a \
-                 whole photo would not look like its faces: the face must be cropped or boxed. Give --box \
-                 x,y,w,h or --boxes CSV (image,x,y,w,h per face)",
-                format!("{:?}", spec.crop.from).to_lowercase()
-            );
+impl Finder {
+    /// The faces of one image (none: the detector found none).
+    fn faces(
+        &self,
+        model: &Ensemble,
+        detect: &mut Option<Detect>,
+        img: &image::DynamicImage,
+        name: &str,
+        path: &Path,
+    ) -> Result<Vec<Found>> {
+        let spec = model.spec();
+        let (w, h) = (img.width(), img.height());
+        if let Some(user) = self.boxes.of(name, path) {
+            return user.into_iter().map(|b| user_box(spec, name, w, h, b)).collect();
         }
-        return Ok(vec![crop::crop_box(&spec.crop, w, h, &[], None).map_err(|e| anyhow!("{name}: {e}"))?]);
-    };
-    user.into_iter()
-        .map(|b @ [x, y, bw, bh]| {
-            if x >= w as f32 || y >= h as f32 || x + bw <= 0.0 || y + bh <= 0.0 {
-                bail!("{name}: the box {x},{y},{bw},{bh} lies outside the {w}x{h} image");
-            }
-            let cfg = CropConfig { from: CropFrom::Box, margin: spec.crop.margin };
-            crop::crop_box(&cfg, w, h, &[], Some(b)).map_err(|e| anyhow!("{name}: {e}"))
-        })
-        .collect()
+        if self.whole {
+            // The image is a face as the training faces are: a model of whole images cuts
+            // it as it cut them (its margin); else the image is the crop itself.
+            let margin = if spec.crop.from == CropFrom::Whole { spec.crop.margin } else { 0.0 };
+            let crop = fkpnet_face::whole(w, h, margin);
+            return Ok(vec![Found { crop, score: None, show_box: spec.crop.from != CropFrom::Whole }]);
+        }
+        if detect.is_none() {
+            let fitted = model.models[0].framing()?;
+            *detect = Some(Detect { detector: Default::default(), framing: fitted.framing() });
+        }
+        let d = detect.as_mut().expect("made above");
+        let found: Vec<Found> = d
+            .detector
+            .detect(img)
+            .into_iter()
+            .filter(|f| f.score >= self.min_score)
+            .map(|f| Found { crop: d.framing.crop(&f), score: Some(f.score), show_box: true })
+            .collect();
+        Ok(found)
+    }
 }
 
-pub fn predict(model: &Ensemble, inputs: &[PathBuf], boxes: &Boxes) -> Result<Vec<Prediction>> {
+/// What a user can do about images without a face found.
+fn no_face_hint(min_score: f64) -> String {
+    format!(
+        "SeetaFace's frontal face detector, faces of {} px and more, score {min_score} or more: --min-score \
+         lowers it. Give a face's box with --box x,y,w,h or --boxes CSV, or --whole for images that are \
+         already faces cut out as the model's training faces are",
+        fkpnet_face::MIN_FACE
+    )
+}
+
+/// Images without a face found: an error where no image had one, else a warning
+/// (a folder of photos keeps the faces it has).
+fn report_missed(missed: &[String], images: usize, any_face: bool, min_score: f64) -> Result<()> {
+    if missed.is_empty() {
+        return Ok(());
+    }
+    let hint = no_face_hint(min_score);
+    let names = match missed.len() {
+        n if n <= 5 => missed.join(", "),
+        n => format!("{}, ... ({} more)", missed[..5].join(", "), n - 5),
+    };
+    if !any_face {
+        if missed.len() == 1 {
+            bail!("{names}: no face found ({hint})");
+        }
+        bail!("no face found in any of the {} images: {names} ({hint})", missed.len());
+    }
+    eprintln!("warning: no face found in {} of {images} images: {names} ({hint})", missed.len());
+    Ok(())
+}
+
+/// The user's box, treated as the face's box and grown by the model's margin.
+fn user_box(spec: &Spec, name: &str, w: u32, h: u32, b @ [x, y, bw, bh]: [f32; 4]) -> Result<Found> {
+    if x >= w as f32 || y >= h as f32 || x + bw <= 0.0 || y + bh <= 0.0 {
+        bail!("{name}: the box {x},{y},{bw},{bh} lies outside the {w}x{h} image");
+    }
+    let cfg = CropConfig { from: CropFrom::Box, margin: spec.crop.margin };
+    let crop = crop::crop_box(&cfg, w, h, &[], Some(b)).map_err(|e| anyhow!("{name}: {e}"))?;
+    Ok(Found { crop, score: None, show_box: true })
+}
+
+pub fn predict(model: &Ensemble, inputs: &[PathBuf], finder: &Finder) -> Result<Vec<Prediction>> {
     let spec = model.spec();
     let mut out = Vec::new();
+    let mut detect = None;
+    let mut images = 0;
+    let mut missed = Vec::new();
+    let mut files_read = 0;
     for p in inputs {
         if is_csv(p) {
             // Kaggle's and Caffe's HDF5 faces are both the net's input, already cut out.
             if !matches!(spec.format, DataFormat::Kaggle | DataFormat::Hdf5) {
                 bail!("{}: a CSV is read as Kaggle faces, but this model takes {} faces cut from images: give the images or their folder", p.display(), format!("{:?}", spec.format).to_lowercase());
             }
-            out.extend(kaggle_rows(model, p)?);
+            out.extend(kaggle_rows(model, p, &mut images)?);
             continue;
         }
         if !p.exists() {
@@ -173,48 +258,49 @@ pub fn predict(model: &Ensemble, inputs: &[PathBuf], boxes: &Boxes) -> Result<Ve
         let mut pending = Vec::new();
         for (path, name) in files {
             let img = crop::open(&path)?;
-            for b in face_boxes(spec, &img, &name, boxes.of(&name, &path))? {
-                faces.pixels.extend(crop::cut(&img, &b, spec.width, spec.channels));
-                faces.keypoints.extend(std::iter::repeat_n(f32::NAN, spec.targets()));
-                pending.push((name.clone(), b, img.to_rgb8()));
+            let rgb = std::rc::Rc::new(img.to_rgb8());
+            let found = finder.faces(model, &mut detect, &img, &name, &path)?;
+            files_read += 1;
+            if found.is_empty() {
+                missed.push(name.clone());
             }
+            for f in found {
+                faces.pixels.extend(crop::cut(&img, &f.crop, spec.width, spec.channels));
+                faces.keypoints.extend(std::iter::repeat_n(f32::NAN, spec.targets()));
+                pending.push((name.clone(), f, rgb.clone(), images));
+            }
+            images += 1;
         }
         let kp = model.predict_px(&faces);
         let t = spec.targets();
-        let faces_of = |name: &str| pending.iter().filter(|(n, _, _)| n == name).count();
-        let mut nth: HashMap<&str, usize> = HashMap::new();
-        for (i, (name, b, image)) in pending.iter().enumerate() {
-            // Several faces in one photo: name_face1, name_face2, ...
-            let suffix = match faces_of(name) {
-                1 => String::new(),
-                _ => {
-                    let k = nth.entry(name).or_insert(0);
-                    *k += 1;
-                    format!("_face{k}")
-                }
-            };
-            let short =
-                Path::new(name).file_stem().map_or("input".into(), |s| s.to_string_lossy().into_owned());
+        for (i, (name, f, image, image_index)) in pending.into_iter().enumerate() {
+            let stem =
+                Path::new(&name).file_stem().map_or("input".into(), |s| s.to_string_lossy().into_owned());
             out.push(Prediction {
-                input: name.clone(),
-                keypoints: b.points_to_image(&kp[i * t..(i + 1) * t], spec.width),
-                crop: Some(*b),
-                show_box: boxes.of(name, Path::new(name)).is_some() || spec.crop.from != CropFrom::Whole,
-                image: image.clone(),
-                stem: short + &suffix,
-                parts: with_suffix(path_parts(name), &suffix),
+                keypoints: f.crop.points_to_image(&kp[i * t..(i + 1) * t], spec.width),
+                crop: Some(f.crop),
+                score: f.score,
+                show_box: f.show_box,
+                image_index,
+                image,
+                stem,
+                parts: path_parts(&name),
+                input: name,
             });
         }
     }
+    report_missed(&missed, files_read, !out.is_empty(), finder.min_score)?;
     Ok(out)
 }
 
 /// Kaggle CSV rows: faces already cut out at the model's input size.
-fn kaggle_rows(model: &Ensemble, p: &Path) -> Result<Vec<Prediction>> {
+fn kaggle_rows(model: &Ensemble, p: &Path, images: &mut usize) -> Result<Vec<Prediction>> {
     let t = kaggle::read(p)?;
     let kp = model.predict_px(&t.faces);
     let n = model.spec().targets();
     let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("input").to_string();
+    let first = *images;
+    *images += t.ids.len();
     Ok(t.ids
         .iter()
         .enumerate()
@@ -222,8 +308,10 @@ fn kaggle_rows(model: &Ensemble, p: &Path) -> Result<Vec<Prediction>> {
             input: format!("{}#{id}", p.display()),
             keypoints: kp[i * n..(i + 1) * n].to_vec(),
             crop: None,
+            score: None,
             show_box: false,
-            image: draw::face_image(t.faces.image(i), t.faces.shape),
+            image_index: first + i,
+            image: std::rc::Rc::new(draw::face_image(t.faces.image(i), t.faces.shape)),
             stem: format!("{stem}_{id}"),
             parts: path_parts(&format!("{}#{id}", p.display())),
         })
@@ -279,6 +367,9 @@ pub fn to_json(preds: &[Prediction], set: &KeypointSet) -> String {
             if let Some(b) = p.crop {
                 item["box"] = serde_json::json!([b.left, b.top, b.side, b.side]);
             }
+            if let Some(score) = p.score {
+                item["face_score"] = serde_json::json!(px(score as f32));
+            }
             item["keypoints"] = serde_json::Value::Object(kps);
             item
         })
@@ -290,7 +381,7 @@ pub fn to_json(preds: &[Prediction], set: &KeypointSet) -> String {
 /// `face`), or where several inputs share a stem (`x/a/1.png`, `x/b/1.png`) as many
 /// of their last path parts as tell them apart, joined by `_` (`a_1`, `b_1`), numbered
 /// if even the whole paths are equal (the same file twice).
-fn distinct_stems(preds: &[Prediction]) -> Vec<String> {
+fn distinct_stems(preds: &[&Prediction]) -> Vec<String> {
     let count = |names: &[String], n: &str| names.iter().filter(|m| *m == n).count();
     let stems: Vec<String> = preds.iter().map(|p| p.stem.clone()).collect();
     let parts: Vec<&Vec<String>> = preds.iter().map(|p| &p.parts).collect();
@@ -342,32 +433,31 @@ fn path_parts(input: &str) -> Vec<String> {
     parts
 }
 
-fn with_suffix(mut parts: Vec<String>, suffix: &str) -> Vec<String> {
-    if let Some(last) = parts.last_mut() {
-        last.push_str(suffix);
-    }
-    parts
-}
-
 /// `./a/b/1.png` -> `a_b_1`, `x/test.csv#7` -> `x_test_7`: a file name from a whole input.
 pub fn path_stem(input: &str) -> String {
     path_parts(input).join("_")
 }
 
-/// Write each prediction's image with its keypoints drawn into `dir`, one file per
-/// prediction; files already there are refused unless `force`, before any is written.
+/// Write each image with its faces' keypoints (and boxes) drawn into `dir`, one file
+/// per image; files already there are refused unless `force`, before any is written.
 pub fn draw_all(preds: &[Prediction], set: &KeypointSet, dir: &Path, force: bool) -> Result<Vec<PathBuf>> {
-    let paths: Vec<PathBuf> = distinct_stems(preds).iter().map(|s| dir.join(format!("{s}.png"))).collect();
+    // One drawing per image: its faces are consecutive predictions.
+    let groups: Vec<&[Prediction]> = preds.chunk_by(|a, b| a.image_index == b.image_index).collect();
+    let firsts: Vec<&Prediction> = groups.iter().map(|g| &g[0]).collect();
+    let paths: Vec<PathBuf> = distinct_stems(&firsts).iter().map(|s| dir.join(format!("{s}.png"))).collect();
     for p in &paths {
         crate::run::check_new_output(p, force)?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (p, path) in preds.iter().zip(&paths) {
-        let mut img = p.image.clone();
-        if let (Some(b), true) = (p.crop, p.show_box) {
-            draw::square(&mut img, b.left, b.top, b.side);
+    for (faces, path) in groups.iter().zip(&paths) {
+        let mut img = (*faces[0].image).clone();
+        for p in *faces {
+            if let (Some(b), true) = (p.crop, p.show_box) {
+                draw::square(&mut img, b.left, b.top, b.side);
+            }
+            let face = p.crop.map_or(img.width().min(img.height()) as f32, |b| b.side as f32);
+            draw::keypoints(&mut img, &p.keypoints, set, face);
         }
-        draw::keypoints(&mut img, &p.keypoints, set);
         img.save(path).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(paths)

@@ -1,7 +1,13 @@
 //! The image side of a face, shared by fkpnet and its libtorch-free predictor
 //! fkpnet-infer: a square box in an image's pixels, the face cut out of it at the
 //! net's input size (black where it leaves the image), keypoints mapped into the
-//! crop and back, and images read by their content.
+//! crop and back, images read by their content, and faces found in photos (a face
+//! detector, and the framing that turns its boxes into the crops a net was trained on).
+
+mod detect;
+mod framing;
+pub use detect::{Detection, FaceDetector, MIN_FACE};
+pub use framing::{matching, Framing};
 
 use image::{DynamicImage, GenericImageView};
 use serde::{Deserialize, Serialize};

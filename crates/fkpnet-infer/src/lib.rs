@@ -1,6 +1,6 @@
-//! An fkpnet ONNX export (`fkpnet export RUN --format onnx`) run by tract: faces cut
-//! out of photos as the net was trained (fkpnet_face), keypoints mapped back into the
-//! photo's pixels. No libtorch anywhere in this crate's dependency tree.
+//! An fkpnet ONNX export (`fkpnet export RUN --format onnx`) run by tract: faces found
+//! in photos (or boxed, or whole), cut out as the net was trained (fkpnet_face, with
+//! the framing in the export's metadata), keypoints mapped back into the photo's pixels. No libtorch anywhere in this crate's dependency tree.
 
 use anyhow::{anyhow, bail, Context, Result};
 use fkpnet_face::CropBox;
@@ -19,6 +19,35 @@ pub struct Meta {
     pub crop: CropMeta,
     pub keypoints: Vec<String>,
     pub csv: CsvMeta,
+    /// How the training faces sit in the face detector's boxes (absent in an export of
+    /// a model whose training data fkpnet could not read: faces need boxes then).
+    #[serde(default)]
+    pub framing: Option<FramingMeta>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FramingMeta {
+    pub detector: String,
+    pub dx: f64,
+    pub dy: f64,
+    pub scale: f64,
+}
+
+/// The detector fkpnet's framings are fitted for (src/data/framing.rs `DETECTOR`).
+pub const DETECTOR: &str = "seetaface-frontal-1.0";
+
+/// SeetaFace's own demo threshold, as fkpnet predict's `--min-score`.
+pub const MIN_SCORE: f64 = 2.0;
+
+/// How the faces of an image are found, as fkpnet predict finds them.
+pub enum Find<'a> {
+    /// The user's face boxes `[x, y, w, h]`, grown by the model's margin.
+    Boxes(&'a [[f32; 4]]),
+    /// The image is one face, already cut out as the training faces are.
+    Whole,
+    /// The face detector, its boxes framed as the training faces are; faces scoring
+    /// below `min_score` are left out.
+    Detect { min_score: f64 },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,12 +84,14 @@ pub struct Model {
     graph: InferenceModel,
     /// One optimised plan per batch size (tract optimises for concrete shapes).
     plans: RefCell<HashMap<usize, Plan>>,
+    detector: RefCell<Option<fkpnet_face::FaceDetector>>,
 }
 
-/// One face found in an image: the box it was cut out of and its keypoints
-/// `[x0, y0, ...]` in the image's pixels.
+/// One face found in an image: the box it was cut out of, the detector's score if it
+/// found it, and its keypoints `[x0, y0, ...]` in the image's pixels.
 pub struct Face {
     pub crop: CropBox,
+    pub score: Option<f64>,
     pub keypoints: Vec<f32>,
 }
 
@@ -91,7 +122,17 @@ impl Model {
         let graph = onnx
             .model_for_proto_model(&proto)
             .map_err(|e| anyhow!("{}: tract cannot read this model ({e})", path.display()))?;
-        Ok(Model { meta, graph, plans: RefCell::new(HashMap::new()) })
+        if let Some(f) = &meta.framing {
+            if f.detector != DETECTOR {
+                bail!(
+                    "{}: framed for the face detector {}, but this fkpnet-infer finds faces with {DETECTOR}: \
+                     export the model again with this version of fkpnet",
+                    path.display(),
+                    f.detector
+                );
+            }
+        }
+        Ok(Model { meta, graph, plans: RefCell::new(HashMap::new()), detector: RefCell::new(None) })
     }
 
     fn plan(&self, n: usize) -> Result<Plan> {
@@ -123,47 +164,59 @@ impl Model {
         Ok(y.iter().map(|v| v * h + h).collect())
     }
 
-    /// The boxes faces are cut out of: the whole photo for a model trained on whole
-    /// images, else the user's boxes (a model trained on cut-out faces needs them).
+    /// The boxes an image's faces are cut out of, and the detector's scores (none: the
+    /// detector found no face).
     pub fn boxes(
         &self,
         name: &str,
-        width: u32,
-        height: u32,
-        user: Option<&[[f32; 4]]>,
-    ) -> Result<Vec<CropBox>> {
-        let margin = self.meta.crop.margin;
-        let Some(user) = user else {
-            if self.meta.crop.from != "whole" {
-                bail!(
-                    "{name}: this model was trained on faces cut out of their images (crop from: {}), so a \
-                     whole photo would not look like its faces: give --box x,y,w,h",
-                    self.meta.crop.from
-                );
+        img: &image::DynamicImage,
+        find: &Find,
+    ) -> Result<Vec<(CropBox, Option<f64>)>> {
+        let (width, height) = (img.width(), img.height());
+        let crop = &self.meta.crop;
+        match find {
+            Find::Boxes(user) => user
+                .iter()
+                .map(|&b @ [x, y, bw, bh]| {
+                    if x >= width as f32 || y >= height as f32 || x + bw <= 0.0 || y + bh <= 0.0 {
+                        bail!("{name}: the box {x},{y},{bw},{bh} lies outside the {width}x{height} image");
+                    }
+                    Ok((fkpnet_face::of_box(b, crop.margin).map_err(|e| anyhow!("{name}: {e}"))?, None))
+                })
+                .collect(),
+            Find::Whole => {
+                // A model of whole images cuts it as it cut them (its margin).
+                let margin = if crop.from == "whole" { crop.margin } else { 0.0 };
+                Ok(vec![(fkpnet_face::whole(width, height, margin), None)])
             }
-            return Ok(vec![fkpnet_face::whole(width, height, margin)]);
-        };
-        user.iter()
-            .map(|&b @ [x, y, bw, bh]| {
-                if x >= width as f32 || y >= height as f32 || x + bw <= 0.0 || y + bh <= 0.0 {
-                    bail!("{name}: the box {x},{y},{bw},{bh} lies outside the {width}x{height} image");
-                }
-                fkpnet_face::of_box(b, margin).map_err(|e| anyhow!("{name}: {e}"))
-            })
-            .collect()
+            Find::Detect { min_score } => {
+                let Some(f) = &self.meta.framing else {
+                    bail!(
+                        "{name}: this export carries no framing for the faces a detector finds (fkpnet could \
+                         not read the model's training data when it exported it): give the face's box with \
+                         --box x,y,w,h, or --whole for an image that is already a cut-out face"
+                    );
+                };
+                let framing = fkpnet_face::Framing { dx: f.dx, dy: f.dy, scale: f.scale };
+                let mut det = self.detector.borrow_mut();
+                let found: Vec<(CropBox, Option<f64>)> = det
+                    .get_or_insert_with(fkpnet_face::FaceDetector::new)
+                    .detect(img)
+                    .into_iter()
+                    .filter(|d| d.score >= *min_score)
+                    .map(|d| (framing.crop(&d), Some(d.score)))
+                    .collect();
+                Ok(found)
+            }
+        }
     }
 
     /// Every face of an image (one per box), its keypoints in the image's pixels.
-    pub fn predict(
-        &self,
-        name: &str,
-        img: &image::DynamicImage,
-        user: Option<&[[f32; 4]]>,
-    ) -> Result<Vec<Face>> {
+    pub fn predict(&self, name: &str, img: &image::DynamicImage, find: &Find) -> Result<Vec<Face>> {
         let i = &self.meta.input;
-        let boxes = self.boxes(name, img.width(), img.height(), user)?;
+        let boxes = self.boxes(name, img, find)?;
         let mut pixels = Vec::new();
-        for b in &boxes {
+        for (b, _) in &boxes {
             pixels.extend(fkpnet_face::cut(img, b, i.width, i.channels));
         }
         let kp = self.run(&pixels, boxes.len())?;
@@ -171,7 +224,11 @@ impl Model {
         Ok(boxes
             .iter()
             .enumerate()
-            .map(|(k, b)| Face { crop: *b, keypoints: b.points_to_image(&kp[k * t..(k + 1) * t], i.width) })
+            .map(|(k, (b, score))| Face {
+                crop: *b,
+                score: *score,
+                keypoints: b.points_to_image(&kp[k * t..(k + 1) * t], i.width),
+            })
             .collect())
     }
 
@@ -179,6 +236,16 @@ impl Model {
     pub fn csv_header(&self) -> String {
         format!("{},{}", self.meta.csv.first, self.meta.csv.columns.join(","))
     }
+}
+
+/// What a user can do about images without a face found (as fkpnet predict says it).
+pub fn no_face_hint(min_score: f64) -> String {
+    format!(
+        "SeetaFace's frontal face detector, faces of {} px and more, score {min_score} or more: --min-score \
+         lowers it. Give a face's box with --box x,y,w,h, or --whole for images that are already faces cut \
+         out as the model's training faces are",
+        fkpnet_face::MIN_FACE
+    )
 }
 
 /// `x,y,w,h` -> a box.

@@ -108,10 +108,17 @@ fn photos_give_fkpnet_predicts_keypoints_without_libtorch() {
         let mut iargs = vec![onnx.as_str()];
         iargs.extend(photos.iter().map(String::as_str));
         let got = ok(&infer(), &iargs, d);
-        // Both print 0.01 px; the models agree well below that.
+        // The same faces found, cut out with the run's framing (the export's metadata);
+        // both print 0.01 px, the models agree well below that.
         let diff = compare(&want, &got);
         assert!(diff <= 0.0100001, "{model}: {diff} px\n{want}\n{got}");
         worst = worst.max(diff);
+        // The whole photo as the face, as fkpnet predict --whole.
+        let (mut wa, mut wi) = (args.clone(), iargs.clone());
+        wa.push("--whole");
+        wi.push("--whole");
+        let diff = compare(&ok(&fk, &wa, d), &ok(&infer(), &wi, d));
+        assert!(diff <= 0.0100001, "{model} --whole: {diff} px");
         // A face box, as fkpnet predict --box takes it.
         let mut bargs = args.clone();
         bargs.extend(["--box", "60,40,200,220"]);
@@ -122,6 +129,10 @@ fn photos_give_fkpnet_predicts_keypoints_without_libtorch() {
         assert!(compare(&want, &got) <= 0.0100001, "{model} --box:\n{want}\n{got}");
     }
     eprintln!("fkpnet-infer vs fkpnet predict: max difference {worst:.3} px (both print 0.01 px)");
+
+    let framing = fkpnet_infer::Model::load(&d.join("lenet.onnx")).unwrap().meta.framing;
+    let f = framing.expect("the export carries the framing fitted on the run's training faces");
+    assert!((1.05..1.25).contains(&f.scale) && f.detector == fkpnet_infer::DETECTOR, "{f:?}");
 
     // Bad input gets clear errors.
     let bad = |args: &[&str]| {
@@ -143,6 +154,9 @@ fn photos_give_fkpnet_predicts_keypoints_without_libtorch() {
     assert!(e.contains("expected four numbers"), "{e}");
     let e = bad(&["lenet.onnx", "nowhere.jpg"]);
     assert!(e.contains("nowhere.jpg: no such image file"), "{e}");
+    image::GrayImage::from_pixel(200, 160, image::Luma([128])).save(d.join("blank.png")).unwrap();
+    let e = bad(&["lenet.onnx", "blank.png"]);
+    assert!(e.contains("blank.png: no face found") && e.contains("--box") && e.contains("--whole"), "{e}");
     std::fs::write(d.join("text.png"), "not an image").unwrap();
     let e = bad(&["lenet.onnx", "text.png"]);
     assert!(e.contains("text.png: not a readable image"), "{e}");
