@@ -1,9 +1,11 @@
 //! Config: the typed schema (solver, data, net), loading with file/line errors,
 //! path resolution and `--set` overrides.
 
+pub mod data;
 pub mod diff;
 mod load;
 pub mod net;
+mod overrides;
 pub mod schema;
 pub mod solver;
 

@@ -1,18 +1,20 @@
 //! The train loop, as a list of calls over state the trainer owns (Caffe's
 //! `Solver::Step`): `new` sets up (or restores) the net, solver, data and run files;
-//! `run` steps until max_iter, early stop or Ctrl-C, then finishes.
+//! `run` steps until max_iter, early stop or Ctrl-C, then finishes (`ending`: the val
+//! tests, snapshots and the finish).
+
+mod ending;
 
 use super::batches::Batches;
-use super::passes::{first_non_finite_grad, histogram_tensors, run_bytes, train_forward};
+use super::passes::{first_non_finite_grad, run_bytes, train_forward};
 use super::progress::{self, install_signal_handler, progress_bar};
 use super::resume::{check_resume_config, default_run_name, snapshot_run_config};
-use super::state::{BestVal, LoopState};
+use super::state::LoopState;
 use super::{build_options, parse_device, Options, Outcome};
 use crate::config::solver::OnNan;
 use crate::config::{Resolved, SolverConfig};
 use crate::data::{self, Spec};
 use crate::graph::{Graph, Net, Param};
-use crate::infer;
 use crate::loss;
 use crate::run::caffe_log::CaffeLog;
 use crate::run::tensorboard::EventWriter;
@@ -21,7 +23,7 @@ use crate::solver::state;
 use crate::solver::{lr, Solver};
 use anyhow::{bail, Result};
 use indicatif::ProgressBar;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use tch::{nn, Device, Tensor};
 
@@ -390,146 +392,9 @@ impl<'a> Trainer<'a> {
         progress::report(&self.progress, row, self.cfg.max_iter, self.opts.quiet);
         Ok(())
     }
-
-    /// A val test into `row`, the log and TensorBoard, and best.safetensors when it
-    /// improved; None without a val split. Tests (and best.safetensors) see the
-    /// weights' moving average when there is one.
-    fn test(&mut self, iter: i64, row: &mut MetricsRow) -> Result<Option<bool>> {
-        if self.data.val_x.size()[0] == 0 {
-            return Ok(None);
-        }
-        let (cfg, w) = (self.cfg, self.graph.loss.loss_weight);
-        let limit = (cfg.test_iter > 0).then(|| cfg.test_iter * cfg.batch_size);
-        self.solver.swap_ema(&self.params);
-        let eval = infer::evaluate(
-            &self.net,
-            &self.data.val_x,
-            &self.data.val_y,
-            &self.graph.loss,
-            limit,
-            &cfg.test,
-            &self.spec,
-        );
-        let histograms =
-            cfg.histograms.then(|| histogram_tensors(&self.graph, &self.net, &self.params, &self.data.val_x));
-        let improved = self.state.best.is_none_or(|b| eval.loss * w < b.loss);
-        let saved = match improved {
-            true => self.save_weights("best.safetensors"),
-            false => Ok(()),
-        };
-        self.solver.swap_ema(&self.params);
-        saved?;
-        let (vl, vr) = (eval.loss, eval.rmse_px);
-        let mut outputs = vec![("loss", vl, Some(w)), ("rmse_px", vr, None)];
-        let mut scalars = vec![("val/loss", vl * w), ("val/rmse_px", vr)];
-        if let Some(m) = eval.nme {
-            outputs.extend([
-                ("nme_pct", m.nme, None),
-                ("failure_pct", m.failure_rate, None),
-                ("auc_pct", m.auc, None),
-            ]);
-            scalars.extend([
-                ("val/nme_pct", m.nme),
-                ("val/failure_pct", m.failure_rate),
-                ("val/auc_pct", m.auc),
-            ]);
-            (row.val_nme, row.val_fr, row.val_auc) = (Some(m.nme), Some(m.failure_rate), Some(m.auc));
-        }
-        self.log.test(iter, &outputs)?;
-        self.events.scalars(iter, &scalars)?;
-        if let Some(h) = histograms {
-            self.events.histograms(iter, &h)?;
-        }
-        (row.val_loss, row.val_rmse_px) = (Some(vl * w), Some(vr));
-        if improved {
-            self.state.best = Some(BestVal { loss: vl * w, rmse_px: vr, iter });
-        }
-        Ok(Some(improved))
-    }
-
-    fn save_weights(&self, name: &str) -> Result<()> {
-        run::atomic_write(&self.run.file(name), |tmp| crate::graph::save_weights(&self.params, tmp))
-    }
-
-    /// `<prefix>_iter_<N>.safetensors` and `.solverstate`; the solverstate's path.
-    fn snapshot(&mut self) -> Result<PathBuf> {
-        let stem = format!("{}_iter_{}", self.cfg.snapshot_prefix, self.solver.iter);
-        let (weights, st) = (format!("{stem}.safetensors"), self.run.file(&format!("{stem}.solverstate")));
-        self.save_weights(&weights)?;
-        state::save(&st, &self.solver, &self.params, self.state.to_entries())?;
-        self.log.snapshot(&self.run.file(&weights), &st)?;
-        Ok(st)
-    }
-
-    /// The final test (after a complete run, as Caffe does), the final weights (the
-    /// moving average where there is one, as Keras' use_ema; snapshots keep the raw
-    /// weights and the average in the solverstate) and the closing line.
-    fn finish(mut self, interrupted: Option<PathBuf>, stopped: Option<String>) -> Result<Outcome> {
-        let seconds = self.start.elapsed().as_secs_f64();
-        self.progress.finish_and_clear();
-        let (cfg, iter) = (self.cfg, self.solver.iter);
-        if let Some(st) = &interrupted {
-            self.log.note(&format!("Interrupted at iteration {iter}"))?;
-            say(
-                self.opts,
-                &format!(
-                    "interrupted at iteration {iter} of {}; snapshot written: {}",
-                    cfg.max_iter,
-                    st.display()
-                ),
-            );
-        } else if let Some(why) = &stopped {
-            // "early stop: no val improvement ..." -> "early stop at iteration N: no val ..."
-            let (what, reason) = why.split_once(": ").unwrap_or((why.as_str(), ""));
-            say(self.opts, &format!("{what} at iteration {iter}: {reason}"));
-            self.log.done()?;
-        } else {
-            let mut row =
-                MetricsRow { iter: cfg.max_iter, epoch: self.epoch_of(cfg.max_iter), ..Default::default() };
-            self.final_train_loss(&mut row)?;
-            self.test(cfg.max_iter, &mut row)?;
-            if row.val_loss.is_some() || row.train_loss.is_some() {
-                row.seconds = seconds;
-                self.metrics.write(&row)?;
-                progress::report(&self.progress, &row, cfg.max_iter, self.opts.quiet);
-            }
-            self.log.done()?;
-        }
-        self.solver.swap_ema(&self.params);
-        self.save_weights("weights.safetensors")?;
-        let best_txt = self
-            .state
-            .best
-            .map(|b| {
-                format!("best: val RMSE {:.3} px (loss {:.5}) at iteration {}", b.rmse_px, b.loss, b.iter)
-            })
-            .unwrap_or_else(|| "no val split (data.split = 1)".into());
-        say(
-            self.opts,
-            &format!(
-                "{}: {iter} iterations ({:.1} epochs) in {seconds:.1}s\n  {best_txt}\n  results: {}",
-                if interrupted.is_some() { "stopped" } else { "done" },
-                self.epoch_of(iter),
-                self.run.path.display()
-            ),
-        );
-        Ok(Outcome {
-            run_dir: self.run.path.clone(),
-            best: self.state.best,
-            final_train_loss: self.last_train_loss,
-            seconds,
-            iterations: iter,
-            interrupted,
-            stopped,
-        })
-    }
-
-    fn epoch_of(&self, iter: i64) -> f64 {
-        iter as f64 * (self.cfg.batch_size * self.cfg.iter_size) as f64 / self.data.n_train as f64
-    }
 }
 
-fn say(opts: &Options, s: &str) {
+pub(super) fn say(opts: &Options, s: &str) {
     if !opts.quiet {
         eprintln!("{s}");
     }
