@@ -7,7 +7,7 @@
 use super::proto::caffe::{
     eltwise_parameter::EltwiseOp, pooling_parameter, BlobProto, BlobShape, LayerParameter, NetParameter,
 };
-use crate::graph::{Graph, Param};
+use crate::graph::{Graph, Node, Param};
 use anyhow::{anyhow, bail, Result};
 use protobuf::{Message, MessageField};
 use std::collections::HashMap;
@@ -190,131 +190,136 @@ pub fn deploy(graph: &Graph, params: &[Param], with_blobs: bool) -> Result<NetPa
     for n in &graph.nodes {
         let bottoms = n.bottoms.iter().map(|b| graph.blob_name(*b)).collect();
         let v = n.layer.to_yaml();
-        let int = |k: &str| v[k].as_i64().unwrap_or(0) as u32;
-        let at = || format!("layer `{}` ({})", n.name, n.kind);
         let mut l = caffe_layer(&n.name, "", bottoms);
-        let mut blobs: Vec<String> = Vec::new();
-        match n.kind {
-            "conv" => {
-                l.set_type("Convolution".into());
-                let p = l.convolution_param.mut_or_insert_default();
-                p.set_num_output(int("num_output"));
-                p.kernel_size = vec![int("kernel_size")];
-                p.stride = vec![int("stride")];
-                p.pad = vec![int("pad")];
-                p.dilation = vec![int("dilation")];
-                p.set_group(int("group"));
-                p.set_bias_term(v["bias_term"].as_bool().unwrap_or(true));
-                blobs = n.params.iter().map(|d| d.suffix.to_string()).collect();
-            }
-            "dense" => {
-                l.set_type("InnerProduct".into());
-                let p = l.inner_product_param.mut_or_insert_default();
-                p.set_num_output(int("num_output"));
-                p.set_bias_term(v["bias_term"].as_bool().unwrap_or(true));
-                blobs = n.params.iter().map(|d| d.suffix.to_string()).collect();
-            }
-            "pool" => {
-                l.set_type("Pooling".into());
-                let p = l.pooling_param.mut_or_insert_default();
-                p.set_pool(match v["pool"].as_str() {
-                    Some("ave") => pooling_parameter::PoolMethod::AVE,
-                    _ => pooling_parameter::PoolMethod::MAX,
-                });
-                if v["global_pooling"].as_bool() == Some(true) {
-                    p.set_global_pooling(true);
-                } else {
-                    p.set_kernel_size(int("kernel_size"));
-                }
-                p.set_stride(int("stride"));
-                p.set_pad(int("pad"));
-                p.set_round_mode(match v["round_mode"].as_str() {
-                    Some("floor") => pooling_parameter::RoundMode::FLOOR,
-                    _ => pooling_parameter::RoundMode::CEIL,
-                });
-            }
-            "relu" => {
-                l.set_type("ReLU".into());
-                let slope = v["negative_slope"].as_f64().unwrap_or(0.0);
-                if slope != 0.0 {
-                    l.relu_param.mut_or_insert_default().set_negative_slope(slope as f32);
-                }
-            }
-            "prelu" => {
-                l.set_type("PReLU".into());
-                l.prelu_param
-                    .mut_or_insert_default()
-                    .set_channel_shared(v["channel_shared"].as_bool() == Some(true));
-                blobs = vec!["weight".into()];
-            }
-            "dropout" => {
-                l.set_type("Dropout".into());
-                l.dropout_param
-                    .mut_or_insert_default()
-                    .set_dropout_ratio(v["dropout_ratio"].as_f64().unwrap_or(0.5) as f32);
-            }
-            "flatten" => l.set_type("Flatten".into()),
-            "concat" => {
-                l.set_type("Concat".into());
-                l.concat_param.mut_or_insert_default().set_axis(int("axis") as i32);
-            }
-            "eltwise" => {
-                l.set_type("Eltwise".into());
-                let p = l.eltwise_param.mut_or_insert_default();
-                p.set_operation(match v["operation"].as_str() {
-                    Some("prod") => EltwiseOp::PROD,
-                    Some("max") => EltwiseOp::MAX,
-                    _ => EltwiseOp::SUM,
-                });
-                p.coeff = v["coeff"]
-                    .as_sequence()
-                    .map_or(vec![], |c| c.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect());
-            }
-            "batchnorm" => {
-                l.set_type("BatchNorm".into());
-                let p = l.batch_norm_param.mut_or_insert_default();
-                p.set_eps(v["eps"].as_f64().unwrap_or(1e-5) as f32);
-                p.set_moving_average_fraction(v["moving_average_fraction"].as_f64().unwrap_or(0.999) as f32);
-                if with_blobs {
-                    let one = Tensor::ones([1], tch::kind::FLOAT_CPU);
-                    l.blobs = vec![
-                        blob_of(&tensor(&format!("{}.running_mean", n.name))?),
-                        blob_of(&tensor(&format!("{}.running_var", n.name))?),
-                        blob_of(&one),
-                    ];
-                }
-                if v["affine"].as_bool() == Some(true) {
-                    // The affine part is Caffe's Scale (with bias), in place on the
-                    // BatchNorm's top.
-                    let name = format!("{}_scale", n.name);
-                    let mut s = caffe_layer(&name, "Scale", vec![n.name.clone()]);
-                    s.top = vec![n.name.clone()];
-                    s.scale_param.mut_or_insert_default().set_bias_term(true);
-                    if with_blobs {
-                        s.blobs = vec![
-                            blob_of(&tensor(&format!("{}.weight", n.name))?),
-                            blob_of(&tensor(&format!("{}.bias", n.name))?),
-                        ];
-                    }
-                    net.layer.push(l);
-                    net.layer.push(s);
-                    continue;
-                }
-            }
-            _ => bail!(
-                "{}: Caffe has no such layer, so this net cannot be exported to Caffe (it takes conv, \
-                 dense, pool, relu, prelu, dropout, flatten, concat, eltwise and batchnorm)",
-                at()
-            ),
-        }
+        set_type_and_params(&mut l, n, &v)?;
         if with_blobs {
-            for s in &blobs {
-                l.blobs.push(blob_of(&tensor(&format!("{}.{s}", n.name))?));
-            }
+            l.blobs = blobs_of(n, &tensor)?;
         }
         net.layer.push(l);
+        if n.kind == "batchnorm" && v["affine"].as_bool() == Some(true) {
+            // The affine part is Caffe's Scale (with bias), in place on the BatchNorm's top.
+            let name = format!("{}_scale", n.name);
+            let mut s = caffe_layer(&name, "Scale", vec![n.name.clone()]);
+            s.top = vec![n.name.clone()];
+            s.scale_param.mut_or_insert_default().set_bias_term(true);
+            if with_blobs {
+                s.blobs = vec![
+                    blob_of(&tensor(&format!("{}.weight", n.name))?),
+                    blob_of(&tensor(&format!("{}.bias", n.name))?),
+                ];
+            }
+            net.layer.push(s);
+        }
     }
     Ok(net)
+}
+
+/// A node's Caffe type and its `*_param` from the layer's resolved config `v`.
+fn set_type_and_params(l: &mut LayerParameter, n: &Node, v: &serde_yaml::Value) -> Result<()> {
+    let int = |k: &str| v[k].as_i64().unwrap_or(0) as u32;
+    match n.kind {
+        "conv" => {
+            l.set_type("Convolution".into());
+            let p = l.convolution_param.mut_or_insert_default();
+            p.set_num_output(int("num_output"));
+            p.kernel_size = vec![int("kernel_size")];
+            p.stride = vec![int("stride")];
+            p.pad = vec![int("pad")];
+            p.dilation = vec![int("dilation")];
+            p.set_group(int("group"));
+            p.set_bias_term(v["bias_term"].as_bool().unwrap_or(true));
+        }
+        "dense" => {
+            l.set_type("InnerProduct".into());
+            let p = l.inner_product_param.mut_or_insert_default();
+            p.set_num_output(int("num_output"));
+            p.set_bias_term(v["bias_term"].as_bool().unwrap_or(true));
+        }
+        "pool" => {
+            l.set_type("Pooling".into());
+            let p = l.pooling_param.mut_or_insert_default();
+            p.set_pool(match v["pool"].as_str() {
+                Some("ave") => pooling_parameter::PoolMethod::AVE,
+                _ => pooling_parameter::PoolMethod::MAX,
+            });
+            if v["global_pooling"].as_bool() == Some(true) {
+                p.set_global_pooling(true);
+            } else {
+                p.set_kernel_size(int("kernel_size"));
+            }
+            p.set_stride(int("stride"));
+            p.set_pad(int("pad"));
+            p.set_round_mode(match v["round_mode"].as_str() {
+                Some("floor") => pooling_parameter::RoundMode::FLOOR,
+                _ => pooling_parameter::RoundMode::CEIL,
+            });
+        }
+        "relu" => {
+            l.set_type("ReLU".into());
+            let slope = v["negative_slope"].as_f64().unwrap_or(0.0);
+            if slope != 0.0 {
+                l.relu_param.mut_or_insert_default().set_negative_slope(slope as f32);
+            }
+        }
+        "prelu" => {
+            l.set_type("PReLU".into());
+            l.prelu_param
+                .mut_or_insert_default()
+                .set_channel_shared(v["channel_shared"].as_bool() == Some(true));
+        }
+        "dropout" => {
+            l.set_type("Dropout".into());
+            l.dropout_param
+                .mut_or_insert_default()
+                .set_dropout_ratio(v["dropout_ratio"].as_f64().unwrap_or(0.5) as f32);
+        }
+        "flatten" => l.set_type("Flatten".into()),
+        "concat" => {
+            l.set_type("Concat".into());
+            l.concat_param.mut_or_insert_default().set_axis(int("axis") as i32);
+        }
+        "eltwise" => {
+            l.set_type("Eltwise".into());
+            let p = l.eltwise_param.mut_or_insert_default();
+            p.set_operation(match v["operation"].as_str() {
+                Some("prod") => EltwiseOp::PROD,
+                Some("max") => EltwiseOp::MAX,
+                _ => EltwiseOp::SUM,
+            });
+            p.coeff = v["coeff"]
+                .as_sequence()
+                .map_or(vec![], |c| c.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect());
+        }
+        "batchnorm" => {
+            l.set_type("BatchNorm".into());
+            let p = l.batch_norm_param.mut_or_insert_default();
+            p.set_eps(v["eps"].as_f64().unwrap_or(1e-5) as f32);
+            p.set_moving_average_fraction(v["moving_average_fraction"].as_f64().unwrap_or(0.999) as f32);
+        }
+        _ => bail!(
+            "layer `{}` ({}): Caffe has no such layer, so this net cannot be exported to Caffe (it takes \
+             conv, dense, pool, relu, prelu, dropout, flatten, concat, eltwise and batchnorm)",
+            n.name,
+            n.kind
+        ),
+    }
+    Ok(())
+}
+
+/// A node's blobs in Caffe's order: weights and bias; PReLU's slopes; BatchNorm's
+/// mean, variance and scale factor (1: fkpnet keeps the statistics unscaled).
+fn blobs_of(n: &Node, tensor: &dyn Fn(&str) -> Result<Tensor>) -> Result<Vec<BlobProto>> {
+    let named = |suffix: &str| tensor(&format!("{}.{suffix}", n.name)).map(|t| blob_of(&t));
+    match n.kind {
+        "conv" | "dense" => n.params.iter().map(|d| named(d.suffix)).collect(),
+        "prelu" => Ok(vec![named("weight")?]),
+        "batchnorm" => Ok(vec![
+            named("running_mean")?,
+            named("running_var")?,
+            blob_of(&Tensor::ones([1], tch::kind::FLOAT_CPU)),
+        ]),
+        _ => Ok(vec![]),
+    }
 }
 
 /// `deploy.prototxt` and `model.caffemodel` for a trained model, into `dir`.

@@ -124,6 +124,34 @@ impl Walk<'_> {
         format!("{}:{}: layer `{}`", self.file, self.lines[i], self.net.layer[i].name())
     }
 
+    /// An EuclideanLoss's weight, where it reads the previous layer's output and the labels.
+    fn loss_weight(&self, l: &LayerParameter, at: &str) -> Result<f64> {
+        let (pred, label) = (l.bottom.first(), l.bottom.get(1));
+        if pred.map(|p| self.blob(p)) != self.top.as_ref().map(|t| self.blob(t)) {
+            bail!(
+                "{at}: the loss must take the previous layer's output `{}` as its first bottom",
+                self.top.clone().unwrap_or_default()
+            );
+        }
+        if label.is_none_or(|b| !self.labels.contains(b)) {
+            bail!("{at}: the loss's second bottom must be the labels (a data layer's second top or a label Input)");
+        }
+        Ok(l.loss_weight.first().copied().unwrap_or(1.0) as f64)
+    }
+
+    /// A Split: its tops become other names of its bottom.
+    fn split(&mut self, l: &LayerParameter, at: &str, notes: &mut Vec<String>) -> Result<()> {
+        let b = l.bottom.first().ok_or_else(|| anyhow!("{at}: a Split needs a bottom"))?.clone();
+        let b = self.aliases.get(&b).cloned().unwrap_or(b);
+        for t in &l.top {
+            self.aliases.insert(t.clone(), b.clone());
+        }
+        notes.push(format!(
+            "{at}: Split's tops read as its bottom `{b}` (fkpnet's blobs have any number of readers)"
+        ));
+        Ok(())
+    }
+
     /// A bottom as fkpnet names it.
     fn blob(&self, b: &str) -> String {
         let b = self.aliases.get(b).map_or(b, String::as_str);
@@ -207,33 +235,12 @@ pub fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Resu
                 }
                 (w.top, w.input_top) = (l.top.first().cloned(), l.top.first().cloned());
             }
-            "EuclideanLoss" => {
-                let (pred, label) = (l.bottom.first(), l.bottom.get(1));
-                if pred.map(|p| w.blob(p)) != w.top.as_ref().map(|t| w.blob(t)) {
-                    bail!(
-                        "{at}: the loss must take the previous layer's output `{}` as its first bottom",
-                        w.top.clone().unwrap_or_default()
-                    );
-                }
-                if label.is_none_or(|b| !w.labels.contains(b)) {
-                    bail!("{at}: the loss's second bottom must be the labels (a data layer's second top or a label Input)");
-                }
-                loss = Some(l.loss_weight.first().copied().unwrap_or(1.0) as f64);
-            }
+            "EuclideanLoss" => loss = Some(w.loss_weight(l, &at)?),
             "Silence" => notes.push(format!("{at}: Silence skipped (it only consumes blobs)")),
             "Accuracy" => notes.push(format!(
                 "{at}: Accuracy skipped (a classification metric; fkpnet reports RMSE and NME)"
             )),
-            "Split" => {
-                let b = l.bottom.first().ok_or_else(|| anyhow!("{at}: a Split needs a bottom"))?.clone();
-                let b = w.aliases.get(&b).cloned().unwrap_or(b);
-                for t in &l.top {
-                    w.aliases.insert(t.clone(), b.clone());
-                }
-                notes.push(format!(
-                    "{at}: Split's tops read as its bottom `{b}` (fkpnet's blobs have any number of readers)"
-                ));
-            }
+            "Split" => w.split(l, &at, notes)?,
             "Scale" => {
                 fold_scale(l, &at, &mut w.layers, &w.top, notes)?;
                 w.top = l.top.first().cloned();
@@ -258,18 +265,24 @@ pub fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Resu
         "" => path.file_stem().and_then(|s| s.to_str()).unwrap_or("net").to_string(),
         n => n.to_string(),
     };
+    let yaml = net_yaml(path, &name, &input, &w.layers, loss_weight)?;
+    Ok(NetOut { name, yaml, batch, test_batch, source, test_source, hdf5, shuffle })
+}
+
+/// The converted net as fkpnet's YAML, one flow-style line per layer.
+fn net_yaml(path: &Path, name: &str, input: &[i64], layers: &[Value], loss_weight: f64) -> Result<String> {
     let mut yaml = format!(
         "# Imported from {} by fkpnet import-caffe; Caffe semantics kept (ceil pooling, Caffe fillers).\n\
          name: {}\ninput: {}\nlayers:\n",
         path.file_name().and_then(|f| f.to_str()).unwrap_or_default(),
-        flow(&Value::String(name.clone())),
-        flow(&serde_yaml::to_value(&input)?),
+        flow(&Value::String(name.to_string())),
+        flow(&serde_yaml::to_value(input)?),
     );
-    for l in &w.layers {
+    for l in layers {
         yaml += &format!("  - {}\n", flow(l));
     }
     yaml += &format!("loss: {{type: euclidean, loss_weight: {loss_weight}}}   # EuclideanLoss: sum / (2N)\n");
-    Ok(NetOut { name, yaml, batch, test_batch, source, test_source, hdf5, shuffle })
+    Ok(yaml)
 }
 
 /// Tops that carry labels: the second bottoms of the losses (and a data layer's
