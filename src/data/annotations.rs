@@ -174,7 +174,8 @@ fn read_pts_dir(dir: &Path, root: &Path, k: usize) -> Result<Vec<Annotation>> {
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Every file under `dir`, recursively (unsorted).
+pub(crate) fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let p = e?.path();
         if p.is_dir() {

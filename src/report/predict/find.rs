@@ -99,19 +99,8 @@ fn is_image(p: &Path) -> bool {
 
 /// The image files under `dir`, recursively, sorted, with their names relative to it.
 pub(super) fn images_in(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        for e in std::fs::read_dir(d).with_context(|| format!("cannot list {}", d.display()))? {
-            let p = e?.path();
-            if p.is_dir() {
-                walk(&p, out)?;
-            } else {
-                out.push(p);
-            }
-        }
-        Ok(())
-    }
     let mut files = Vec::new();
-    walk(dir, &mut files)?;
+    crate::data::annotations::walk(dir, &mut files)?;
     files.sort();
     Ok(files
         .into_iter()
