@@ -190,6 +190,8 @@ fn every_argument_of_every_command_has_help() {
         .skip_while(|l| !l.starts_with("Commands:"))
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
+        // A command's line is indented two spaces; its wrapped description, further.
+        .filter(|l| !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next().map(String::from))
         .filter(|c| c != "help")
         .collect();
@@ -208,9 +210,12 @@ fn every_argument_of_every_command_has_help() {
                 section = false;
             }
             let t = l.trim_start();
+            // An argument's line: its spec indented 2 to 6 spaces (a wrapped description's
+            // lines are indented to the help column, further).
+            let indent = l.len() - t.len();
             if section
                 && (t.starts_with('-') || t.starts_with('<') || t.starts_with('['))
-                && l.starts_with("  ")
+                && (2..=6).contains(&indent)
             {
                 // The spec, then two spaces and the text.
                 // A default or the possible values alone are no description.

@@ -41,8 +41,9 @@ enum Cmd {
     Layers,
     /// RMSE in pixels per keypoint and overall, the loss in both conventions, and NME.
     Test(models::Test),
-    /// Keypoints in each image's own pixels, for image files, folders of them
-    /// (recursively) or the rows of Kaggle CSVs; one row per face.
+    /// Keypoints in each image's own pixels, for photos (every face the face
+    /// detector finds), folders of them (recursively) or the rows of Kaggle CSVs; one
+    /// row per face.
     Predict(models::Predict),
     /// Kaggle's submission file (RowId,Location) for test.csv and IdLookupTable.csv.
     Submit(models::Submit),
