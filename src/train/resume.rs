@@ -1,7 +1,10 @@
 //! Resuming from a snapshot: which run it continues, that the solver is the one it
-//! was trained with, what the new run is called, and the command that resumes it.
+//! was trained with, what the new run is called, the command that resumes it, and the
+//! seed and resolved config a run (resumed or not) records.
 
-use crate::config::Resolved;
+use super::Options;
+use crate::config::{Resolved, SolverConfig};
+use crate::graph::Graph;
 use crate::solver::state;
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -108,4 +111,28 @@ pub fn resume_command(
         args.extend(["--threads".into(), n.to_string()]);
     }
     shlex::try_join(args.iter().map(String::as_str)).unwrap_or_else(|_| args.join(" "))
+}
+
+/// The run's seed: the config's, or for a resume of a run with a random seed the
+/// seed it used (so it draws what the interrupted one drew), or one from the clock.
+pub fn seed_of(cfg: &SolverConfig, opts: &Options) -> Result<i64> {
+    if cfg.random_seed >= 0 {
+        return Ok(cfg.random_seed);
+    }
+    let resumed =
+        opts.resume.as_deref().and_then(snapshot_run_config).and_then(|c| c["random_seed"].as_i64());
+    match resumed {
+        Some(s) => Ok(s),
+        None => Ok((std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
+            % (1 << 31)) as i64),
+    }
+}
+
+/// The resolved config as written to the run dir: solver keys, the net inline with
+/// every default, and the seed actually used.
+pub fn resolved_yaml(r: &Resolved, graph: &Graph, seed: i64) -> Result<String> {
+    let mut solver = r.solver.clone();
+    solver.random_seed = seed;
+    solver.net = graph.resolved();
+    Ok(serde_yaml::to_string(&solver)?)
 }

@@ -8,7 +8,7 @@ mod ending;
 use super::batches::Batches;
 use super::passes::{first_non_finite_grad, run_bytes, train_forward};
 use super::progress::{self, install_signal_handler, progress_bar};
-use super::resume::{check_resume_config, default_run_name, snapshot_run_config};
+use super::resume::{check_resume_config, default_run_name, resolved_yaml, seed_of};
 use super::state::LoopState;
 use super::{build_options, parse_device, Options, Outcome};
 use crate::config::solver::OnNan;
@@ -398,28 +398,4 @@ pub(super) fn say(opts: &Options, s: &str) {
     if !opts.quiet {
         eprintln!("{s}");
     }
-}
-
-/// The run's seed: the config's, or for a resume of a run with a random seed the
-/// seed it used (so it draws what the interrupted one drew), or one from the clock.
-fn seed_of(cfg: &SolverConfig, opts: &Options) -> Result<i64> {
-    if cfg.random_seed >= 0 {
-        return Ok(cfg.random_seed);
-    }
-    let resumed =
-        opts.resume.as_deref().and_then(snapshot_run_config).and_then(|c| c["random_seed"].as_i64());
-    match resumed {
-        Some(s) => Ok(s),
-        None => Ok((std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
-            % (1 << 31)) as i64),
-    }
-}
-
-/// The resolved config as written to the run dir: solver keys, the net inline with
-/// every default, and the seed actually used.
-fn resolved_yaml(r: &Resolved, graph: &Graph, seed: i64) -> Result<String> {
-    let mut solver = r.solver.clone();
-    solver.random_seed = seed;
-    solver.net = graph.resolved();
-    Ok(serde_yaml::to_string(&solver)?)
 }
