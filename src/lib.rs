@@ -8,7 +8,9 @@
 //! plots). `infer` (predictions with test-time views, evaluation) and `metrics` (NME,
 //! failure rate, AUC) serve both training's val tests and the reports, which never
 //! import `train`. `data` describes a dataset as config (`data::Spec`: keypoint set,
-//! input size and colour, crop) and reads the field's formats.
+//! input size and colour, crop) and reads the field's formats. `proto` holds the
+//! protobuf types of Caffe's, ONNX's and TensorBoard's files, for whichever module
+//! reads or writes them.
 
 pub mod bench;
 pub mod caffe;
@@ -20,6 +22,7 @@ pub mod layers;
 pub mod loss;
 pub mod metrics;
 pub mod peak;
+pub mod proto;
 pub mod report;
 pub mod run;
 pub mod solver;

@@ -319,7 +319,7 @@ fn train_log_has_caffes_line_shapes() {
 
 #[test]
 fn tensorboard_events_hold_scalars_and_histograms() {
-    use fkpnet::caffe::proto::tensorboard::{event::What, summary::value::Value};
+    use fkpnet::proto::tensorboard::{event::What, summary::value::Value};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let solver = setup(d);

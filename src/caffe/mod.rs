@@ -14,11 +14,8 @@ use crate::graph::Graph;
 use anyhow::{anyhow, Result};
 use std::path::{Path, PathBuf};
 
-/// Types generated from proto/caffe.proto (and proto/tensorboard.proto) at build time.
-#[allow(clippy::all)]
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/caffe_proto/mod.rs"));
-}
+/// Caffe's messages (and the others generated beside them) live in `crate::proto`.
+pub use crate::proto;
 
 pub use layers::supported;
 

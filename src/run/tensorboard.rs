@@ -1,7 +1,7 @@
 //! TensorBoard event files (`events.out.tfevents.*`): TFRecord framing (length,
 //! masked CRC-32C, Event protobuf, masked CRC-32C) of scalar and histogram summaries.
 
-use crate::caffe::proto::tensorboard::{event, summary, Event, HistogramProto, Summary};
+use crate::proto::tensorboard::{event, summary, Event, HistogramProto, Summary};
 use anyhow::{bail, Context, Result};
 use protobuf::Message;
 use std::fs::File;

@@ -7,9 +7,9 @@
 //! mode of libtorch's.
 
 use super::model::Model;
-use crate::caffe::proto::onnx::{GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto};
 use crate::data::framing::Fitted;
 use crate::graph::Node;
+use crate::proto::onnx::{GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto};
 use anyhow::{anyhow, bail, Result};
 use protobuf::Message;
 

@@ -2,7 +2,7 @@
 //! attributes, and the typed inputs and outputs (a dynamic batch dimension).
 
 use super::super::model::Model;
-use crate::caffe::proto::onnx::{
+use crate::proto::onnx::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
     NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
