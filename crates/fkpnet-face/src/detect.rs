@@ -13,6 +13,21 @@ static MODEL: &[u8] = include_bytes!("../model/seeta_fd_frontal_v1.0.bin");
 /// small a keypoint net has nothing to see anyway.
 pub const MIN_FACE: u32 = 20;
 
+/// The least score for a face by default: SeetaFace's own demo threshold (on the
+/// training frames of ../shared/data/landmarks68 it keeps 99% of the faces, with 16
+/// other detections in 3,593 frames).
+pub const MIN_SCORE: f64 = 2.0;
+
+/// What a user can do about images without a face found (fkpnet predict and
+/// fkpnet-infer say the same).
+pub fn no_face_hint(min_score: f64) -> String {
+    format!(
+        "SeetaFace's frontal face detector, faces of {MIN_FACE} px and more, score {min_score} or more: \
+         --min-score lowers it. Give a face's box with --box x,y,w,h, or --whole for images that \
+         are already faces cut out as the model's training faces are"
+    )
+}
+
 /// A face the detector found: its box in the image's pixels and its score (higher is
 /// surer; SeetaFace's scores run from about 2 to 30 on real faces).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

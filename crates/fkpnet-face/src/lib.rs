@@ -6,7 +6,7 @@
 
 mod detect;
 mod framing;
-pub use detect::{Detection, FaceDetector, MIN_FACE};
+pub use detect::{no_face_hint, Detection, FaceDetector, MIN_FACE, MIN_SCORE};
 pub use framing::{matching, Framing};
 
 use image::{DynamicImage, GenericImageView};

@@ -36,8 +36,7 @@ pub struct FramingMeta {
 /// The detector fkpnet's framings are fitted for (src/data/framing.rs `DETECTOR`).
 pub const DETECTOR: &str = "seetaface-frontal-1.0";
 
-/// SeetaFace's own demo threshold, as fkpnet predict's `--min-score`.
-pub const MIN_SCORE: f64 = 2.0;
+pub use fkpnet_face::{no_face_hint, MIN_SCORE};
 
 /// How the faces of an image are found, as fkpnet predict finds them.
 pub enum Find<'a> {
@@ -236,16 +235,6 @@ impl Model {
     pub fn csv_header(&self) -> String {
         format!("{},{}", self.meta.csv.first, self.meta.csv.columns.join(","))
     }
-}
-
-/// What a user can do about images without a face found (as fkpnet predict says it).
-pub fn no_face_hint(min_score: f64) -> String {
-    format!(
-        "SeetaFace's frontal face detector, faces of {} px and more, score {min_score} or more: --min-score \
-         lowers it. Give a face's box with --box x,y,w,h, or --whole for images that are already faces cut \
-         out as the model's training faces are",
-        fkpnet_face::MIN_FACE
-    )
 }
 
 /// `x,y,w,h` -> a box.

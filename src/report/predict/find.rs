@@ -20,9 +20,7 @@ pub struct Finder {
     pub min_score: f64,
 }
 
-/// SeetaFace's own demo threshold: on the training frames of ../shared/data/landmarks68
-/// it keeps 99% of the faces, with 16 other detections in 3,593 frames.
-pub const MIN_SCORE: f64 = 2.0;
+pub use fkpnet_face::MIN_SCORE;
 
 /// A face to cut out: its box, the detector's score if it found it, and whether a
 /// drawing shows the box.
@@ -150,23 +148,13 @@ impl Finder {
     }
 }
 
-/// What a user can do about images without a face found.
-fn no_face_hint(min_score: f64) -> String {
-    format!(
-        "SeetaFace's frontal face detector, faces of {} px and more, score {min_score} or more: --min-score \
-         lowers it. Give a face's box with --box x,y,w,h or --boxes CSV, or --whole for images that are \
-         already faces cut out as the model's training faces are",
-        fkpnet_face::MIN_FACE
-    )
-}
-
 /// Images without a face found: an error where no image had one, else a warning
 /// (a folder of photos keeps the faces it has).
 pub(super) fn report_missed(missed: &[String], images: usize, any_face: bool, min_score: f64) -> Result<()> {
     if missed.is_empty() {
         return Ok(());
     }
-    let hint = no_face_hint(min_score);
+    let hint = fkpnet_face::no_face_hint(min_score);
     let names = match missed.len() {
         n if n <= 5 => missed.join(", "),
         n => format!("{}, ... ({} more)", missed[..5].join(", "), n - 5),
