@@ -10,7 +10,9 @@
 //! import `train`. `data` describes a dataset as config (`data::Spec`: keypoint set,
 //! input size and colour, crop) and reads the field's formats. `proto` holds the
 //! protobuf types of Caffe's, ONNX's and TensorBoard's files, for whichever module
-//! reads or writes them.
+//! reads or writes them. `kernels` holds fkpnet's own CPU kernels for shapes libtorch
+//! computes slowly (a first conv and its max pool, for predictions), which layer kinds
+//! use where they apply.
 
 pub mod bench;
 pub mod caffe;
@@ -18,6 +20,7 @@ pub mod config;
 pub mod data;
 pub mod graph;
 pub mod infer;
+pub mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod metrics;

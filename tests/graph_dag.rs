@@ -549,3 +549,50 @@ fn a_rectifier_before_max_pooling_runs_after_it_with_the_same_outputs_and_gradie
         );
     }
 }
+
+/// A first conv (few input channels) and the max pool after it run as one kernel of
+/// fkpnet's own for predictions, on CPUs with AVX-512: the shipped LeNet's conv1 + pool1,
+/// the same outputs as layer by layer, and never where gradients are wanted, a blob in
+/// between is kept or read twice, or the pool pads.
+#[test]
+fn a_first_conv_and_its_max_pool_run_as_one_kernel_for_predictions() {
+    let own = fkpnet::kernels::direct_conv::has_avx512() && fkpnet::kernels::enabled();
+    if !own {
+        eprintln!("fkpnet's own kernels are off here (no AVX-512, or FKPNET_KERNELS=libtorch): checking they stay off");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lenet = std::fs::read_to_string(root().join("nets/lenet.yaml")).unwrap();
+    let opts = fkpnet::layers::BuildOptions { channels_last: true, ..Default::default() };
+    for (text, input, fused) in
+        [(lenet.as_str(), [4, 1, 96, 96], vec![(0, 2)]), (POOLED, [3, 2, 32, 32], vec![(6, 8)])]
+    {
+        let g = graph(dir.path(), text).unwrap();
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let (net, _params) = g.build(&vs.root(), opts);
+        // POOLED's c1 feeds a non-monotone rectifier, c2's pool pads, c4's averages and
+        // r5 has a second reader: only c3 -> r3 -> p3 (ceil mode, no partial window) fuses.
+        assert_eq!(net.fused_with_pool(), if own { fused } else { vec![] }, "{}", g.name);
+        tch::manual_seed(3);
+        let x = Tensor::randn(input, (Kind::Float, tch::Device::Cpu));
+        let (fast, layer_by_layer) =
+            tch::no_grad(|| (net.forward_t(&x, false), net.forward_all(&x, false).pop().unwrap()));
+        let scale = layer_by_layer.abs().max().double_value(&[]);
+        let diff = (&fast - &layer_by_layer).abs().max().double_value(&[]);
+        assert!(diff <= 1e-5 * scale.max(1.0), "{}: fused outputs differ by {diff} (of {scale})", g.name);
+        // With gradients (training) the layers run as built, to the bit.
+        let trained = net.forward_t(&x, true);
+        let built = net.forward_all(&x, true).pop().unwrap();
+        assert_eq!((&trained - &built).abs().max().double_value(&[]), 0.0, "{}", g.name);
+        // A kept blob inside the fused pair is computed, as forward_all computes it.
+        let (conv, _) = net.fused_with_pool().first().copied().unwrap_or((0, 0));
+        let (y, kept) = tch::no_grad(|| net.forward_keeping(&x, false, conv + 1));
+        let all = tch::no_grad(|| net.forward_all(&x, false));
+        assert_eq!((&kept - &all[conv + 1]).abs().max().double_value(&[]), 0.0, "{}: kept blob", g.name);
+        assert_eq!(
+            (&y - &layer_by_layer).abs().max().double_value(&[]),
+            0.0,
+            "{}: unfused when kept",
+            g.name
+        );
+    }
+}

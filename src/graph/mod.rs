@@ -11,7 +11,7 @@ use tch::{nn, Tensor};
 
 mod net;
 pub use net::{save_weights, Net};
-use net::{Op, Step};
+use net::{Op, Pooled, Step};
 
 pub struct Node {
     pub name: String,
@@ -323,6 +323,10 @@ impl Graph {
                     learn: d.learn,
                 });
             }
+            let pooled = self.pool_after(i).and_then(|(j, pool)| {
+                let f = n.layer.build_pooled(n.input(), &tensors, pool, &opts)?;
+                Some(Pooled { f, pool_step: j })
+            });
             let op = if n.bottoms.len() == 1 {
                 Op::One(n.layer.build(n.input(), tensors, &opts))
             } else {
@@ -331,7 +335,7 @@ impl Graph {
             let mut frees: Vec<usize> =
                 n.bottoms.iter().copied().filter(|&b| last_use(b) == Some(i)).collect();
             frees.dedup();
-            steps.push(Step { bottoms: n.bottoms.clone(), op, frees, deferred: false });
+            steps.push(Step { bottoms: n.bottoms.clone(), op, frees, deferred: false, pooled });
         }
         // relu -> max pool runs as max pool -> relu: max commutes with a non-decreasing
         // function, and the rectifier (forward and backward) then reads the pooled map,
@@ -345,6 +349,23 @@ impl Graph {
             }
         }
         (Net { steps, opts }, all)
+    }
+
+    /// The max pool (its index and window) that node `i` may be fused with for
+    /// predictions: the next node, or the one after a monotone layer (which then runs
+    /// behind the pool, see `build`), where each blob in between has that one reader.
+    fn pool_after(&self, i: usize) -> Option<(usize, crate::layers::Pooling)> {
+        let only_reader = |blob: usize, node: usize| {
+            self.nodes.iter().enumerate().all(|(k, n)| !n.bottoms.contains(&blob) || k == node)
+                && self.nodes.get(node).is_some_and(|n| n.bottoms == [blob])
+        };
+        if self.nodes[i].bottoms.len() != 1 || !only_reader(i + 1, i + 1) {
+            return None;
+        }
+        let next = &self.nodes[i + 1];
+        let j = if next.layer.monotone() && only_reader(i + 2, i + 2) { i + 2 } else { i + 1 };
+        let pool = &self.nodes[j];
+        pool.layer.is_max_pool().then(|| pool.layer.max_pool_window(pool.input())).flatten().map(|w| (j, w))
     }
 
     /// The net as resolved YAML: every layer with its defaults filled in.

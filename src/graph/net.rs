@@ -20,6 +20,16 @@ pub(super) struct Step {
     /// In `forward_t`: this monotone layer is applied by the max pool right after it
     /// (its blob holds its input until then).
     pub(super) deferred: bool,
+    /// In `forward_t` without gradients: this layer and the max pool at `pool_step` in one
+    /// kernel (`Layer::build_pooled`), where it takes the call.
+    pub(super) pooled: Option<Pooled>,
+}
+
+/// A layer fused with the max pool after it, for predictions.
+pub(super) struct Pooled {
+    pub(super) f: crate::layers::PooledFn,
+    /// The pool's step: the next one, or the one after a monotone layer.
+    pub(super) pool_step: usize,
 }
 
 /// The built net: one forward function per layer over numbered blobs (0 = input).
@@ -57,6 +67,13 @@ impl Net {
         (0..self.steps.len()).filter(|&i| self.steps[i].deferred).collect()
     }
 
+    /// The (layer, max pool) pairs `forward_t` runs as one kernel when no gradient is
+    /// wanted (`Layer::build_pooled`; none where this CPU or build has no such kernel).
+    pub fn fused_with_pool(&self) -> Vec<(usize, usize)> {
+        let steps = self.steps.iter().enumerate();
+        steps.filter_map(|(i, s)| s.pooled.as_ref().map(|p| (i, p.pool_step))).collect()
+    }
+
     /// Every blob of a forward pass (index 0 the input in the net's layout, k + 1 the
     /// output of layer k), for histograms and per-layer timing; each layer exactly
     /// where the config puts it.
@@ -86,7 +103,24 @@ impl Net {
 
     fn run(&self, xs: &Tensor, train: bool, keep: Option<usize>) -> (Tensor, Option<Tensor>) {
         let mut blobs: Vec<Option<Tensor>> = vec![Some(self.input(xs))];
+        let mut fused_until = None;
         for (i, step) in self.steps.iter().enumerate() {
+            if fused_until.is_some_and(|j| i <= j) {
+                continue; // computed by the fused kernel at the step that started it
+            }
+            if let Some(y) = self.pooled(i, &blobs, train, keep) {
+                let j = step.pooled.as_ref().expect("pooled").pool_step;
+                fused_until = Some(j);
+                // The blobs in between are never made; the pool's is.
+                blobs.resize_with(j + 1, || None);
+                blobs.push(Some(y));
+                for k in i..=j {
+                    for &b in self.steps[k].frees.iter().filter(|&&b| Some(b) != keep) {
+                        blobs[b] = None;
+                    }
+                }
+                continue;
+            }
             let y = {
                 let ins: Vec<&Tensor> =
                     step.bottoms.iter().map(|&b| blobs[b].as_ref().expect("read before freed")).collect();
@@ -109,6 +143,19 @@ impl Net {
         let kept = keep.map(|k| blobs[k].as_ref().expect("kept blob").shallow_clone());
         let y = blobs.pop().flatten().expect("the last layer's output");
         (y.to_kind(tch::Kind::Float), kept)
+    }
+
+    /// Step `i` and its max pool through the fused kernel, where it has one that takes
+    /// this call and no blob in between is to be kept: the pool's output, with a
+    /// monotone layer between the two applied after it (it commutes with the pool).
+    fn pooled(&self, i: usize, blobs: &[Option<Tensor>], train: bool, keep: Option<usize>) -> Option<Tensor> {
+        let fused = self.steps[i].pooled.as_ref()?;
+        if keep.is_some_and(|k| k > i && k <= fused.pool_step) {
+            return None;
+        }
+        let x = blobs[self.steps[i].bottoms[0]].as_ref().expect("read before freed");
+        let y = (fused.f)(x)?;
+        Some(if fused.pool_step == i + 2 { self.apply(i + 1, &[&y], train) } else { y })
     }
 
     /// A batch in the layout the net computes in.

@@ -92,6 +92,10 @@ pub fn compute_kind(t: &tch::Tensor, opts: &BuildOptions) -> tch::Tensor {
     }
 }
 
+/// A layer and the max pool after it as one function (`Layer::build_pooled`).
+pub type PooledFn = Box<dyn Fn(&tch::Tensor) -> Option<tch::Tensor> + Send>;
+pub use crate::kernels::direct_conv::Pooling;
+
 /// The forward function of a kind that joins several bottoms.
 pub type MergeFn = Box<dyn Fn(&[&tch::Tensor]) -> tch::Tensor + Send>;
 
@@ -146,6 +150,24 @@ pub trait Layer: std::fmt::Debug + Send + ToYaml {
     /// Max pooling (what a `monotone` layer may be moved behind).
     fn is_max_pool(&self) -> bool {
         false
+    }
+    /// A max pool without padding, as a window a kernel can fuse into the layer before
+    /// it (`build_pooled`); `input` is the pool's input shape.
+    fn max_pool_window(&self, _input: &[i64]) -> Option<Pooling> {
+        None
+    }
+    /// For predictions: this layer and the max pool `pool` right after it as one kernel,
+    /// where the kind has one (conv with few input channels, on AVX-512). The function
+    /// gives `None` for a call its kernel does not take (a gradient wanted, another device
+    /// or precision); the two layers then run one by one, as built.
+    fn build_pooled(
+        &self,
+        _input: &[i64],
+        _params: &[tch::Tensor],
+        _pool: Pooling,
+        _opts: &BuildOptions,
+    ) -> Option<PooledFn> {
+        None
     }
     /// Computes faster in the channels-last layout on CPU (measured for convolutions:
     /// README "Speed"); `layout: auto` picks it for nets with such a layer.

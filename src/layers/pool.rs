@@ -87,6 +87,18 @@ impl Layer for Pool {
         self.pool == Method::Max
     }
 
+    fn max_pool_window(&self, input: &[i64]) -> Option<super::Pooling> {
+        let g = self.geometry(input[1], input[2]).ok()?;
+        let out = self.output_shape(input).ok()?;
+        let square = g.kh == g.kw;
+        (self.pool == Method::Max && g.pad == 0 && square).then_some(super::Pooling {
+            kernel: g.kh,
+            stride: g.stride,
+            out_h: out[1],
+            out_w: out[2],
+        })
+    }
+
     fn output_shape(&self, input: &[i64]) -> Result<Shape, String> {
         let (c, h, w) = chw(input, "pool")?;
         let g = self.geometry(h, w)?;

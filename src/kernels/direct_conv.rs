@@ -1,0 +1,531 @@
+//! A direct convolution with the max pool after it, for layers with few input channels
+//! (a net's first conv: one grey or three colour channels), used on the CPU when no
+//! gradient is wanted (prediction, evaluation, export checks).
+//!
+//! Why: oneDNN's kernels are built for many input channels, and the first conv's output
+//! is the net's largest map. On LeNet's conv1 + pool1 (1 -> 16 channels at 94x94, batch
+//! 64, channels-last, jemalloc) libtorch took 1.6-2.9 ms for the conv, about 60-100
+//! GFLOP/s, and 4.2 ms for the pool reading its 36 MB output back: 6-7 ms of a 22 ms
+//! forward pass. Here each output pixel is k*k*c multiply-adds of one input value by a
+//! vector of 16 output channels (one AVX-512 register), 8 pixels at once so the
+//! multiply-adds do not wait on each other; for the usual 2x2/2 pool both conv rows of
+//! a window stay in registers and only the maxima are stored (9 MB): 1.6-1.8 ms for the
+//! pair on 2 threads. Other pools go through one conv row at a time in a small buffer.
+//!
+//! Every output is the same chain of fused multiply-adds (bias first, then the taps in
+//! (ky, kx, channel) order) whichever instruction set runs it, so results do not depend
+//! on the machine or the thread count; they differ from oneDNN's in the last bits only.
+
+use tch::{Device, Kind, Tensor};
+
+/// The most input channels per group this kernel takes; above it oneDNN is the faster.
+pub const MAX_CHANNELS: i64 = 4;
+
+/// Output channels per vector: one AVX-512 register of f32.
+const LANES: usize = 16;
+/// Output pixels computed together (independent accumulator chains).
+const PIXELS: usize = 8;
+/// Below this many multiply-adds one thread does the whole layer (spawning costs more).
+const MIN_PARALLEL_FMAS: usize = 1 << 21;
+
+/// Convolution hyper-parameters, as the conv layer has them (square, Caffe's meaning).
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    pub stride: i64,
+    pub pad: i64,
+    pub dilation: i64,
+}
+
+/// A max pool right after the convolution (no padding), fused into it: the conv's
+/// output is never written out, only each window's maximum. `out_h`, `out_w`: the
+/// pool's output size as the pool layer rounds it; windows past the conv output's edge
+/// are clipped (Caffe's ceil mode).
+#[derive(Clone, Copy, Debug)]
+pub struct Pooling {
+    pub kernel: i64,
+    pub stride: i64,
+    pub out_h: i64,
+    pub out_w: i64,
+}
+
+/// `max_pool2d(conv2d(x, w, b), pool)` by the direct kernel; `None` where it does not
+/// apply (the caller then uses libtorch): a gradient is wanted, not float32 on the CPU,
+/// no AVX-512 (elsewhere oneDNN is the faster), more than `MAX_CHANNELS` input channels,
+/// or an input whose strides are not dense NHWC (or NCHW with one channel). The output
+/// has NHWC strides (channels-last), as oneDNN's has for a channels-last input.
+pub fn conv_max_pool(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: Geometry,
+    pool: Pooling,
+) -> Option<Tensor> {
+    if !has_avx512() {
+        return None;
+    }
+    let wants_grad =
+        grad_enabled() && (x.requires_grad() || w.requires_grad() || b.is_some_and(|b| b.requires_grad()));
+    let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
+    if wants_grad || !cpu_f32(x) || !cpu_f32(w) || !b.is_none_or(cpu_f32) {
+        return None;
+    }
+    let (xs, ws) = (x.size(), w.size());
+    if xs.len() != 4 || ws.len() != 4 || ws[1] != xs[1] || xs[1] > MAX_CHANNELS || ws[2] != ws[3] {
+        return None;
+    }
+    if !dense_nhwc(x) {
+        return None;
+    }
+    let p = Problem::new(&xs, &ws, g, pool)?;
+    let input = input_data(x);
+    let weights = pack_weights(w, b, &p);
+    let (h, w) = (pool.out_h, pool.out_w);
+    let out =
+        Tensor::empty_strided([p.n, p.o, h, w], [h * w * p.o, 1, w * p.o, p.o], (Kind::Float, Device::Cpu));
+    let len = (p.n * h * w * p.o) as usize;
+    // SAFETY: `out` was just allocated with exactly `len` dense f32 elements and nothing
+    // else refers to its storage until this function returns it.
+    let dst = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) };
+    let padded = pad_input(input, &p);
+    run(padded.as_deref().unwrap_or(input), &weights, dst, &p);
+    Some(out)
+}
+
+/// Whether this CPU runs the kernel (AVX-512F; x86-64 only).
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// libtorch's grad mode (tch has no getter: set it and put it back).
+fn grad_enabled() -> bool {
+    // SAFETY: plain FFI calls into libtorch's thread-local grad mode.
+    unsafe {
+        let was = torch_sys::at_grad_set_enabled(0);
+        torch_sys::at_grad_set_enabled(was);
+        was != 0
+    }
+}
+
+/// Dense NHWC in memory: channels-last strides, or one channel and contiguous (the two
+/// are the same bytes).
+fn dense_nhwc(x: &Tensor) -> bool {
+    let (d, s) = (x.size(), x.stride());
+    s == [d[1] * d[2] * d[3], 1, d[3] * d[1], d[1]] || (d[1] == 1 && x.is_contiguous())
+}
+
+/// The input's elements in NHWC order, borrowed.
+fn input_data(x: &Tensor) -> &[f32] {
+    let len = x.numel();
+    // SAFETY: `dense_nhwc` checked that `x` holds exactly `len` f32 elements from its data
+    // pointer on; the slice borrows `x`, which outlives it.
+    unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, len) }
+}
+
+/// Sizes of one call, in the input's padded frame.
+#[derive(Debug)]
+struct Problem {
+    n: i64,
+    c: i64,
+    o: i64,
+    k: i64,
+    /// Padded input height and width.
+    hp: i64,
+    wp: i64,
+    /// Conv output height and width (before the pool).
+    oh: i64,
+    ow: i64,
+    stride: i64,
+    pad: i64,
+    dilation: i64,
+    /// Output channels rounded up to whole vectors.
+    o_padded: i64,
+    pool: Pooling,
+}
+
+impl Problem {
+    fn new(xs: &[i64], ws: &[i64], g: Geometry, pool: Pooling) -> Option<Self> {
+        let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+        let (o, k) = (ws[0], ws[2]);
+        let (hp, wp) = (h + 2 * g.pad, w + 2 * g.pad);
+        let extent = g.dilation * (k - 1) + 1;
+        if g.stride < 1 || g.dilation < 1 || g.pad < 0 || hp < extent || wp < extent || n == 0 || o == 0 {
+            return None;
+        }
+        let (oh, ow) = ((hp - extent) / g.stride + 1, (wp - extent) / g.stride + 1);
+        // Every window starts inside the conv output (true of any pool without padding).
+        let q = pool;
+        let starts_inside = |out: i64, size: i64| out >= 1 && (out - 1) * q.stride < size;
+        if q.kernel < 1 || q.stride < 1 || !starts_inside(q.out_h, oh) || !starts_inside(q.out_w, ow) {
+            return None;
+        }
+        let lanes = LANES as i64;
+        Some(Problem {
+            n,
+            c,
+            o,
+            k,
+            hp,
+            wp,
+            oh,
+            ow,
+            stride: g.stride,
+            pad: g.pad,
+            dilation: g.dilation,
+            o_padded: (o + lanes - 1) / lanes * lanes,
+            pool,
+        })
+    }
+
+    /// A 2x2, stride-2 pool whose windows all lie inside the conv output, on rows of at
+    /// least one block: `pooled_row_2x2`'s case.
+    fn pools_in_pairs(&self) -> bool {
+        let q = self.pool;
+        q.kernel == 2
+            && q.stride == 2
+            && 2 * q.out_w <= self.ow
+            && 2 * q.out_h <= self.oh
+            && q.out_w >= POOLED as i64
+    }
+
+    fn taps(&self) -> usize {
+        (self.k * self.k * self.c) as usize
+    }
+
+    /// Each tap's input element relative to the first an output pixel reads, in (ky, kx,
+    /// channel) order.
+    fn tap_offsets(&self) -> Vec<usize> {
+        let (c, k, d, wp) = (self.c as usize, self.k as usize, self.dilation as usize, self.wp as usize);
+        let mut offsets = Vec::with_capacity(self.taps());
+        for ky in 0..k {
+            for kx in 0..k {
+                offsets.extend((0..c).map(|ci| (ky * d * wp + kx * d) * c + ci));
+            }
+        }
+        offsets
+    }
+
+    /// The rows of the result (all images) and the floats in each.
+    fn out_rows(&self) -> (usize, usize) {
+        ((self.n * self.pool.out_h) as usize, (self.pool.out_w * self.o) as usize)
+    }
+}
+
+/// Weights as `[tap][output channel]` (tap = (ky, kx, channel), output channels padded
+/// with zeros to whole vectors), preceded by one row of biases.
+fn pack_weights(w: &Tensor, b: Option<&Tensor>, p: &Problem) -> Vec<f32> {
+    let (o, op, taps) = (p.o as usize, p.o_padded as usize, p.taps());
+    // [O, C, K, K] -> [K, K, C, O]: each tap's output channels side by side.
+    let w: Vec<f32> = Vec::try_from(w.detach().permute([2, 3, 1, 0]).contiguous().flatten(0, -1))
+        .expect("float32 conv weights");
+    let mut packed = vec![0f32; (taps + 1) * op];
+    if let Some(b) = b {
+        let b = Vec::<f32>::try_from(b.detach().contiguous().flatten(0, -1)).expect("float32 conv bias");
+        packed[..o].copy_from_slice(&b);
+    }
+    for tap in 0..taps {
+        packed[(tap + 1) * op..][..o].copy_from_slice(&w[tap * o..][..o]);
+    }
+    packed
+}
+
+/// The input with its zero border, when the layer pads (few channels: a small copy).
+fn pad_input(x: &[f32], p: &Problem) -> Option<Vec<f32>> {
+    if p.pad == 0 {
+        return None;
+    }
+    let (c, w, h) = (p.c as usize, (p.wp - 2 * p.pad) as usize, (p.hp - 2 * p.pad) as usize);
+    let (hp, wp, pad) = (p.hp as usize, p.wp as usize, p.pad as usize);
+    let mut out = vec![0f32; p.n as usize * hp * wp * c];
+    for (img, dst) in x.chunks_exact(h * w * c).zip(out.chunks_exact_mut(hp * wp * c)) {
+        for y in 0..h {
+            let row = &img[y * w * c..][..w * c];
+            dst[((y + pad) * wp + pad) * c..][..w * c].copy_from_slice(row);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn run(_: &[f32], _: &[f32], _: &mut [f32], _: &Problem) {
+    unreachable!("conv2d declines without AVX-512, which only x86-64 has")
+}
+
+/// All output rows, split over libtorch's thread count in contiguous ranges.
+#[cfg(target_arch = "x86_64")]
+fn run(x: &[f32], weights: &[f32], out: &mut [f32], p: &Problem) {
+    let (rows, row_len) = p.out_rows();
+    let fmas = (p.n * p.oh * p.ow * p.o) as usize * p.taps();
+    let threads = if fmas < MIN_PARALLEL_FMAS { 1 } else { tch::get_num_threads().max(1) as usize };
+    let per = rows.div_ceil(threads.min(rows));
+    // SAFETY (both calls): `conv2d` only builds a Problem where the CPU has AVX-512F.
+    if per == rows {
+        return unsafe { rows_avx512(x, weights, out, p, 0) };
+    }
+    std::thread::scope(|s| {
+        for (i, chunk) in out.chunks_mut(per * row_len).enumerate() {
+            s.spawn(move || unsafe { rows_avx512(x, weights, chunk, p, i * per) });
+        }
+    });
+}
+
+/// The pooled output rows `first..` that `out` holds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_avx512(x: &[f32], weights: &[f32], out: &mut [f32], p: &Problem, first: usize) {
+    let (c, op) = (p.c as usize, p.o_padded as usize);
+    let (oh, ow) = (p.oh as usize, p.ow as usize);
+    let image_len = (p.hp * p.wp) as usize * c;
+    let offsets = p.tap_offsets();
+    // One conv row with every output channel padded to whole vectors, per pool row.
+    let q = p.pool;
+    let (ks, s) = (q.kernel as usize, q.stride as usize);
+    let mut scratch = vec![0f32; ks * ow * op];
+    let (rows_per_image, row_len) = (p.out_rows().0 / p.n as usize, p.out_rows().1);
+    for (r, row) in out.chunks_exact_mut(row_len).enumerate() {
+        let (img, y) = ((first + r) / rows_per_image, (first + r) % rows_per_image);
+        let image = &x[img * image_len..][..image_len];
+        if p.pools_in_pairs() {
+            pooled_row_2x2(image, weights, &offsets, row, p, y);
+            continue;
+        }
+        let top = y * s;
+        let rows_in = ks.min(oh - top);
+        for (i, conv) in scratch.chunks_exact_mut(ow * op).take(rows_in).enumerate() {
+            conv_row(image, weights, &offsets, conv, p, top + i);
+        }
+        max_pool_row(&mut scratch, row, p, q, rows_in);
+    }
+}
+
+/// Pooled output pixels per block of `pooled_row_2x2` (8 conv pixels of each of 2 rows).
+const POOLED: usize = PIXELS / 2;
+
+/// One pooled row of a 2x2, stride-2 max pool without clipped windows (the study's nets):
+/// both conv rows' accumulators stay in registers and only the maxima are stored, four
+/// pooled pixels at a time (the last block overlapping the one before, as in `conv_row`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn pooled_row_2x2(
+    image: &[f32],
+    weights: &[f32],
+    offsets: &[usize],
+    out: &mut [f32],
+    p: &Problem,
+    py: usize,
+) {
+    use std::arch::x86_64::*;
+    let (c, s, wp, op, o) =
+        (p.c as usize, p.stride as usize, p.wp as usize, p.o_padded as usize, p.o as usize);
+    let pw = out.len() / o;
+    let step = s * c;
+    let rows = [2 * py * s * wp * c, (2 * py + 1) * s * wp * c];
+    let last_block = pw - POOLED;
+    // The last element read: row 2py+1, the last block's last pixel, the last tap.
+    let last = rows[1] + 2 * last_block * step + offsets.last().unwrap() + (PIXELS - 1) * step;
+    assert!(last < image.len() && weights.len() == (offsets.len() + 1) * op && pw >= POOLED);
+    let src = image.as_ptr();
+    for qx in (0..last_block).step_by(POOLED).chain([last_block]) {
+        let base = 2 * qx * step;
+        for chunk in (0..op).step_by(LANES) {
+            let lanes = LANES.min(o - chunk);
+            // SAFETY: loads at most `last` into the image (asserted) or inside the packed
+            // weights; stores of `lanes` floats at pooled pixels qx..qx+POOLED < pw.
+            unsafe {
+                let bias = _mm512_loadu_ps(weights.as_ptr().add(chunk));
+                let mut acc = [[bias; PIXELS]; 2];
+                for (t, &off) in offsets.iter().enumerate() {
+                    let w = _mm512_loadu_ps(weights.as_ptr().add((t + 1) * op + chunk));
+                    for (row, a) in rows.iter().zip(acc.iter_mut()) {
+                        for (j, a) in a.iter_mut().enumerate() {
+                            let v = _mm512_set1_ps(*src.add(row + base + off + j * step));
+                            *a = _mm512_fmadd_ps(v, w, *a);
+                        }
+                    }
+                }
+                let mask = (1u32 << lanes).wrapping_sub(1) as u16;
+                for i in 0..POOLED {
+                    let top = _mm512_max_ps(acc[0][2 * i], acc[0][2 * i + 1]);
+                    let bottom = _mm512_max_ps(acc[1][2 * i], acc[1][2 * i + 1]);
+                    let m = _mm512_max_ps(top, bottom);
+                    _mm512_mask_storeu_ps(out.as_mut_ptr().add((qx + i) * o + chunk), mask, m);
+                }
+            }
+        }
+    }
+}
+
+/// One row of convolution outputs into `dst` (`ow` pixels of `o_padded` channels).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn conv_row(image: &[f32], weights: &[f32], offsets: &[usize], dst: &mut [f32], p: &Problem, oy: usize) {
+    let ow = p.ow as usize;
+    if ow < PIXELS {
+        return (0..ow).for_each(|ox| pixels::<1>(image, weights, offsets, dst, p, oy, ox));
+    }
+    // Whole blocks, the last one ending at the row's end (overlapping the one before:
+    // those pixels are computed twice, to the same bits); one pixel at a time would be
+    // eight times slower per pixel, each waiting on its own chain.
+    for ox in (0..ow - PIXELS).step_by(PIXELS).chain([ow - PIXELS]) {
+        pixels::<PIXELS>(image, weights, offsets, dst, p, oy, ox);
+    }
+}
+
+/// `P` neighbouring output pixels of row `oy` from `ox` on, every output channel, into
+/// `dst` at `o_padded` floats per pixel. Each output is one chain of fused multiply-adds:
+/// the bias, then the taps in (ky, kx, channel) order.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn pixels<const P: usize>(
+    image: &[f32],
+    weights: &[f32],
+    offsets: &[usize],
+    dst: &mut [f32],
+    p: &Problem,
+    oy: usize,
+    ox: usize,
+) {
+    use std::arch::x86_64::*;
+    let (c, s, wp, op) = (p.c as usize, p.stride as usize, p.wp as usize, p.o_padded as usize);
+    let step = s * c;
+    let base = (oy * s * wp + ox * s) * c;
+    // The last element these pixels read; the geometry (Problem::new) keeps it inside the
+    // image: checked once here rather than at every load below.
+    let last = base + offsets.last().unwrap() + (P - 1) * step;
+    assert!(last < image.len() && weights.len() == (offsets.len() + 1) * op);
+    assert!(dst.len() >= (ox + P) * op, "row buffer too short");
+    let src = image.as_ptr();
+    for chunk in (0..op).step_by(LANES) {
+        // SAFETY: every load is at most `last` into the image (asserted) or inside the
+        // packed weights (taps + 1 rows of `op`), every store inside `dst` (asserted).
+        unsafe {
+            let mut acc = [_mm512_loadu_ps(weights.as_ptr().add(chunk)); P];
+            for (t, &off) in offsets.iter().enumerate() {
+                let w = _mm512_loadu_ps(weights.as_ptr().add((t + 1) * op + chunk));
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let v = _mm512_set1_ps(*src.add(base + off + j * step));
+                    *a = _mm512_fmadd_ps(v, w, *a);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(dst.as_mut_ptr().add((ox + j) * op + chunk), *a);
+            }
+        }
+    }
+}
+
+/// One pooled row from `rows_in` conv rows in `conv` (each `ow * o_padded`): the max
+/// over each window, windows clipped at the right edge (Caffe's ceil mode). First the
+/// rows' maximum into the first row, then each window's across its columns: both loops
+/// are independent operations, not one chain of maxima per window.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn max_pool_row(conv: &mut [f32], out: &mut [f32], p: &Problem, q: Pooling, rows_in: usize) {
+    use std::arch::x86_64::*;
+    let (o, op, ow) = (p.o as usize, p.o_padded as usize, p.ow as usize);
+    let (ks, s) = (q.kernel as usize, q.stride as usize);
+    let row = ow * op;
+    assert!(conv.len() >= rows_in * row && out.len() == q.out_w as usize * o && rows_in >= 1);
+    let (first, rest) = conv.split_at_mut(row);
+    for r in 1..rows_in {
+        for (m, v) in first.chunks_exact_mut(LANES).zip(rest[(r - 1) * row..][..row].chunks_exact(LANES)) {
+            // SAFETY: both chunks are LANES floats long.
+            unsafe {
+                let v = _mm512_max_ps(_mm512_loadu_ps(m.as_ptr()), _mm512_loadu_ps(v.as_ptr()));
+                _mm512_storeu_ps(m.as_mut_ptr(), v);
+            }
+        }
+    }
+    for (px, dst) in out.chunks_exact_mut(o).enumerate() {
+        let (left, right) = (px * s, (px * s + ks).min(ow));
+        for chunk in (0..op).step_by(LANES) {
+            let lanes = LANES.min(o - chunk);
+            // SAFETY: columns < ow index inside the first row (asserted); the masked store
+            // writes `lanes` floats from `chunk`, inside `dst`'s `o`.
+            unsafe {
+                let at = |col: usize| _mm512_loadu_ps(first.as_ptr().add(col * op + chunk));
+                // The usual 2x2 window without a loop (a loop of one step mispredicts).
+                let m = if right == left + 2 {
+                    _mm512_max_ps(at(left), at(left + 1))
+                } else {
+                    (left + 1..right).fold(at(left), |m, col| _mm512_max_ps(m, at(col)))
+                };
+                _mm512_mask_storeu_ps(dst.as_mut_ptr().add(chunk), (1u32 << lanes).wrapping_sub(1) as u16, m);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAIN: Geometry = Geometry { stride: 1, pad: 0, dilation: 1 };
+
+    /// The kernel against libtorch's conv2d + max_pool2d on the same data; a 1x1 pool of
+    /// stride 1 checks the convolution alone.
+    fn agrees(x: [i64; 4], o: i64, k: i64, g: Geometry, bias: bool, (pk, ps, ceil): (i64, i64, bool)) {
+        let _guard = tch::no_grad_guard();
+        tch::manual_seed(7);
+        let xt = crate::layers::channels_last(&Tensor::randn(x, (Kind::Float, Device::Cpu)));
+        let wt = Tensor::randn([o, x[1], k, k], (Kind::Float, Device::Cpu));
+        let b = bias.then(|| Tensor::randn([o], (Kind::Float, Device::Cpu)));
+        let conv = xt.conv2d(&wt, b.as_ref(), [g.stride; 2], [g.pad; 2], [g.dilation; 2], 1);
+        let want = conv.max_pool2d([pk; 2], [ps; 2], [0; 2], [1; 2], ceil);
+        let (h, w) = (want.size()[2], want.size()[3]);
+        let pool = Pooling { kernel: pk, stride: ps, out_h: h, out_w: w };
+        let case = format!("{x:?} -> {o}, k{k} {g:?} {pool:?}");
+        let got = conv_max_pool(&xt, &wt, b.as_ref(), g, pool).expect("the kernel applies");
+        assert_eq!(got.size(), want.size(), "{case}");
+        assert!(crate::layers::is_channels_last(&got), "NHWC strides out");
+        let diff = (&got - &want).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "{case}: max difference {diff}");
+    }
+
+    #[test]
+    fn agrees_with_libtorch_on_the_shipped_first_layers_and_odd_geometries() {
+        if !has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512, so fkpnet never uses the kernel here");
+            return;
+        }
+        let one = (1, 1, false);
+        agrees([3, 1, 96, 96], 16, 3, PLAIN, true, (2, 2, false)); // LeNet's conv1 + pool1
+        agrees([3, 1, 96, 96], 16, 3, PLAIN, true, one);
+        agrees([2, 1, 96, 96], 64, 3, PLAIN, true, (2, 2, false)); // 64 channels: 4 vectors
+        agrees([2, 3, 64, 48], 32, 3, Geometry { stride: 1, pad: 1, dilation: 1 }, true, (3, 2, true));
+        agrees([2, 3, 33, 31], 30, 5, Geometry { stride: 2, pad: 2, dilation: 1 }, false, (2, 2, true));
+        agrees([1, 2, 20, 21], 5, 3, Geometry { stride: 3, pad: 1, dilation: 2 }, true, one);
+        agrees([1, 4, 7, 7], 1, 7, PLAIN, true, one); // one output pixel, one channel
+        agrees([1, 1, 8, 8], 3, 3, PLAIN, true, (2, 2, false)); // rows shorter than a block
+        agrees([1, 1, 6, 6], 3, 3, PLAIN, true, one);
+        agrees([70, 1, 12, 12], 8, 3, PLAIN, true, (2, 2, false)); // rows split over threads
+        agrees([70, 1, 13, 13], 17, 3, PLAIN, true, (3, 3, true)); // clipped windows
+        agrees([5, 1, 23, 23], 16, 3, PLAIN, true, (2, 2, true)); // 21 -> 11: the last clipped
+    }
+
+    #[test]
+    fn declines_what_it_does_not_do() {
+        let pool = Pooling { kernel: 2, stride: 2, out_h: 4, out_w: 4 };
+        let x = Tensor::randn([1, 8, 10, 10], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([4, 8, 3, 3], (Kind::Float, Device::Cpu));
+        assert!(conv_max_pool(&x, &w, None, PLAIN, pool).is_none(), "8 input channels: oneDNN's job");
+        let x = Tensor::randn([1, 3, 10, 10], (Kind::Float, Device::Cpu));
+        let w3 = Tensor::randn([4, 3, 3, 3], (Kind::Float, Device::Cpu));
+        assert!(conv_max_pool(&x, &w3, None, PLAIN, pool).is_none(), "NCHW strides with 3 channels");
+        let w1 = Tensor::randn([4, 1, 3, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let x1 = Tensor::randn([1, 1, 10, 10], (Kind::Float, Device::Cpu));
+        assert!(conv_max_pool(&x1, &w1, None, PLAIN, pool).is_none(), "a gradient is wanted");
+        let _guard = tch::no_grad_guard();
+        assert_eq!(conv_max_pool(&x1, &w1, None, PLAIN, pool).is_some(), has_avx512(), "no gradient wanted");
+        let too_big = Pooling { out_h: 5, ..pool };
+        assert!(conv_max_pool(&x1, &w1, None, PLAIN, too_big).is_none(), "a window starting past the map");
+        let xb = x1.to_kind(Kind::BFloat16);
+        assert!(conv_max_pool(&xb, &w1.to_kind(Kind::BFloat16), None, PLAIN, pool).is_none(), "bf16");
+    }
+}
