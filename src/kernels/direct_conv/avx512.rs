@@ -1,6 +1,6 @@
 //! The AVX-512 loops of the direct convolution + max pool (`super` says what and why).
 
-use super::{Pooling, Problem, LANES, MIN_PARALLEL_FMAS, PIXELS, POOLED};
+use super::{Pooling, Problem, LANES, MIN_PARALLEL_FMAS, PIXELS};
 use std::arch::x86_64::*;
 
 /// All output rows, split over libtorch's thread count in contiguous ranges.
@@ -9,14 +9,14 @@ pub(super) fn run(x: &[f32], weights: &[f32], out: &mut [f32], p: &Problem) {
     let fmas = (p.n * p.oh * p.ow * p.o) as usize * p.taps();
     let threads = if fmas < MIN_PARALLEL_FMAS { 1 } else { tch::get_num_threads().max(1) as usize };
     let per = rows.div_ceil(threads.min(rows));
-    // SAFETY (both calls): `conv2d` only builds a Problem where the CPU has AVX-512F.
+    // SAFETY (both calls of rows_avx512): `conv_max_pool` only gets here on a CPU with AVX-512F.
     if per == rows {
         return unsafe { rows_avx512(x, weights, out, p, 0) };
     }
-    std::thread::scope(|s| {
-        for (i, chunk) in out.chunks_mut(per * row_len).enumerate() {
-            s.spawn(move || unsafe { rows_avx512(x, weights, chunk, p, i * per) });
-        }
+    let ranges: Vec<std::sync::Mutex<&mut [f32]>> = out.chunks_mut(per * row_len).map(Into::into).collect();
+    crate::kernels::parallel_for(ranges.len(), &|i| {
+        let mut range = ranges[i].lock().expect("one task per range");
+        unsafe { rows_avx512(x, weights, &mut range, p, i * per) }
     });
 }
 
@@ -49,8 +49,9 @@ unsafe fn rows_avx512(x: &[f32], weights: &[f32], out: &mut [f32], p: &Problem, 
 }
 
 /// One pooled row of a 2x2, stride-2 max pool without clipped windows (the study's nets):
-/// both conv rows' accumulators stay in registers and only the maxima are stored, four
-/// pooled pixels at a time (the last block overlapping the one before, as in `conv_row`).
+/// the conv outputs of each window stay in registers and only the maxima are stored.
+/// With an even number of output vectors, two at once on 4 pixels per row (each input
+/// value broadcast once for both); otherwise one on 8.
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn pooled_row_2x2(
@@ -61,40 +62,71 @@ fn pooled_row_2x2(
     p: &Problem,
     py: usize,
 ) {
+    if (p.o_padded as usize / LANES) % 2 == 0 {
+        pooled_blocks::<4, 2>(image, weights, offsets, out, p, py)
+    } else {
+        pooled_blocks::<PIXELS, 1>(image, weights, offsets, out, p, py)
+    }
+}
+
+/// `pooled_row_2x2` in blocks of `PX` conv pixels of both rows (`PX / 2` pooled pixels,
+/// the last block overlapping the one before, as in `conv_row`) and `NC` vectors of
+/// output channels: 2 * PX * NC accumulators in registers.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn pooled_blocks<const PX: usize, const NC: usize>(
+    image: &[f32],
+    weights: &[f32],
+    offsets: &[usize],
+    out: &mut [f32],
+    p: &Problem,
+    py: usize,
+) {
     let (c, s, wp, op, o) =
         (p.c as usize, p.stride as usize, p.wp as usize, p.o_padded as usize, p.o as usize);
-    let pw = out.len() / o;
-    let step = s * c;
+    let (pw, per_block, step) = (out.len() / o, PX / 2, s * c);
     let rows = [2 * py * s * wp * c, (2 * py + 1) * s * wp * c];
-    let last_block = pw - POOLED;
+    let last_block = pw - per_block;
     // The last element read: row 2py+1, the last block's last pixel, the last tap.
-    let last = rows[1] + 2 * last_block * step + offsets.last().unwrap() + (PIXELS - 1) * step;
-    assert!(last < image.len() && weights.len() == (offsets.len() + 1) * op && pw >= POOLED);
+    let last = rows[1] + 2 * last_block * step + offsets.last().unwrap() + (PX - 1) * step;
+    assert!(last < image.len() && weights.len() == (offsets.len() + 1) * op && pw >= per_block);
+    assert!(op % (NC * LANES) == 0, "whole passes of {NC} vectors");
     let src = image.as_ptr();
-    for qx in (0..last_block).step_by(POOLED).chain([last_block]) {
+    for qx in (0..last_block).step_by(per_block).chain([last_block]) {
         let base = 2 * qx * step;
-        for chunk in (0..op).step_by(LANES) {
-            let lanes = LANES.min(o - chunk);
+        for chunk in (0..op).step_by(NC * LANES) {
             // SAFETY: loads at most `last` into the image (asserted) or inside the packed
-            // weights; stores of `lanes` floats at pooled pixels qx..qx+POOLED < pw.
+            // weights (taps + 1 rows of `op`, chunk + NC vectors <= op); stores of at most
+            // `o - ch` floats at pooled pixels qx..qx+per_block < pw.
             unsafe {
-                let bias = _mm512_loadu_ps(weights.as_ptr().add(chunk));
-                let mut acc = [[bias; PIXELS]; 2];
+                let mut acc = [[[_mm512_setzero_ps(); PX]; 2]; NC];
+                for (n, a) in acc.iter_mut().enumerate() {
+                    *a = [[_mm512_loadu_ps(weights.as_ptr().add(chunk + n * LANES)); PX]; 2];
+                }
                 for (t, &off) in offsets.iter().enumerate() {
-                    let w = _mm512_loadu_ps(weights.as_ptr().add((t + 1) * op + chunk));
-                    for (row, a) in rows.iter().zip(acc.iter_mut()) {
-                        for (j, a) in a.iter_mut().enumerate() {
+                    let row_of_taps = weights.as_ptr().add((t + 1) * op + chunk);
+                    let mut w = [_mm512_setzero_ps(); NC];
+                    for (n, w) in w.iter_mut().enumerate() {
+                        *w = _mm512_loadu_ps(row_of_taps.add(n * LANES));
+                    }
+                    for (r, row) in rows.iter().enumerate() {
+                        for j in 0..PX {
                             let v = _mm512_set1_ps(*src.add(row + base + off + j * step));
-                            *a = _mm512_fmadd_ps(v, w, *a);
+                            for n in 0..NC {
+                                acc[n][r][j] = _mm512_fmadd_ps(v, w[n], acc[n][r][j]);
+                            }
                         }
                     }
                 }
-                let mask = (1u32 << lanes).wrapping_sub(1) as u16;
-                for i in 0..POOLED {
-                    let top = _mm512_max_ps(acc[0][2 * i], acc[0][2 * i + 1]);
-                    let bottom = _mm512_max_ps(acc[1][2 * i], acc[1][2 * i + 1]);
-                    let m = _mm512_max_ps(top, bottom);
-                    _mm512_mask_storeu_ps(out.as_mut_ptr().add((qx + i) * o + chunk), mask, m);
+                for (n, a) in acc.iter().enumerate() {
+                    let ch = chunk + n * LANES;
+                    let mask = (1u32 << LANES.min(o - ch)).wrapping_sub(1) as u16;
+                    for i in 0..per_block {
+                        let top = _mm512_max_ps(a[0][2 * i], a[0][2 * i + 1]);
+                        let bottom = _mm512_max_ps(a[1][2 * i], a[1][2 * i + 1]);
+                        let m = _mm512_max_ps(top, bottom);
+                        _mm512_mask_storeu_ps(out.as_mut_ptr().add((qx + i) * o + ch), mask, m);
+                    }
                 }
             }
         }

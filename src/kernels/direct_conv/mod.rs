@@ -29,7 +29,7 @@ fn run(_: &[f32], _: &[f32], _: &mut [f32], _: &Problem) {
 }
 
 /// The most input channels per group this kernel takes; above it oneDNN is the faster.
-pub const MAX_CHANNELS: i64 = 4;
+pub const MAX_CHANNELS: i64 = 16;
 
 /// Output channels per vector: one AVX-512 register of f32.
 const LANES: usize = 16;
@@ -302,17 +302,22 @@ mod tests {
         agrees([1, 4, 7, 7], 1, 7, PLAIN, true, one); // one output pixel, one channel
         agrees([1, 1, 8, 8], 3, 3, PLAIN, true, (2, 2, false)); // rows shorter than a block
         agrees([1, 1, 6, 6], 3, 3, PLAIN, true, one);
-        agrees([70, 1, 12, 12], 8, 3, PLAIN, true, (2, 2, false)); // rows split over threads
+        agrees([70, 1, 12, 12], 8, 3, PLAIN, true, (2, 2, false)); // many images, one thread
+        agrees([3, 1, 96, 96], 16, 3, PLAIN, true, (3, 2, true)); // the general pool, threads
         agrees([70, 1, 13, 13], 17, 3, PLAIN, true, (3, 3, true)); // clipped windows
         agrees([5, 1, 23, 23], 16, 3, PLAIN, true, (2, 2, true)); // 21 -> 11: the last clipped
+        agrees([3, 16, 47, 47], 32, 3, PLAIN, true, (2, 2, false)); // LeNet's conv2 + pool2
+        agrees([2, 16, 20, 20], 48, 3, PLAIN, true, (2, 2, false)); // 3 vectors: one at a time
+        agrees([2, 16, 20, 20], 64, 3, Geometry { stride: 1, pad: 1, dilation: 1 }, false, (2, 2, false));
+        agrees([2, 9, 20, 20], 40, 3, PLAIN, true, (3, 2, false));
     }
 
     #[test]
     fn declines_what_it_does_not_do() {
         let pool = Pooling { kernel: 2, stride: 2, out_h: 4, out_w: 4 };
-        let x = Tensor::randn([1, 8, 10, 10], (Kind::Float, Device::Cpu));
-        let w = Tensor::randn([4, 8, 3, 3], (Kind::Float, Device::Cpu));
-        assert!(conv_max_pool(&x, &w, None, PLAIN, pool).is_none(), "8 input channels: oneDNN's job");
+        let x = crate::layers::channels_last(&Tensor::randn([1, 32, 10, 10], (Kind::Float, Device::Cpu)));
+        let w = Tensor::randn([4, 32, 3, 3], (Kind::Float, Device::Cpu));
+        assert!(conv_max_pool(&x, &w, None, PLAIN, pool).is_none(), "32 input channels: oneDNN's job");
         let x = Tensor::randn([1, 3, 10, 10], (Kind::Float, Device::Cpu));
         let w3 = Tensor::randn([4, 3, 3, 3], (Kind::Float, Device::Cpu));
         assert!(conv_max_pool(&x, &w3, None, PLAIN, pool).is_none(), "NCHW strides with 3 channels");
