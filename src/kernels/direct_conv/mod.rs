@@ -228,19 +228,34 @@ impl Problem {
 /// Weights as `[tap][output channel]` (tap = (ky, kx, channel), output channels padded
 /// with zeros to whole vectors), preceded by one row of biases.
 fn pack_weights(w: &Tensor, b: Option<&Tensor>, p: &Problem) -> Vec<f32> {
-    let (o, op, taps) = (p.o as usize, p.o_padded as usize, p.taps());
-    // [O, C, K, K] -> [K, K, C, O]: each tap's output channels side by side.
-    let w: Vec<f32> = Vec::try_from(w.detach().permute([2, 3, 1, 0]).contiguous().flatten(0, -1))
-        .expect("float32 conv weights");
-    let mut packed = vec![0f32; (taps + 1) * op];
+    let (o, op, c, k) = (p.o as usize, p.o_padded as usize, p.c as usize, p.k as usize);
+    // Read in place through the strides (NCHW or channels-last): at batch 1 the libtorch
+    // operators of a permuted copy took longer than the layer.
+    let (wt, ws) = (strided(w), w.stride());
+    let mut packed = vec![0f32; (p.taps() + 1) * op];
     if let Some(b) = b {
-        let b = Vec::<f32>::try_from(b.detach().contiguous().flatten(0, -1)).expect("float32 conv bias");
-        packed[..o].copy_from_slice(&b);
+        let (bt, bs) = (strided(b), b.stride()[0] as usize);
+        (0..o).for_each(|oc| packed[oc] = bt[oc * bs]);
     }
-    for tap in 0..taps {
-        packed[(tap + 1) * op..][..o].copy_from_slice(&w[tap * o..][..o]);
+    let [s0, s1, s2, s3] = [ws[0], ws[1], ws[2], ws[3]].map(|s| s as usize);
+    for (tap, row) in packed[op..].chunks_exact_mut(op).enumerate() {
+        // tap = (ky, kx, channel), channel fastest
+        let (ky, kx, ci) = (tap / (k * c), tap / c % k, tap % c);
+        for (oc, v) in row[..o].iter_mut().enumerate() {
+            *v = wt[oc * s0 + ci * s1 + ky * s2 + kx * s3];
+        }
     }
     packed
+}
+
+/// A float32 CPU tensor's elements from its data pointer to its last, to index with its
+/// strides.
+fn strided(t: &Tensor) -> &[f32] {
+    let span = t.size().iter().zip(t.stride()).map(|(&d, s)| (d.max(1) - 1) * s).sum::<i64>() + 1;
+    assert!(t.stride().iter().all(|&s| s >= 0) && t.kind() == Kind::Float && t.device() == Device::Cpu);
+    // SAFETY: a valid tensor with non-negative strides holds `span` elements from its data
+    // pointer on (its largest offset + 1); the slice borrows `t`.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, span as usize) }
 }
 
 /// The input with its zero border, when the layer pads (few channels: a small copy).
