@@ -74,6 +74,17 @@ pub fn of_box(bbox: [f32; 4], margin: f64) -> Result<CropBox, String> {
     Ok(square((x + w / 2.0) as f64, (y + h / 2.0) as f64, w.max(h) as f64, margin))
 }
 
+/// A face box a user gives for a `width` x `height` photo, as `of_box` grows it, or why it
+/// cannot be one (it lies outside the photo, or has no area). `fkpnet predict --box` and
+/// `fkpnet-infer --box` say the same.
+pub fn user_box(width: u32, height: u32, bbox: [f32; 4], margin: f64) -> Result<CropBox, String> {
+    let [x, y, w, h] = bbox;
+    if x >= width as f32 || y >= height as f32 || x + w <= 0.0 || y + h <= 0.0 {
+        return Err(format!("the box {x},{y},{w},{h} lies outside the {width}x{height} image"));
+    }
+    of_box(bbox, margin)
+}
+
 /// The box of `img` resized to `size` x `size`, as `channels` planes (1: grey, 3:
 /// RGB) of row-major bytes; black outside the image.
 pub fn cut(img: &DynamicImage, b: &CropBox, size: usize, channels: usize) -> Vec<u8> {
@@ -148,6 +159,14 @@ mod tests {
         assert_eq!(of_box([10.0, 20.0, 40.0, 30.0], 0.0).unwrap(), CropBox { left: 10, top: 15, side: 40 });
         assert_eq!(of_box([10.0, 20.0, 40.0, 30.0], 0.5).unwrap(), CropBox { left: 0, top: 5, side: 60 });
         assert!(of_box([0.0, 0.0, 0.0, 5.0], 0.0).unwrap_err().contains("no area"));
+        assert_eq!(user_box(100, 80, [10.0, 20.0, 40.0, 30.0], 0.5), of_box([10.0, 20.0, 40.0, 30.0], 0.5));
+        assert!(user_box(100, 80, [90.0, 70.0, 40.0, 30.0], 0.0).is_ok(), "partly inside is a face");
+        for outside in
+            [[100.0, 0.0, 5.0, 5.0], [0.0, 80.0, 5.0, 5.0], [-5.0, 0.0, 5.0, 5.0], [0.0, -9.0, 5.0, 9.0]]
+        {
+            let e = user_box(100, 80, outside, 0.0).unwrap_err();
+            assert!(e.contains("lies outside the 100x80 image"), "{outside:?}: {e}");
+        }
     }
 
     #[test]

@@ -176,11 +176,9 @@ impl Model {
         match find {
             Find::Boxes(user) => user
                 .iter()
-                .map(|&b @ [x, y, bw, bh]| {
-                    if x >= width as f32 || y >= height as f32 || x + bw <= 0.0 || y + bh <= 0.0 {
-                        bail!("{name}: the box {x},{y},{bw},{bh} lies outside the {width}x{height} image");
-                    }
-                    Ok((fkpnet_face::of_box(b, crop.margin).map_err(|e| anyhow!("{name}: {e}"))?, None))
+                .map(|&b| {
+                    let face = fkpnet_face::user_box(width, height, b, crop.margin);
+                    Ok((face.map_err(|e| anyhow!("{name}: {e}"))?, None))
                 })
                 .collect(),
             Find::Whole => {

@@ -3,8 +3,8 @@
 //! the model's framing; and what is said about images without a face.
 
 use super::super::model::Ensemble;
-use crate::config::solver::{CropConfig, CropFrom};
-use crate::data::crop::{self, CropBox};
+use crate::config::solver::CropFrom;
+use crate::data::crop::CropBox;
 use crate::data::Spec;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -170,11 +170,7 @@ pub(super) fn report_missed(missed: &[String], images: usize, any_face: bool, mi
 }
 
 /// The user's box, treated as the face's box and grown by the model's margin.
-fn user_box(spec: &Spec, name: &str, w: u32, h: u32, b @ [x, y, bw, bh]: [f32; 4]) -> Result<Found> {
-    if x >= w as f32 || y >= h as f32 || x + bw <= 0.0 || y + bh <= 0.0 {
-        bail!("{name}: the box {x},{y},{bw},{bh} lies outside the {w}x{h} image");
-    }
-    let cfg = CropConfig { from: CropFrom::Box, margin: spec.crop.margin };
-    let crop = crop::crop_box(&cfg, w, h, &[], Some(b)).map_err(|e| anyhow!("{name}: {e}"))?;
+fn user_box(spec: &Spec, name: &str, w: u32, h: u32, b: [f32; 4]) -> Result<Found> {
+    let crop = fkpnet_face::user_box(w, h, b, spec.crop.margin).map_err(|e| anyhow!("{name}: {e}"))?;
     Ok(Found { crop, score: None, show_box: true })
 }
