@@ -134,7 +134,7 @@ impl Layer for Conv {
         true
     }
 
-    /// With one to four input channels (a net's first conv) and a max pool after it,
+    /// With 1-16 input channels (a net's first convs) and a max pool after it,
     /// fkpnet's own kernel computes both for predictions: oneDNN's first-layer kernel and
     /// the pool over its full-size output took 6.6 ms of LeNet's 22 at batch 64 (the
     /// kernel's file says more).

@@ -1,5 +1,5 @@
-//! A direct convolution with the max pool after it, for layers with few input channels
-//! (a net's first conv: one grey or three colour channels), used on the CPU when no
+//! A direct convolution with the max pool after it, for layers with 1-16 input channels
+//! (a net's first convs: grey or colour input, then LeNet's conv2), used on the CPU when no
 //! gradient is wanted (prediction, evaluation, export checks).
 //!
 //! Why: oneDNN's kernels are built for many input channels, and the first conv's output
