@@ -163,8 +163,10 @@ impl Walk<'_> {
     }
 }
 
-pub fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Result<NetOut> {
-    let file = path.display().to_string();
+/// The prototxt's text and its NetParameter. Caffe's V1 format (`layers { type: CONVOLUTION }`)
+/// is refused with the command that upgrades it.
+fn read_prototxt(path: &Path) -> Result<(String, NetParameter)> {
+    let file = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| anyhow!("cannot read {file}: {e}"))?;
     if let Some(line) = v1_layers_line(&text) {
         bail!(
@@ -172,13 +174,32 @@ pub fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Resu
              read; upgrade it with Caffe's tool first: upgrade_net_proto_text OLD.prototxt NEW.prototxt"
         );
     }
-    let net: NetParameter = protobuf::text_format::parse_from_str(&text)
+    let net = protobuf::text_format::parse_from_str(&text)
         .map_err(|e| anyhow!("{file}:{e} (caffe NetParameter)"))?;
-    let mut input: Option<Vec<i64>> = match (net.input_shape.first(), net.input_dim.len()) {
+    Ok((text, net))
+}
+
+/// The image shape (C, H, W) the net's header declares: `input_shape`, or four `input_dim`.
+fn header_input(net: &NetParameter) -> Option<Vec<i64>> {
+    match (net.input_shape.first(), net.input_dim.len()) {
         (Some(s), _) => Some(s.dim.iter().skip(1).copied().collect()),
         (None, 4) => Some(net.input_dim[1..].iter().map(|d| *d as i64).collect()),
         _ => None,
-    };
+    }
+}
+
+/// The net's `name`, or the file's stem where it has none.
+fn net_name(net: &NetParameter, path: &Path) -> String {
+    match net.name() {
+        "" => path.file_stem().and_then(|s| s.to_str()).unwrap_or("net").to_string(),
+        n => n.to_string(),
+    }
+}
+
+pub fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Result<NetOut> {
+    let file = path.display().to_string();
+    let (text, net) = read_prototxt(path)?;
+    let mut input = header_input(&net);
     let mut w = Walk {
         lines: layer_lines(&text, &net.layer),
         file: file.clone(),
@@ -261,10 +282,7 @@ pub fn convert_net(path: &Path, opts: &Options, notes: &mut Vec<String>) -> Resu
         ));
         1.0
     });
-    let name = match net.name() {
-        "" => path.file_stem().and_then(|s| s.to_str()).unwrap_or("net").to_string(),
-        n => n.to_string(),
-    };
+    let name = net_name(&net, path);
     let yaml = net_yaml(path, &name, &input, &w.layers, loss_weight)?;
     Ok(NetOut { name, yaml, batch, test_batch, source, test_source, hdf5, shuffle })
 }

@@ -8,6 +8,7 @@ pub mod net;
 mod overrides;
 pub mod schema;
 pub mod solver;
+mod test_time;
 
 pub(crate) use load::absolute;
 pub use load::{load_net, load_solver, parse_sets, set_test, NetSource, Override, Resolved};

@@ -125,28 +125,28 @@ fn framing(model: &Model) -> Option<Fitted> {
 }
 
 pub fn export(model: &Model, dir: &Path, format: Format) -> Result<()> {
-    if format == Format::Onnx && dir.extension().is_some_and(|e| e == "onnx") {
-        // One file, as runtimes take it; written only when the whole model converts.
-        if dir.exists() {
-            bail!("{} exists; choose a new file (nothing is overwritten)", dir.display());
-        }
-        let bytes = super::onnx::model_bytes(model, framing(model).as_ref())?;
-        return std::fs::write(dir, bytes).with_context(|| format!("cannot write {}", dir.display()));
+    // -o FILE.onnx: one file, as runtimes take it.
+    let one_file = format == Format::Onnx && dir.extension().is_some_and(|e| e == "onnx");
+    if one_file && dir.exists() {
+        bail!("{} exists; choose a new file (nothing is overwritten)", dir.display());
     }
-    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+    if !one_file && dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!("{} exists and is not empty; choose a new directory (nothing is overwritten)", dir.display());
     }
-    // Converted before the directory is made: a net that cannot be exported leaves nothing.
-    if format == Format::Onnx {
-        super::onnx::model_bytes(model, None)?;
-    } else if format == Format::Caffe {
+    // Converted before anything is written or the framing fitted: a net that cannot be
+    // exported leaves nothing.
+    let converted = match format {
+        Format::Onnx => Some(super::onnx::convert(model)?),
+        _ => None,
+    };
+    if format == Format::Caffe {
         crate::caffe::model::deploy(&model.graph, &model.params, false)?;
     }
     let framing = framing(model);
-    let onnx = match format {
-        Format::Onnx => Some(super::onnx::model_bytes(model, framing.as_ref())?),
-        _ => None,
-    };
+    let onnx = converted.map(|c| super::onnx::model_bytes(c, model, framing.as_ref())).transpose()?;
+    if let (true, Some(bytes)) = (one_file, &onnx) {
+        return std::fs::write(dir, bytes).with_context(|| format!("cannot write {}", dir.display()));
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if let Some(f) = &framing {
         write_text(&dir.join(Fitted::FILE), &f.to_yaml())?;

@@ -248,10 +248,14 @@ fn client_meta(spec: &crate::data::Spec, framing: Option<&Fitted>) -> String {
     meta.to_string()
 }
 
-/// The model as ONNX bytes: input `data` (N x C x H x W, pixels / 255), output
-/// `keypoints` (N x 2K, (xy - half) / half), and in the metadata what a client
-/// needs to use them.
-pub fn model_bytes(model: &Model, framing: Option<&Fitted>) -> Result<Vec<u8>> {
+/// A model's net as ONNX nodes and initialisers, before its metadata: `fkpnet export`
+/// converts first, so that a net that cannot be exported fails before anything is
+/// written or fitted.
+pub struct Converted(Onnx);
+
+/// Convert every layer: input `data` (N x C x H x W, pixels / 255), output `keypoints`
+/// (N x 2K, (xy - half) / half).
+pub fn convert(model: &Model) -> Result<Converted> {
     let graph = &model.graph;
     let mut g = Onnx { nodes: Vec::new(), inits: Vec::new() };
     for n in &graph.nodes {
@@ -260,6 +264,13 @@ pub fn model_bytes(model: &Model, framing: Option<&Fitted>) -> Result<Vec<u8>> {
     }
     let last = graph.nodes.last().ok_or_else(|| anyhow!("the net has no layers"))?;
     g.node("Identity", "keypoints", &[&last.name], "keypoints", vec![]);
+    Ok(Converted(g))
+}
+
+/// The converted model as ONNX bytes, with what a client needs to use it in the
+/// metadata (and the framing for faces found in photos, where there is one).
+pub fn model_bytes(converted: Converted, model: &Model, framing: Option<&Fitted>) -> Result<Vec<u8>> {
+    let (graph, g) = (&model.graph, converted.0);
     let input: Vec<Option<i64>> = std::iter::once(None).chain(graph.input.iter().map(|d| Some(*d))).collect();
     let k = model.spec.keypoints.len();
     let meta = [
