@@ -320,7 +320,7 @@ impl SolverConfig {
             if present {
                 Ok(())
             } else {
-                Err(format!("lr_policy {:?} needs `{k}`", self.lr_policy).to_lowercase())
+                Err(format!("lr_policy {} needs `{k}`", super::name_of(&self.lr_policy)))
             }
         };
         let gamma = || need("gamma", self.gamma.is_some());

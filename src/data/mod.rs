@@ -179,7 +179,7 @@ impl Faces {
 /// The faces a data section describes, as the net must take them: its `input:` must
 /// be what the data gives, and its output is then checked against the keypoint count.
 pub fn spec(cfg: &DataConfig, net: &crate::config::NetConfig) -> Result<Spec> {
-    let format = format!("{:?}", cfg.format).to_lowercase();
+    let format = crate::config::name_of(&cfg.format);
     let keypoints = match &cfg.keypoints {
         Some(k) => KeypointSet::from_config(k).map_err(|e| anyhow::anyhow!("{e}"))?,
         None if cfg.format == DataFormat::Kaggle => KeypointSet::kaggle15(),

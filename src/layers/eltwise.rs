@@ -46,7 +46,7 @@ impl Layer for Eltwise {
     }
 
     fn details(&self) -> String {
-        let op = format!("{:?}", self.operation).to_lowercase();
+        let op = crate::config::name_of(&self.operation);
         if self.coeff.is_empty() {
             op
         } else {

@@ -181,7 +181,7 @@ pub fn export(model: &Model, dir: &Path, format: Format) -> Result<()> {
             crate::data::DataFormat::Kaggle => String::new(),
             _ => format!(
                 " (cut out of their images: crop from {}, margin {})",
-                format!("{:?}", model.spec.crop.from).to_lowercase(),
+                crate::config::name_of(&model.spec.crop.from),
                 model.spec.crop.margin
             ),
         },

@@ -235,7 +235,7 @@ fn client_meta(spec: &crate::data::Spec, framing: Option<&Fitted>) -> String {
         "input": {"name": "data", "channels": spec.channels, "height": spec.height, "width": spec.width,
                   "scale": 1.0 / 255.0},
         "output": {"name": "keypoints", "half": spec.half()},
-        "crop": {"from": format!("{:?}", spec.crop.from).to_lowercase(), "margin": spec.crop.margin},
+        "crop": {"from": crate::config::name_of(&spec.crop.from), "margin": spec.crop.margin},
         "keypoints": spec.keypoints.names,
         "csv": {"first": first, "columns": columns},
     });

@@ -48,7 +48,7 @@ pub fn predict(model: &Ensemble, inputs: &[PathBuf], finder: &Finder) -> Result<
         if is_csv(p) {
             // Kaggle's and Caffe's HDF5 faces are both the net's input, already cut out.
             if !matches!(spec.format, DataFormat::Kaggle | DataFormat::Hdf5) {
-                bail!("{}: a CSV is read as Kaggle faces, but this model takes {} faces cut from images: give the images or their folder", p.display(), format!("{:?}", spec.format).to_lowercase());
+                bail!("{}: a CSV is read as Kaggle faces, but this model takes {} faces cut from images: give the images or their folder", p.display(), crate::config::name_of(&spec.format));
             }
             out.extend(kaggle_rows(model, p, &mut images)?);
             continue;

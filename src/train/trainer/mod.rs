@@ -112,7 +112,7 @@ impl<'a> Trainer<'a> {
         let metrics = Metrics::create(&run.file("metrics.csv"))?;
         let mut log = CaffeLog::create(&run.file("train.log"))?;
         let events = EventWriter::create(&run.path)?;
-        log.solving(&graph.name, &format!("{:?}", cfg.lr_policy).to_lowercase())?;
+        log.solving(&graph.name, &crate::config::name_of(&cfg.lr_policy))?;
         if let Some(w) = &opts.weights {
             for n in state::load_weights(w, &params, false)? {
                 say(opts, &format!("  weights: {n}"));
