@@ -4,8 +4,10 @@
 //! (to compare, or to rule them out).
 
 pub mod direct_conv;
+pub mod few_rows;
 
 use std::sync::OnceLock;
+use tch::{Device, Kind, Tensor};
 
 /// Whether fkpnet's own kernels may be used: `FKPNET_KERNELS` unset or `auto`; `libtorch`
 /// turns them off. Any other value is named in a warning, once, and read as `auto`.
@@ -19,6 +21,41 @@ pub fn enabled() -> bool {
             true
         }
     })
+}
+
+/// Whether this CPU runs the kernels (AVX-512F; x86-64 only).
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// What every kernel here needs of a call: no gradient wanted (libtorch's grad mode off,
+/// or none of the tensors asks for one) and float32 on the CPU.
+fn inference_on_cpu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
+    let wants_grad =
+        grad_enabled() && (x.requires_grad() || w.requires_grad() || b.is_some_and(|b| b.requires_grad()));
+    let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
+    !wants_grad && cpu_f32(x) && cpu_f32(w) && b.is_none_or(cpu_f32)
+}
+
+/// libtorch's grad mode (tch has no getter: set it and put it back).
+fn grad_enabled() -> bool {
+    // SAFETY: plain FFI calls into libtorch's thread-local grad mode.
+    unsafe {
+        let was = torch_sys::at_grad_set_enabled(0);
+        torch_sys::at_grad_set_enabled(was);
+        was != 0
+    }
+}
+
+/// A tensor's f32 elements from its data pointer on, borrowed. The caller has checked
+/// that `t` is dense (its `numel` elements lie there, in the order it reads them).
+fn data(t: &Tensor) -> &[f32] {
+    // SAFETY: per the caller's check `t` holds `numel` f32 elements from its data
+    // pointer on; the slice borrows `t`, which outlives it.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
 }
 
 /// Runs `f(0..n)` in parallel on libtorch's own OpenMP threads: the team its operators

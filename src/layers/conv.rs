@@ -116,8 +116,15 @@ impl Layer for Conv {
         let b = it.next();
         let (s, p, d, g) = (self.stride, self.pad, self.dilation, self.group);
         let o = *opts;
+        // A prediction whose output has a few pixels: fkpnet's own kernel, where it takes it.
+        let few_rows = g == 1 && !o.bf16 && crate::kernels::enabled() && crate::kernels::has_avx512();
         // Casts are differentiable: in bf16, gradients flow back to the float32 weights.
         nn::func_t(move |xs, _| {
+            if let Some(y) =
+                few_rows.then(|| crate::kernels::few_rows::conv2d(xs, &w, b.as_ref(), s, p, d)).flatten()
+            {
+                return y;
+            }
             let bias = b.as_ref().map(|b| super::compute_kind(b, &o));
             super::compute_kind(xs, &o).conv2d(
                 &super::compute_kind(&w, &o),
@@ -147,7 +154,8 @@ impl Layer for Conv {
     ) -> Option<super::PooledFn> {
         use crate::kernels::direct_conv;
         let few = input[0] <= direct_conv::MAX_CHANNELS;
-        if self.group != 1 || opts.bf16 || !few || !direct_conv::has_avx512() || !crate::kernels::enabled() {
+        if self.group != 1 || opts.bf16 || !few || !crate::kernels::has_avx512() || !crate::kernels::enabled()
+        {
             return None;
         }
         let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));

@@ -16,6 +16,7 @@
 //! (ky, kx, channel) order) whichever instruction set runs it, so results do not depend
 //! on the machine or the thread count; they differ from oneDNN's in the last bits only.
 
+use super::has_avx512;
 use tch::{Device, Kind, Tensor};
 
 #[cfg(target_arch = "x86_64")]
@@ -72,13 +73,7 @@ pub fn conv_max_pool(
     g: Geometry,
     pool: Pooling,
 ) -> Option<Tensor> {
-    if !has_avx512() {
-        return None;
-    }
-    let wants_grad =
-        grad_enabled() && (x.requires_grad() || w.requires_grad() || b.is_some_and(|b| b.requires_grad()));
-    let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
-    if wants_grad || !cpu_f32(x) || !cpu_f32(w) || !b.is_none_or(cpu_f32) {
+    if !has_avx512() || !super::inference_on_cpu(x, w, b) {
         return None;
     }
     let (xs, ws) = (x.size(), w.size());
@@ -89,7 +84,7 @@ pub fn conv_max_pool(
         return None;
     }
     let p = Problem::new(&xs, &ws, g, pool)?;
-    let input = input_data(x);
+    let input = super::data(x); // dense NHWC, checked above
     let weights = pack_weights(w, b, &p);
     let (h, w) = (pool.out_h, pool.out_w);
     let out =
@@ -103,37 +98,11 @@ pub fn conv_max_pool(
     Some(out)
 }
 
-/// Whether this CPU runs the kernel (AVX-512F; x86-64 only).
-pub fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
-}
-
-/// libtorch's grad mode (tch has no getter: set it and put it back).
-fn grad_enabled() -> bool {
-    // SAFETY: plain FFI calls into libtorch's thread-local grad mode.
-    unsafe {
-        let was = torch_sys::at_grad_set_enabled(0);
-        torch_sys::at_grad_set_enabled(was);
-        was != 0
-    }
-}
-
 /// Dense NHWC in memory: channels-last strides, or one channel and contiguous (the two
 /// are the same bytes).
 fn dense_nhwc(x: &Tensor) -> bool {
     let (d, s) = (x.size(), x.stride());
     s == [d[1] * d[2] * d[3], 1, d[3] * d[1], d[1]] || (d[1] == 1 && x.is_contiguous())
-}
-
-/// The input's elements in NHWC order, borrowed.
-fn input_data(x: &Tensor) -> &[f32] {
-    let len = x.numel();
-    // SAFETY: `dense_nhwc` checked that `x` holds exactly `len` f32 elements from its data
-    // pointer on; the slice borrows `x`, which outlives it.
-    unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, len) }
 }
 
 /// Sizes of one call, in the input's padded frame.
