@@ -557,7 +557,7 @@ fn a_rectifier_before_max_pooling_runs_after_it_with_the_same_outputs_and_gradie
 /// between is kept or read twice, or the pool pads.
 #[test]
 fn a_narrow_conv_and_its_max_pool_run_as_one_kernel_for_predictions() {
-    let own = fkpnet::kernels::direct_conv::has_avx512() && fkpnet::kernels::enabled();
+    let own = fkpnet::kernels::has_avx512() && fkpnet::kernels::enabled();
     if !own {
         eprintln!("fkpnet's own kernels are off here (no AVX-512, or FKPNET_KERNELS=libtorch): checking they stay off");
     }
