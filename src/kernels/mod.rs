@@ -5,6 +5,7 @@
 
 pub mod direct_conv;
 pub mod few_rows;
+pub mod wide_conv;
 
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};

@@ -118,11 +118,18 @@ impl Layer for Conv {
         let o = *opts;
         // A prediction whose output has a few pixels: fkpnet's own kernel, where it takes it.
         let few_rows = g == 1 && !o.bf16 && crate::kernels::enabled() && crate::kernels::has_avx512();
+        let packed = crate::kernels::wide_conv::Packed::default();
         // Casts are differentiable: in bf16, gradients flow back to the float32 weights.
         nn::func_t(move |xs, _| {
             if let Some(y) =
                 few_rows.then(|| crate::kernels::few_rows::conv2d(xs, &w, b.as_ref(), s, p, d)).flatten()
             {
+                return y;
+            }
+            // A prediction of a few faces: fkpnet's direct convolution (same conditions).
+            let wide =
+                few_rows.then(|| crate::kernels::wide_conv::conv2d(xs, &w, b.as_ref(), s, p, d, &packed));
+            if let Some(y) = wide.flatten() {
                 return y;
             }
             let bias = b.as_ref().map(|b| super::compute_kind(b, &o));
