@@ -1,10 +1,12 @@
-//! Kernels of fkpnet's own, for the shapes where libtorch's are slow. Each is used only
-//! where it applies (it says when) and falls back to libtorch otherwise; each is tested
+//! Kernels of fkpnet's own, for the shapes where libtorch's are slow, and one of
+//! libtorch's own kernels picked over its default (`onednn`). Each is used only where it
+//! applies (it says when) and falls back to libtorch's default otherwise; each is tested
 //! against libtorch's result in its file. `FKPNET_KERNELS=libtorch` turns them all off
 //! (to compare, or to rule them out).
 
 pub mod direct_conv;
 pub mod few_rows;
+pub mod onednn;
 pub mod wide_conv;
 
 use std::sync::OnceLock;

@@ -148,10 +148,11 @@ impl Layer for Conv {
         true
     }
 
-    /// With 1-16 input channels (a net's first convs) and a max pool after it,
-    /// fkpnet's own kernel computes both for predictions: oneDNN's first-layer kernel and
-    /// the pool over its full-size output took 6.6 ms of LeNet's 22 at batch 64 (the
-    /// kernel's file says more).
+    /// With a max pool after it, fkpnet's own kernels compute both for predictions: the
+    /// direct one for 1-16 input channels (a net's first convs; oneDNN's first-layer kernel
+    /// and the pool over its full-size output took 6.6 ms of LeNet's 22 at batch 64), the
+    /// wide one for more channels at batch 1-4 (libtorch's pool of LeNet's conv3 took as
+    /// long as half the conv). The kernels' files say more.
     fn build_pooled(
         &self,
         input: &[i64],
@@ -159,15 +160,17 @@ impl Layer for Conv {
         pool: super::Pooling,
         opts: &super::BuildOptions,
     ) -> Option<super::PooledFn> {
-        use crate::kernels::direct_conv;
-        let few = input[0] <= direct_conv::MAX_CHANNELS;
-        if self.group != 1 || opts.bf16 || !few || !crate::kernels::has_avx512() || !crate::kernels::enabled()
-        {
+        use crate::kernels::{direct_conv, wide_conv};
+        if self.group != 1 || opts.bf16 || !crate::kernels::has_avx512() || !crate::kernels::enabled() {
             return None;
         }
         let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));
         let g = direct_conv::Geometry { stride: self.stride, pad: self.pad, dilation: self.dilation };
-        Some(Box::new(move |xs| direct_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool)))
+        if input[0] <= direct_conv::MAX_CHANNELS {
+            return Some(Box::new(move |xs| direct_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool)));
+        }
+        let packed = wide_conv::Packed::default();
+        Some(Box::new(move |xs| wide_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool, &packed)))
     }
 
     fn pytorch(&self, input: &[i64]) -> String {

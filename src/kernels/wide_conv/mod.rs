@@ -1,5 +1,6 @@
 //! A direct convolution for predictions at batch 1-4 (`MAX_BATCH`), on the CPU when no
-//! gradient is wanted: LeNet's conv3 and conv4 (32 and 64 input channels) at batch 1.
+//! gradient is wanted: LeNet's conv3 and conv4 (32 and 64 input channels) at batch 1,
+//! alone (`conv2d`) or with the max pool after it (`conv_max_pool`).
 //!
 //! Why: at batch 1 oneDNN's convolutions run well below the CPU's peak on small maps:
 //! LeNet's conv3 (32 -> 64 channels, 20x20 outputs) took 154-181 us, conv4 (64 -> 128 at
@@ -117,6 +118,71 @@ pub fn conv2d(
     dilation: i64,
     packed: &Packed,
 ) -> Option<Tensor> {
+    let g = Geometry { stride, pad, dilation };
+    let (p, padded) = prepare(x, w, b, g)?;
+    let packed = packed.of(w, b, &p);
+    let input = padded.as_deref().unwrap_or_else(|| super::data(x));
+    Some(channels_last_output(x.size()[0], p.o, p.oh, p.ow, |dst| {
+        // One task per output row (all its channel blocks), so no two threads share a row.
+        let rows: Vec<Mutex<&mut [f32]>> = dst.chunks_mut(p.ow * p.o).map(Into::into).collect();
+        super::parallel_for(rows.len(), &|r| {
+            let mut out_row = rows[r].lock().expect("one task per row");
+            conv_row(input, &packed, &mut out_row, &p, r / p.oh, r % p.oh);
+        });
+    }))
+}
+
+/// `max_pool2d(conv2d(x, w, b), pool)` for a batch of at most `MAX_BATCH`: the conv rows
+/// each pooled row reads go through a small buffer, and only the maxima are written.
+/// LeNet's conv3 + pool3 at batch 1: libtorch's pool of the 20x20x64 map took 30-40 us
+/// inside a pass, as long as half the conv. `None` where `conv2d` declines, where a pool
+/// window would start past the conv output, and where the conv output has at most
+/// `few_rows::MAX_ROWS` pixels in all (`few_rows::conv2d` is the faster there). The
+/// output has channels-last strides.
+pub fn conv_max_pool(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: Geometry,
+    pool: Pooling,
+    packed: &Packed,
+) -> Option<Tensor> {
+    let (p, padded) = prepare(x, w, b, g)?;
+    let n = x.size()[0];
+    let (ph, pw, pk, ps) =
+        (pool.out_h as usize, pool.out_w as usize, pool.kernel as usize, pool.stride as usize);
+    let starts_inside = |out: usize, size: usize| out >= 1 && (out - 1) * ps < size;
+    let few_pixels = n as usize * p.oh * p.ow <= super::few_rows::MAX_ROWS as usize;
+    if pk < 1 || ps < 1 || !starts_inside(ph, p.oh) || !starts_inside(pw, p.ow) || few_pixels {
+        return None;
+    }
+    let packed = packed.of(w, b, &p);
+    let input = padded.as_deref().unwrap_or_else(|| super::data(x));
+    Some(channels_last_output(n, p.o, ph, pw, |dst| {
+        // One task per pooled row: its window's conv rows (clipped at the map's edge, as
+        // Caffe's ceil mode clips) into a buffer, then each window's maximum.
+        let rows: Vec<Mutex<&mut [f32]>> = dst.chunks_mut(pw * p.o).map(Into::into).collect();
+        super::parallel_for(rows.len(), &|r| {
+            let (img, py) = (r / ph, r % ph);
+            let conv_rows = py * ps..(py * ps + pk).min(p.oh);
+            let mut conv = vec![0f32; conv_rows.len() * p.ow * p.o];
+            for (buf, oy) in conv.chunks_exact_mut(p.ow * p.o).zip(conv_rows) {
+                conv_row(input, &packed, buf, &p, img, oy);
+            }
+            let mut out_row = rows[r].lock().expect("one task per row");
+            max_pool_row(&conv, &p, pk, ps, &mut out_row);
+        });
+    }))
+}
+
+/// Convolution hyper-parameters, as the conv layer has them (square, Caffe's meaning).
+pub use super::direct_conv::Geometry;
+/// A max pool right after the convolution, as `direct_conv` takes it.
+pub use super::direct_conv::Pooling;
+
+/// The call's sizes and, where the conv pads, the input with its zero border (NHWC); `None`
+/// where the kernel does not apply (see `conv2d`).
+fn prepare(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<(Problem, Option<Vec<f32>>)> {
     if !super::has_avx512() || !super::inference_on_cpu(x, w, b) {
         return None;
     }
@@ -125,6 +191,7 @@ pub fn conv2d(
     {
         return None;
     }
+    let Geometry { stride, pad, dilation } = g;
     if stride < 1 || dilation < 1 || pad < 0 || !b.is_none_or(|b| b.size() == [ws[0]] && b.is_contiguous()) {
         return None;
     }
@@ -132,7 +199,7 @@ pub fn conv2d(
     if x.stride() != [d[1] * d[2] * d[3], 1, d[3] * d[1], d[1]] {
         return None;
     }
-    let (n, c, o, k) = (xs[0], xs[1] as usize, ws[0] as usize, ws[2] as usize);
+    let (c, o, k) = (xs[1] as usize, ws[0] as usize, ws[2] as usize);
     let (hp, wp) = ((xs[2] + 2 * pad) as usize, (xs[3] + 2 * pad) as usize);
     let extent = dilation as usize * (k - 1) + 1;
     if hp < extent || wp < extent || o == 0 {
@@ -150,35 +217,55 @@ pub fn conv2d(
         stride: s,
         dilation: dilation as usize,
     };
-    let packed = packed.of(w, b, &p);
-    // The input in NHWC order, with its zero border where the conv pads.
     let padded: Option<Vec<f32>> = (pad > 0).then(|| {
         let nhwc = x.permute([0, 2, 3, 1]).constant_pad_nd([0, 0, pad, pad, pad, pad]);
         Vec::<f32>::try_from(nhwc.contiguous().view(-1)).expect("f32 input")
     });
-    let input = padded.as_deref().unwrap_or_else(|| super::data(x));
-    let (oh, ow) = (p.oh as i64, p.ow as i64);
-    let out = Tensor::empty_strided(
-        [n, o as i64, oh, ow],
-        [oh * ow * o as i64, 1, ow * o as i64, o as i64],
-        (Kind::Float, Device::Cpu),
-    );
-    let len = (n * oh * ow) as usize * o;
-    // SAFETY: `out` was just allocated with exactly `len` dense f32 elements and nothing
-    // else refers to its storage until this function returns it.
-    let dst = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) };
-    // One task per output row (all its channel blocks), so no two threads share a row.
-    let rows: Vec<Mutex<&mut [f32]>> = dst.chunks_mut(p.ow * o).map(Into::into).collect();
-    super::parallel_for(rows.len(), &|r| {
-        let mut out_row = rows[r].lock().expect("one task per row");
-        let (img, oy) = (r / p.oh, r % p.oh);
-        for ob in 0..p.blocks() {
-            // SAFETY: `conv2d` only gets here on a CPU with AVX-512F, with the padded
-            // input, the packed weights and one output row.
-            unsafe { row(input, &packed.0, &packed.1, &mut out_row, &p, img, oy, ob) }
+    Some((p, padded))
+}
+
+/// A new `[n, c, h, w]` float32 tensor with channels-last strides, its elements written
+/// by `fill`.
+fn channels_last_output(n: i64, c: usize, h: usize, w: usize, fill: impl FnOnce(&mut [f32])) -> Tensor {
+    let (c, h, w) = (c as i64, h as i64, w as i64);
+    let out = Tensor::empty_strided([n, c, h, w], [h * w * c, 1, w * c, c], (Kind::Float, Device::Cpu));
+    let len = (n * h * w * c) as usize;
+    // SAFETY: `out` was just allocated with exactly `len` dense f32 elements, and nothing
+    // else refers to its storage while `fill` runs.
+    fill(unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) });
+    out
+}
+
+/// Conv output row `oy` of image `img`, all channel blocks, into `out` (`ow * o` floats).
+fn conv_row(
+    input: &[f32],
+    packed: &(Vec<f32>, Vec<f32>),
+    out: &mut [f32],
+    p: &Problem,
+    img: usize,
+    oy: usize,
+) {
+    for ob in 0..p.blocks() {
+        // SAFETY: the public functions only get here on a CPU with AVX-512F, with the
+        // (padded) input, the packed weights and one output row.
+        unsafe { row(input, &packed.0, &packed.1, out, p, img, oy, ob) }
+    }
+}
+
+/// Each window's maximum over the conv rows in `conv` (those the pooled row reads), into
+/// `out` (`pw * o` floats); windows are clipped at the right edge.
+fn max_pool_row(conv: &[f32], p: &Problem, pk: usize, ps: usize, out: &mut [f32]) {
+    let o = p.o;
+    for (px, dst) in out.chunks_exact_mut(o).enumerate() {
+        dst.fill(f32::NEG_INFINITY);
+        for line in conv.chunks_exact(p.ow * o) {
+            for ox in px * ps..(px * ps + pk).min(p.ow) {
+                for (d, &v) in dst.iter_mut().zip(&line[ox * o..][..o]) {
+                    *d = if v > *d || v.is_nan() { v } else { *d }; // NaN wins, as in libtorch
+                }
+            }
         }
-    });
-    Some(out)
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +318,53 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn pooled_agrees_with_libtorchs_conv_then_max_pool() {
+        if !crate::kernels::has_avx512() {
+            return eprintln!("skipped: this CPU has no AVX-512 (the kernel declines; libtorch runs)");
+        }
+        let _g = tch::no_grad_guard();
+        tch::manual_seed(12);
+        let cl = crate::layers::channels_last;
+        // LeNet's conv3 + pool3 and conv4 + pool4 at batch 1; a batch of 3 with padding;
+        // Caffe's ceil mode (the last window clipped); overlapping 3x3/2 windows; a 3x3/3
+        // pool clipped on an odd map; a stride-2 conv.
+        for (xs, o, (s, p), (pk, ps, ceil)) in [
+            ([1, 32, 22, 22], 64, (1, 0), (2, 2, false)),
+            ([1, 64, 10, 10], 128, (1, 0), (2, 2, false)),
+            ([3, 24, 9, 9], 40, (1, 1), (2, 2, false)),
+            ([1, 20, 11, 11], 33, (1, 0), (2, 2, true)),
+            ([2, 17, 13, 13], 16, (1, 1), (3, 2, false)),
+            ([1, 18, 12, 12], 48, (1, 0), (3, 3, true)),
+            ([4, 32, 15, 15], 64, (2, 1), (2, 2, true)),
+        ] {
+            let x = cl(&randn(&xs));
+            let w = cl(&randn(&[o, xs[1], 3, 3]));
+            let b = randn(&[o]);
+            let want = x
+                .conv2d(&w, Some(&b), [s, s], [p, p], [1, 1], 1)
+                .max_pool2d([pk; 2], [ps; 2], [0; 2], [1; 2], ceil);
+            let pool = Pooling { kernel: pk, stride: ps, out_h: want.size()[2], out_w: want.size()[3] };
+            let g = Geometry { stride: s, pad: p, dilation: 1 };
+            let case = format!("{xs:?} -> {o} s{s} p{p}, pool {pk}/{ps} ceil {ceil}");
+            let got = conv_max_pool(&x, &w, Some(&b), g, pool, &Packed::default()).expect(&case);
+            assert_eq!(got.size(), want.size(), "{case}");
+            assert!(crate::layers::is_channels_last(&got), "{case}");
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            assert!(diff < 1e-4 * ((xs[1] * 9) as f64).sqrt(), "{case}: max diff {diff}");
+        }
+        let (x, w) = (cl(&randn(&[1, 32, 10, 10])), cl(&randn(&[8, 32, 3, 3])));
+        let g = Geometry { stride: 1, pad: 0, dilation: 1 };
+        let past = Pooling { kernel: 2, stride: 2, out_h: 5, out_w: 4 };
+        assert!(conv_max_pool(&x, &w, None, g, past, &Packed::default()).is_none(), "a window past the map");
+        let tiny = cl(&randn(&[1, 32, 4, 4]));
+        let one = Pooling { kernel: 2, stride: 2, out_h: 1, out_w: 1 };
+        assert!(
+            conv_max_pool(&tiny, &w, None, g, one, &Packed::default()).is_none(),
+            "few_rows' case: 2x2 outputs"
+        );
     }
 
     #[test]
