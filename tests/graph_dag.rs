@@ -550,13 +550,13 @@ fn a_rectifier_before_max_pooling_runs_after_it_with_the_same_outputs_and_gradie
     }
 }
 
-/// A conv with few input channels (up to 16) and the max pool after it run as one kernel
-/// of fkpnet's own for predictions, on CPUs with AVX-512: the shipped LeNet's conv1 + pool1
-/// and conv2 + pool2,
-/// the same outputs as layer by layer, and never where gradients are wanted, a blob in
-/// between is kept or read twice, or the pool pads.
+/// A conv and the max pool after it run as one kernel of fkpnet's own for predictions, on
+/// CPUs with AVX-512: all five of the shipped LeNet's conv + pool pairs (the first two by
+/// `direct_conv`, the others by `wide_conv` at this batch of 4), the same outputs as layer
+/// by layer, and never where gradients are wanted, a blob in between is kept or read twice,
+/// or the pool pads.
 #[test]
-fn a_narrow_conv_and_its_max_pool_run_as_one_kernel_for_predictions() {
+fn a_conv_and_its_max_pool_run_as_one_kernel_for_predictions() {
     let own = fkpnet::kernels::has_avx512() && fkpnet::kernels::enabled();
     if !own {
         eprintln!("fkpnet's own kernels are off here (no AVX-512, or FKPNET_KERNELS=libtorch): checking they stay off");
@@ -564,9 +564,10 @@ fn a_narrow_conv_and_its_max_pool_run_as_one_kernel_for_predictions() {
     let dir = tempfile::tempdir().unwrap();
     let lenet = std::fs::read_to_string(root().join("nets/lenet.yaml")).unwrap();
     let opts = fkpnet::layers::BuildOptions { channels_last: true, ..Default::default() };
-    for (text, input, fused) in
-        [(lenet.as_str(), [4, 1, 96, 96], vec![(0, 2), (3, 5)]), (POOLED, [3, 2, 32, 32], vec![(6, 8)])]
-    {
+    for (text, input, fused) in [
+        (lenet.as_str(), [4, 1, 96, 96], vec![(0, 2), (3, 5), (6, 8), (9, 11), (12, 14)]),
+        (POOLED, [3, 2, 32, 32], vec![(6, 8)]),
+    ] {
         let g = graph(dir.path(), text).unwrap();
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
         let (net, _params) = g.build(&vs.root(), opts);
