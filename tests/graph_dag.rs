@@ -550,6 +550,19 @@ fn a_rectifier_before_max_pooling_runs_after_it_with_the_same_outputs_and_gradie
     }
 }
 
+/// A leaky rectifier between a conv and its max pool: fused, the slope applied after the
+/// pool (by `direct_conv` for 3 input channels, by `wide_conv` for 24); the bias pushes
+/// most conv outputs below zero.
+const LEAKY_POOLED: &str = "name: leaky_pooled
+input: [3, 12, 12]
+layers:
+  - {type: conv, name: c1, num_output: 8, kernel_size: 3, bias_filler: {type: constant, value: -3}}
+  - {type: relu, name: leaky, negative_slope: 0.1}
+  - {type: pool, name: p1, pool: max, kernel_size: 2, stride: 2}
+  - {type: dense, name: out, num_output: 30}
+loss: {type: mse}
+";
+
 /// A conv and the max pool after it run as one kernel of fkpnet's own for predictions, on
 /// CPUs with AVX-512: all five of the shipped LeNet's conv + pool pairs (the first two by
 /// `direct_conv`, the others by `wide_conv` at this batch of 4), the same outputs as layer
@@ -564,9 +577,12 @@ fn a_conv_and_its_max_pool_run_as_one_kernel_for_predictions() {
     let dir = tempfile::tempdir().unwrap();
     let lenet = std::fs::read_to_string(root().join("nets/lenet.yaml")).unwrap();
     let opts = fkpnet::layers::BuildOptions { channels_last: true, ..Default::default() };
+    let leaky_wide = LEAKY_POOLED.replace("[3, 12, 12]", "[24, 12, 12]");
     for (text, input, fused) in [
         (lenet.as_str(), [4, 1, 96, 96], vec![(0, 2), (3, 5), (6, 8), (9, 11), (12, 14)]),
         (POOLED, [3, 2, 32, 32], vec![(6, 8)]),
+        (LEAKY_POOLED, [2, 3, 12, 12], vec![(0, 2)]),
+        (leaky_wide.as_str(), [2, 24, 12, 12], vec![(0, 2)]),
     ] {
         let g = graph(dir.path(), text).unwrap();
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
@@ -578,6 +594,11 @@ fn a_conv_and_its_max_pool_run_as_one_kernel_for_predictions() {
         let x = Tensor::randn(input, (Kind::Float, tch::Device::Cpu));
         let (fast, layer_by_layer) =
             tch::no_grad(|| (net.forward_t(&x, false), net.forward_all(&x, false).pop().unwrap()));
+        if g.name == "leaky_pooled" {
+            // Maxima below zero, which a plain ReLU would zero: the slope must be applied.
+            let pooled = tch::no_grad(|| net.forward_all(&x, false))[3].shallow_clone();
+            assert!(pooled.min().double_value(&[]) < 0.0, "a test that cannot fail");
+        }
         let scale = layer_by_layer.abs().max().double_value(&[]);
         let diff = (&fast - &layer_by_layer).abs().max().double_value(&[]);
         assert!(diff <= 1e-5 * scale.max(1.0), "{}: fused outputs differ by {diff} (of {scale})", g.name);

@@ -25,7 +25,7 @@ impl Graph {
             }
             let pooled = self.pool_after(i).and_then(|(j, pool)| {
                 let f = n.layer.build_pooled(n.input(), &tensors, pool, &opts)?;
-                Some(Pooled { f, pool_step: j })
+                Some(Pooled { f, pool_step: j, rectified: pool.rectify })
             });
             let op = if n.bottoms.len() == 1 {
                 Op::One(n.layer.build(n.input(), tensors, &opts))
@@ -75,7 +75,9 @@ impl Graph {
         let next = &self.nodes[i + 1];
         let j = if next.layer.monotone() && only_reader(i + 2, i + 2) { i + 2 } else { i + 1 };
         let pool = &self.nodes[j];
-        pool.layer.is_max_pool().then(|| pool.layer.max_pool_window(pool.input())).flatten().map(|w| (j, w))
+        let window = pool.layer.is_max_pool().then(|| pool.layer.max_pool_window(pool.input())).flatten()?;
+        // A plain ReLU in between is applied to the maxima by the kernel itself.
+        Some((j, Pooling { rectify: j == i + 2 && next.layer.is_plain_relu(), ..window }))
     }
 }
 

@@ -30,6 +30,8 @@ pub(super) struct Pooled {
     pub(super) f: crate::layers::PooledFn,
     /// The pool's step: the next one, or the one after a monotone layer.
     pub(super) pool_step: usize,
+    /// Whether `f` applies that monotone layer too (a plain ReLU, `Pooling::rectify`).
+    pub(super) rectified: bool,
 }
 
 /// The built net: one forward function per layer over numbered blobs (0 = input).
@@ -147,7 +149,8 @@ impl Net {
 
     /// Step `i` and its max pool through the fused kernel, where it has one that takes
     /// this call and no blob in between is to be kept: the pool's output, with a
-    /// monotone layer between the two applied after it (it commutes with the pool).
+    /// monotone layer between the two applied after it (it commutes with the pool), by the
+    /// kernel itself where it is a plain ReLU.
     fn pooled(&self, i: usize, blobs: &[Option<Tensor>], train: bool, keep: Option<usize>) -> Option<Tensor> {
         let fused = self.steps[i].pooled.as_ref()?;
         if keep.is_some_and(|k| k > i && k <= fused.pool_step) {
@@ -155,7 +158,8 @@ impl Net {
         }
         let x = blobs[self.steps[i].bottoms[0]].as_ref().expect("read before freed");
         let y = (fused.f)(x)?;
-        Some(if fused.pool_step == i + 2 { self.apply(i + 1, &[&y], train) } else { y })
+        let layer_between = fused.pool_step == i + 2 && !fused.rectified;
+        Some(if layer_between { self.apply(i + 1, &[&y], train) } else { y })
     }
 
     /// A batch in the layout the net computes in.

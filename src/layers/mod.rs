@@ -151,6 +151,11 @@ pub trait Layer: std::fmt::Debug + Send + ToYaml {
     fn is_max_pool(&self) -> bool {
         false
     }
+    /// Exactly max(x, 0) (ReLU of slope 0): a kernel fused with the max pool after it may
+    /// apply it to the maxima (`Pooling::rectify`), saving the layer's own pass.
+    fn is_plain_relu(&self) -> bool {
+        false
+    }
     /// A max pool without padding, as a window a kernel can fuse into the layer before
     /// it (`build_pooled`); `input` is the pool's input shape.
     fn max_pool_window(&self, _input: &[i64]) -> Option<Pooling> {

@@ -96,6 +96,7 @@ impl Layer for Pool {
             stride: g.stride,
             out_h: out[1],
             out_w: out[2],
+            rectify: false,
         })
     }
 

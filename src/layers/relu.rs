@@ -23,6 +23,10 @@ impl Layer for Relu {
         self.negative_slope >= 0.0
     }
 
+    fn is_plain_relu(&self) -> bool {
+        self.negative_slope == 0.0
+    }
+
     fn details(&self) -> String {
         if self.negative_slope != 0.0 {
             format!("slope {}", self.negative_slope)

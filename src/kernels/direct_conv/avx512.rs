@@ -124,7 +124,7 @@ fn pooled_blocks<const PX: usize, const NC: usize>(
                     for i in 0..per_block {
                         let top = _mm512_max_ps(a[0][2 * i], a[0][2 * i + 1]);
                         let bottom = _mm512_max_ps(a[1][2 * i], a[1][2 * i + 1]);
-                        let m = _mm512_max_ps(top, bottom);
+                        let m = rectified(_mm512_max_ps(top, bottom), p.pool.rectify);
                         _mm512_mask_storeu_ps(out.as_mut_ptr().add((qx + i) * o + ch), mask, m);
                     }
                 }
@@ -226,8 +226,21 @@ fn max_pool_row(conv: &mut [f32], out: &mut [f32], p: &Problem, q: Pooling, rows
                 } else {
                     (left + 1..right).fold(at(left), |m, col| _mm512_max_ps(m, at(col)))
                 };
+                let m = rectified(m, q.rectify);
                 _mm512_mask_storeu_ps(dst.as_mut_ptr().add(chunk), (1u32 << lanes).wrapping_sub(1) as u16, m);
             }
         }
+    }
+}
+
+/// max(m, 0) lane by lane where `rectify` (a NaN stays NaN, as libtorch's relu keeps it:
+/// vmaxps returns its second operand when either is NaN).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn rectified(m: __m512, rectify: bool) -> __m512 {
+    if rectify {
+        _mm512_max_ps(_mm512_setzero_ps(), m)
+    } else {
+        m
     }
 }

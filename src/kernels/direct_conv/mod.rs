@@ -52,13 +52,16 @@ pub struct Geometry {
 /// A max pool right after the convolution (no padding), fused into it: the conv's
 /// output is never written out, only each window's maximum. `out_h`, `out_w`: the
 /// pool's output size as the pool layer rounds it; windows past the conv output's edge
-/// are clipped (Caffe's ceil mode).
+/// are clipped (Caffe's ceil mode). `rectify`: each maximum then goes through max(., 0),
+/// a plain ReLU between the conv and the pool (which commutes with the pool), so that
+/// layer's pass over the pooled map is saved too.
 #[derive(Clone, Copy, Debug)]
 pub struct Pooling {
     pub kernel: i64,
     pub stride: i64,
     pub out_h: i64,
     pub out_w: i64,
+    pub rectify: bool,
 }
 
 /// `max_pool2d(conv2d(x, w, b), pool)` by the direct kernel; `None` where it does not
@@ -250,8 +253,9 @@ mod tests {
 
     const PLAIN: Geometry = Geometry { stride: 1, pad: 0, dilation: 1 };
 
-    /// The kernel against libtorch's conv2d + max_pool2d on the same data; a 1x1 pool of
-    /// stride 1 checks the convolution alone.
+    /// The kernel against libtorch's conv2d + max_pool2d on the same data, and with the
+    /// maxima rectified against relu after them; a 1x1 pool of stride 1 checks the
+    /// convolution alone.
     fn agrees(x: [i64; 4], o: i64, k: i64, g: Geometry, bias: bool, (pk, ps, ceil): (i64, i64, bool)) {
         let _guard = tch::no_grad_guard();
         tch::manual_seed(7);
@@ -259,15 +263,18 @@ mod tests {
         let wt = Tensor::randn([o, x[1], k, k], (Kind::Float, Device::Cpu));
         let b = bias.then(|| Tensor::randn([o], (Kind::Float, Device::Cpu)));
         let conv = xt.conv2d(&wt, b.as_ref(), [g.stride; 2], [g.pad; 2], [g.dilation; 2], 1);
-        let want = conv.max_pool2d([pk; 2], [ps; 2], [0; 2], [1; 2], ceil);
-        let (h, w) = (want.size()[2], want.size()[3]);
-        let pool = Pooling { kernel: pk, stride: ps, out_h: h, out_w: w };
-        let case = format!("{x:?} -> {o}, k{k} {g:?} {pool:?}");
-        let got = conv_max_pool(&xt, &wt, b.as_ref(), g, pool).expect("the kernel applies");
-        assert_eq!(got.size(), want.size(), "{case}");
-        assert!(crate::layers::is_channels_last(&got), "NHWC strides out");
-        let diff = (&got - &want).abs().max().double_value(&[]);
-        assert!(diff < 1e-4, "{case}: max difference {diff}");
+        let pooled = conv.max_pool2d([pk; 2], [ps; 2], [0; 2], [1; 2], ceil);
+        for rectify in [false, true] {
+            let want = if rectify { pooled.relu() } else { pooled.shallow_clone() };
+            let (h, w) = (want.size()[2], want.size()[3]);
+            let pool = Pooling { kernel: pk, stride: ps, out_h: h, out_w: w, rectify };
+            let case = format!("{x:?} -> {o}, k{k} {g:?} {pool:?}");
+            let got = conv_max_pool(&xt, &wt, b.as_ref(), g, pool).expect("the kernel applies");
+            assert_eq!(got.size(), want.size(), "{case}");
+            assert!(crate::layers::is_channels_last(&got), "NHWC strides out");
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            assert!(diff < 1e-4, "{case}: max difference {diff}");
+        }
     }
 
     #[test]
@@ -298,7 +305,7 @@ mod tests {
 
     #[test]
     fn declines_what_it_does_not_do() {
-        let pool = Pooling { kernel: 2, stride: 2, out_h: 4, out_w: 4 };
+        let pool = Pooling { kernel: 2, stride: 2, out_h: 4, out_w: 4, rectify: false };
         let x = crate::layers::channels_last(&Tensor::randn([1, 32, 10, 10], (Kind::Float, Device::Cpu)));
         let w = Tensor::randn([4, 32, 3, 3], (Kind::Float, Device::Cpu));
         assert!(conv_max_pool(&x, &w, None, PLAIN, pool).is_none(), "32 input channels: oneDNN's job");

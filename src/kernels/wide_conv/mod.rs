@@ -170,7 +170,7 @@ pub fn conv_max_pool(
                 conv_row(input, &packed, buf, &p, img, oy);
             }
             let mut out_row = rows[r].lock().expect("one task per row");
-            max_pool_row(&conv, &p, pk, ps, &mut out_row);
+            max_pool_row(&conv, &p, pool, &mut out_row);
         });
     }))
 }
@@ -253,11 +253,13 @@ fn conv_row(
 }
 
 /// Each window's maximum over the conv rows in `conv` (those the pooled row reads), into
-/// `out` (`pw * o` floats); windows are clipped at the right edge.
-fn max_pool_row(conv: &[f32], p: &Problem, pk: usize, ps: usize, out: &mut [f32]) {
-    let o = p.o;
+/// `out` (`pw * o` floats); windows are clipped at the right edge. Rectified maxima start
+/// from 0: max(0, a, b, ...) = relu(max(a, b, ...)).
+fn max_pool_row(conv: &[f32], p: &Problem, pool: Pooling, out: &mut [f32]) {
+    let (o, pk, ps) = (p.o, pool.kernel as usize, pool.stride as usize);
+    let floor = if pool.rectify { 0.0 } else { f32::NEG_INFINITY };
     for (px, dst) in out.chunks_exact_mut(o).enumerate() {
-        dst.fill(f32::NEG_INFINITY);
+        dst.fill(floor);
         for line in conv.chunks_exact(p.ow * o) {
             for ox in px * ps..(px * ps + pk).min(p.ow) {
                 for (d, &v) in dst.iter_mut().zip(&line[ox * o..][..o]) {
@@ -343,24 +345,29 @@ mod tests {
             let x = cl(&randn(&xs));
             let w = cl(&randn(&[o, xs[1], 3, 3]));
             let b = randn(&[o]);
-            let want = x
+            let pooled = x
                 .conv2d(&w, Some(&b), [s, s], [p, p], [1, 1], 1)
                 .max_pool2d([pk; 2], [ps; 2], [0; 2], [1; 2], ceil);
-            let pool = Pooling { kernel: pk, stride: ps, out_h: want.size()[2], out_w: want.size()[3] };
             let g = Geometry { stride: s, pad: p, dilation: 1 };
-            let case = format!("{xs:?} -> {o} s{s} p{p}, pool {pk}/{ps} ceil {ceil}");
-            let got = conv_max_pool(&x, &w, Some(&b), g, pool, &Packed::default()).expect(&case);
-            assert_eq!(got.size(), want.size(), "{case}");
-            assert!(crate::layers::is_channels_last(&got), "{case}");
-            let diff = (&got - &want).abs().max().double_value(&[]);
-            assert!(diff < 1e-4 * ((xs[1] * 9) as f64).sqrt(), "{case}: max diff {diff}");
+            // The maxima as they are, and rectified (a plain ReLU between conv and pool).
+            for rectify in [false, true] {
+                let want = if rectify { pooled.relu() } else { pooled.shallow_clone() };
+                let (out_h, out_w) = (want.size()[2], want.size()[3]);
+                let pool = Pooling { kernel: pk, stride: ps, out_h, out_w, rectify };
+                let case = format!("{xs:?} -> {o} s{s} p{p}, pool {pk}/{ps} ceil {ceil} rectify {rectify}");
+                let got = conv_max_pool(&x, &w, Some(&b), g, pool, &Packed::default()).expect(&case);
+                assert_eq!(got.size(), want.size(), "{case}");
+                assert!(crate::layers::is_channels_last(&got), "{case}");
+                let diff = (&got - &want).abs().max().double_value(&[]);
+                assert!(diff < 1e-4 * ((xs[1] * 9) as f64).sqrt(), "{case}: max diff {diff}");
+            }
         }
         let (x, w) = (cl(&randn(&[1, 32, 10, 10])), cl(&randn(&[8, 32, 3, 3])));
         let g = Geometry { stride: 1, pad: 0, dilation: 1 };
-        let past = Pooling { kernel: 2, stride: 2, out_h: 5, out_w: 4 };
+        let past = Pooling { kernel: 2, stride: 2, out_h: 5, out_w: 4, rectify: false };
         assert!(conv_max_pool(&x, &w, None, g, past, &Packed::default()).is_none(), "a window past the map");
         let tiny = cl(&randn(&[1, 32, 4, 4]));
-        let one = Pooling { kernel: 2, stride: 2, out_h: 1, out_w: 1 };
+        let one = Pooling { kernel: 2, stride: 2, out_h: 1, out_w: 1, rectify: false };
         assert!(
             conv_max_pool(&tiny, &w, None, g, one, &Packed::default()).is_none(),
             "few_rows' case: 2x2 outputs"
