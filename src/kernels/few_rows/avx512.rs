@@ -63,6 +63,11 @@ fn block<const NB: usize, const M: usize>(
         for (i, acc) in acc.iter_mut().enumerate() {
             // SAFETY: weight row `row + i` exists (`rows_of`), and so do its selected lanes.
             let wv = unsafe { _mm512_maskz_loadu_ps(m, w.as_ptr().add((row + i) * k + o)) };
+            // The next block's rows, a block ahead: rows of a few KB are too short for
+            // the hardware prefetcher to get going (a prefetch never faults, so past the
+            // last row it is harmless; the pointer is only formed, never read).
+            let ahead = w.as_ptr().wrapping_add((row + i + NB) * k + o);
+            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
             for (a, xv) in acc.iter_mut().zip(&xv) {
                 *a = _mm512_fmadd_ps(wv, *xv, *a);
             }
