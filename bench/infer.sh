@@ -19,7 +19,7 @@ for net in ${nets//,/ }; do
   s=${solver[$net]:?unknown net $net (baseline, lenet, vgg)}
   (cd "$tmp" && "$fk" train "$root/solvers/$s.yaml" --set data.train=synthetic --set max_iter=1 \
      --set test_interval=0 --set batch_size=4 --name "$net" -q >/dev/null 2>&1 &&
-   "$fk" export "runs/$net" -o "$net.onnx" --format onnx --weights final >/dev/null)
+   "$fk" export "runs/$net" -o "$net.onnx" --format onnx --weights final >/dev/null 2>&1)
   onnx="$tmp/$net.onnx"
   lt1=$("$fk" bench "$root/nets/$net.yaml" --batch 1 --iterations 100 --json | python3 -c 'import json,sys; print(1000/json.load(sys.stdin)["infer_img_per_s"])')
   lt64=$("$fk" bench "$root/nets/$net.yaml" --batch 64 --iterations 10 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["infer_img_per_s"])')
