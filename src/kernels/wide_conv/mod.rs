@@ -118,9 +118,9 @@ pub fn conv2d(
     dilation: i64,
     packed: &Packed,
 ) -> Option<Tensor> {
-    let g = Geometry { stride, pad, dilation };
-    let (p, padded) = prepare(x, w, b, g)?;
+    let p = prepare(x, w, b, Geometry { stride, pad, dilation })?;
     let packed = packed.of(w, b, &p);
+    let padded = padded_input(x, pad);
     let input = padded.as_deref().unwrap_or_else(|| super::data(x));
     Some(channels_last_output(x.size()[0], p.o, p.oh, p.ow, |dst| {
         // One task per output row (all its channel blocks), so no two threads share a row.
@@ -147,7 +147,7 @@ pub fn conv_max_pool(
     pool: Pooling,
     packed: &Packed,
 ) -> Option<Tensor> {
-    let (p, padded) = prepare(x, w, b, g)?;
+    let p = prepare(x, w, b, g)?;
     let n = x.size()[0];
     let (ph, pw, pk, ps) =
         (pool.out_h as usize, pool.out_w as usize, pool.kernel as usize, pool.stride as usize);
@@ -157,6 +157,7 @@ pub fn conv_max_pool(
         return None;
     }
     let packed = packed.of(w, b, &p);
+    let padded = padded_input(x, g.pad);
     let input = padded.as_deref().unwrap_or_else(|| super::data(x));
     Some(channels_last_output(n, p.o, ph, pw, |dst| {
         // One task per pooled row: its window's conv rows (clipped at the map's edge, as
@@ -180,9 +181,8 @@ pub use super::direct_conv::Geometry;
 /// A max pool right after the convolution, as `direct_conv` takes it.
 pub use super::direct_conv::Pooling;
 
-/// The call's sizes and, where the conv pads, the input with its zero border (NHWC); `None`
-/// where the kernel does not apply (see `conv2d`).
-fn prepare(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<(Problem, Option<Vec<f32>>)> {
+/// The call's sizes; `None` where the kernel does not apply (see `conv2d`).
+fn prepare(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<Problem> {
     if !super::has_avx512() || !super::inference_on_cpu(x, w, b) {
         return None;
     }
@@ -217,11 +217,15 @@ fn prepare(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<(P
         stride: s,
         dilation: dilation as usize,
     };
-    let padded: Option<Vec<f32>> = (pad > 0).then(|| {
+    Some(p)
+}
+
+/// The input with its zero border (NHWC), where the conv pads.
+fn padded_input(x: &Tensor, pad: i64) -> Option<Vec<f32>> {
+    (pad > 0).then(|| {
         let nhwc = x.permute([0, 2, 3, 1]).constant_pad_nd([0, 0, pad, pad, pad, pad]);
         Vec::<f32>::try_from(nhwc.contiguous().view(-1)).expect("f32 input")
-    });
-    Some((p, padded))
+    })
 }
 
 /// A new `[n, c, h, w]` float32 tensor with channels-last strides, its elements written
