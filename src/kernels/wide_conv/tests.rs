@@ -1,0 +1,123 @@
+//! wide_conv against libtorch: geometries, the fused pool, repacking, threads, declines.
+
+use super::*;
+
+fn randn(shape: &[i64]) -> Tensor {
+    Tensor::randn(shape, (Kind::Float, Device::Cpu))
+}
+
+#[test]
+fn agrees_with_libtorch_over_geometries_and_repacks_changed_weights() {
+    if !crate::kernels::has_avx512() {
+        return eprintln!("skipped: this CPU has no AVX-512 (the kernel declines; libtorch runs)");
+    }
+    let _g = tch::no_grad_guard();
+    tch::manual_seed(11);
+    let cl = crate::layers::channels_last;
+    // (input N, C, H, W), (outputs, kernel), stride, pad, dilation: LeNet's conv3 and
+    // conv4 at batch 1, then padding, stride, dilation, outputs that are not whole
+    // blocks, one and three channels, rows of 13 (a 12-tile and a 1-tile) and of 3.
+    for (xs, (o, k), s, p, d) in [
+        ([1, 32, 22, 22], (64, 3), 1, 0, 1),
+        ([1, 64, 10, 10], (128, 3), 1, 0, 1),
+        ([2, 8, 9, 9], (40, 3), 2, 1, 1),
+        ([1, 5, 11, 11], (5, 3), 1, 2, 2),
+        ([3, 1, 15, 15], (33, 3), 1, 0, 1),
+        ([1, 3, 5, 5], (16, 3), 1, 0, 1),
+        ([4, 16, 6, 6], (64, 1), 1, 0, 1),
+    ] {
+        let x = cl(&randn(&xs));
+        let w = cl(&randn(&[o, xs[1], k, k]));
+        let b = randn(&[o]);
+        for bias in [Some(&b), None] {
+            let packed = Packed::default();
+            let got = conv2d(&x, &w, bias, s, p, d, &packed).expect("takes it");
+            let want = x.conv2d(&w, bias, [s, s], [p, p], [d, d], 1);
+            assert_eq!(got.size(), want.size(), "{xs:?} -> {o} k{k} s{s} p{p} d{d}");
+            assert!(crate::layers::is_channels_last(&got));
+            let tol = 1e-4 * ((xs[1] * k * k) as f64).sqrt();
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            assert!(diff < tol, "{xs:?} -> {o} k{k} s{s} p{p} d{d}: max diff {diff}");
+            // The solver changes weights in place: the packing must follow.
+            let _ = w.shallow_clone().g_add_scalar_(0.5);
+            let again = conv2d(&x, &w, bias, s, p, d, &packed).unwrap();
+            let want = x.conv2d(&w, bias, [s, s], [p, p], [d, d], 1);
+            assert!((&again - &want).abs().max().double_value(&[]) < tol, "stale packing after an update");
+        }
+    }
+}
+
+#[test]
+fn pooled_agrees_with_libtorchs_conv_then_max_pool() {
+    if !crate::kernels::has_avx512() {
+        return eprintln!("skipped: this CPU has no AVX-512 (the kernel declines; libtorch runs)");
+    }
+    let _g = tch::no_grad_guard();
+    tch::manual_seed(12);
+    let cl = crate::layers::channels_last;
+    // LeNet's conv3 + pool3 and conv4 + pool4 at batch 1; a batch of 3 with padding;
+    // Caffe's ceil mode (the last window clipped); overlapping 3x3/2 windows; a 3x3/3
+    // pool clipped on an odd map; a stride-2 conv.
+    for (xs, o, (s, p), (pk, ps, ceil)) in [
+        ([1, 32, 22, 22], 64, (1, 0), (2, 2, false)),
+        ([1, 64, 10, 10], 128, (1, 0), (2, 2, false)),
+        ([3, 24, 9, 9], 40, (1, 1), (2, 2, false)),
+        ([1, 20, 11, 11], 33, (1, 0), (2, 2, true)),
+        ([2, 17, 13, 13], 16, (1, 1), (3, 2, false)),
+        ([1, 18, 12, 12], 48, (1, 0), (3, 3, true)),
+        ([4, 32, 15, 15], 64, (2, 1), (2, 2, true)),
+    ] {
+        let x = cl(&randn(&xs));
+        let w = cl(&randn(&[o, xs[1], 3, 3]));
+        let b = randn(&[o]);
+        let pooled = x
+            .conv2d(&w, Some(&b), [s, s], [p, p], [1, 1], 1)
+            .max_pool2d([pk; 2], [ps; 2], [0; 2], [1; 2], ceil);
+        let g = Geometry { stride: s, pad: p, dilation: 1 };
+        // The maxima as they are, and rectified (a plain ReLU between conv and pool).
+        for rectify in [false, true] {
+            let want = if rectify { pooled.relu() } else { pooled.shallow_clone() };
+            let (out_h, out_w) = (want.size()[2], want.size()[3]);
+            let pool = Pooling { kernel: pk, stride: ps, out_h, out_w, rectify };
+            let case = format!("{xs:?} -> {o} s{s} p{p}, pool {pk}/{ps} ceil {ceil} rectify {rectify}");
+            let got = conv_max_pool(&x, &w, Some(&b), g, pool, &Packed::default()).expect(&case);
+            assert_eq!(got.size(), want.size(), "{case}");
+            assert!(crate::layers::is_channels_last(&got), "{case}");
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            assert!(diff < 1e-4 * ((xs[1] * 9) as f64).sqrt(), "{case}: max diff {diff}");
+        }
+    }
+    let (x, w) = (cl(&randn(&[1, 32, 10, 10])), cl(&randn(&[8, 32, 3, 3])));
+    let g = Geometry { stride: 1, pad: 0, dilation: 1 };
+    let past = Pooling { kernel: 2, stride: 2, out_h: 5, out_w: 4, rectify: false };
+    assert!(conv_max_pool(&x, &w, None, g, past, &Packed::default()).is_none(), "a window past the map");
+    let tiny = cl(&randn(&[1, 32, 4, 4]));
+    let one = Pooling { kernel: 2, stride: 2, out_h: 1, out_w: 1, rectify: false };
+    assert!(
+        conv_max_pool(&tiny, &w, None, g, one, &Packed::default()).is_none(),
+        "few_rows' case: 2x2 outputs"
+    );
+}
+
+#[test]
+fn the_same_outputs_whatever_the_threads_and_declines_what_it_does_not_compute() {
+    let cl = crate::layers::channels_last;
+    let (x, w) = (cl(&randn(&[1, 32, 12, 12])), cl(&randn(&[64, 32, 3, 3])));
+    let packed = Packed::default();
+    let _g = tch::no_grad_guard();
+    if crate::kernels::has_avx512() {
+        let all = conv2d(&x, &w, None, 1, 0, 1, &packed).unwrap();
+        let threads = tch::get_num_threads();
+        tch::set_num_threads(1);
+        let single = conv2d(&x, &w, None, 1, 0, 1, &packed).unwrap();
+        tch::set_num_threads(threads);
+        assert!(single.equal(&all), "one thread differs from {threads}");
+    }
+    let five = cl(&randn(&[5, 32, 12, 12]));
+    assert!(conv2d(&five, &w, None, 1, 0, 1, &packed).is_none(), "a batch above MAX_BATCH");
+    assert!(conv2d(&x.contiguous(), &w, None, 1, 0, 1, &packed).is_none(), "an NCHW input");
+    assert!(conv2d(&x, &w, Some(&randn(&[3])), 1, 0, 1, &packed).is_none(), "a bias of the wrong size");
+    drop(_g);
+    let wg = w.set_requires_grad(true);
+    assert!(conv2d(&x, &wg, None, 1, 0, 1, &packed).is_none(), "a gradient wanted");
+}
