@@ -74,9 +74,9 @@ pub fn run(graph: &Graph, o: &Options) -> Result {
     let y = Tensor::rand([o.batch, outputs], (Kind::Float, o.device));
     let loss_cfg = LossConfig::of(LossKind::Mse);
     let mut step = || {
-        let pred = net.forward_t(&x, true);
+        let (pred, tape) = net.forward_train(&x);
         let s = loss::sums(&loss_cfg, &pred, &y, 1.0); // mse: no pixel-sized parameter
-        loss::normalise(loss_cfg.kind, &s.loss, &s.count, o.batch).backward();
+        tape.backward(&loss::normalise(loss_cfg.kind, &s.loss, &s.count, o.batch));
         solver.step(&params, 1e-3);
     };
     // oneDNN builds its kernels on the first calls; a few more steps settle the allocator.

@@ -103,14 +103,15 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
         out.push(LayerTime { name: node.name.clone(), kind: node.kind, forward_ms, backward_ms });
     }
     let forward_ms = mean_ms(device, warmup, iterations, || {
-        let _ = net.forward_t(&input, true);
+        let _ = net.forward_train(&input);
     });
     let mut backward_total = 0.0;
     for k in 0..warmup + iterations {
-        let y = net.forward_t(&input, true).sum(Kind::Float);
+        let (y, tape) = net.forward_train(&input);
+        let y = y.sum(Kind::Float);
         sync(device);
         let t = Instant::now();
-        y.backward();
+        tape.backward(&y);
         sync(device);
         if k >= warmup {
             backward_total += t.elapsed().as_secs_f64() * 1e3;

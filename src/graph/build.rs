@@ -25,7 +25,8 @@ impl Graph {
             }
             let pooled = self.pool_after(i).and_then(|(j, pool)| {
                 let f = n.layer.build_pooled(n.input(), &tensors, pool, &opts)?;
-                Some(Pooled { f, pool_step: j, rectified: pool.rectify })
+                let train = n.layer.build_pooled_train(n.input(), &tensors, pool, &opts);
+                Some(Pooled { f, train, pool_step: j, rectified: pool.rectify })
             });
             let op = if n.bottoms.len() == 1 {
                 Op::One(n.layer.build(n.input(), tensors, &opts))

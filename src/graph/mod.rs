@@ -11,7 +11,7 @@ use tch::Tensor;
 
 mod build;
 mod net;
-pub use net::{save_weights, Net};
+pub use net::{save_weights, Net, Tape};
 
 pub struct Node {
     pub name: String,

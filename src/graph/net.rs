@@ -25,13 +25,45 @@ pub(super) struct Step {
     pub(super) pooled: Option<Pooled>,
 }
 
-/// A layer fused with the max pool after it, for predictions.
+/// A layer fused with the max pool after it, for predictions (and, where the kind has
+/// such a kernel, training steps).
 pub(super) struct Pooled {
     pub(super) f: crate::layers::PooledFn,
+    pub(super) train: Option<crate::layers::PooledTrainFn>,
     /// The pool's step: the next one, or the one after a monotone layer.
     pub(super) pool_step: usize,
     /// Whether `f` applies that monotone layer too (a plain ReLU, `Pooling::rectify`).
     pub(super) rectified: bool,
+}
+
+/// The backward steps a training pass owes the fused kernels that ran in it (a net's
+/// first conv and its max pool, `Layer::build_pooled_train`). Autograd does not see
+/// those kernels: their output enters the graph as a leaf, and `backward` runs autograd
+/// from the loss, then each step from the gradient that reached its leaf.
+#[derive(Default)]
+pub struct Tape(Vec<(Tensor, crate::layers::PooledBackward)>);
+
+impl Tape {
+    /// `loss.backward()`, then the fused kernels' own backward steps: every parameter's
+    /// gradient, as autograd alone would give it for the unfused layers.
+    pub fn backward(self, loss: &Tensor) {
+        loss.backward();
+        for (leaf, step) in self.0 {
+            let g = leaf.grad();
+            if g.defined() {
+                step(&g);
+            }
+        }
+    }
+
+    /// How many fused kernels' backward steps it holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// The built net: one forward function per layer over numbered blobs (0 = input).
@@ -92,25 +124,43 @@ impl Net {
     /// Outputs in float32 whatever the precision; the input is put into the net's
     /// layout first (a no-op when it already is).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.run(xs, train, None).0
+        self.run(xs, train, None, None).0
+    }
+
+    /// `forward_t(xs, true)` for a training step that ends in `Tape::backward`: where the
+    /// net's first layer and its max pool have a training kernel, it runs, and the tape
+    /// holds its backward step. Gradients through `loss.backward()` alone would miss that
+    /// layer's parameters.
+    pub fn forward_train(&self, xs: &Tensor) -> (Tensor, Tape) {
+        let mut tape = Tape::default();
+        let y = self.run(xs, true, None, Some(&mut tape)).0;
+        (y, tape)
+    }
+
+    /// `forward_train`, also returning blob `keep` (as `forward_keeping`).
+    pub fn forward_train_keeping(&self, xs: &Tensor, keep: usize) -> (Tensor, Tensor, Tape) {
+        assert!(keep == 0 || !self.steps[keep - 1].deferred, "blob {keep} is computed later, by a pool");
+        let mut tape = Tape::default();
+        let (y, kept) = self.run(xs, true, Some(keep), Some(&mut tape));
+        (y, kept.expect("kept blob"), tape)
     }
 
     /// `forward_t`, also returning blob `keep` (as computed, e.g. the heatmaps a
     /// soft_argmax reads) without keeping every other blob alive as `forward_all` does.
     pub fn forward_keeping(&self, xs: &Tensor, train: bool, keep: usize) -> (Tensor, Tensor) {
         assert!(keep == 0 || !self.steps[keep - 1].deferred, "blob {keep} is computed later, by a pool");
-        let (y, kept) = self.run(xs, train, Some(keep));
+        let (y, kept) = self.run(xs, train, Some(keep), None);
         (y, kept.expect("kept blob"))
     }
 
-    fn run(&self, xs: &Tensor, train: bool, keep: Option<usize>) -> (Tensor, Option<Tensor>) {
+    fn run(&self, xs: &Tensor, train: bool, keep: Option<usize>, mut tape: Option<&mut Tape>) -> (Tensor, Option<Tensor>) {
         let mut blobs: Vec<Option<Tensor>> = vec![Some(self.input(xs))];
         let mut fused_until = None;
         for (i, step) in self.steps.iter().enumerate() {
             if fused_until.is_some_and(|j| i <= j) {
                 continue; // computed by the fused kernel at the step that started it
             }
-            if let Some(y) = self.pooled(i, &blobs, train, keep) {
+            if let Some(y) = self.pooled(i, &blobs, train, keep, tape.as_deref_mut()) {
                 let j = step.pooled.as_ref().expect("pooled").pool_step;
                 fused_until = Some(j);
                 // The blobs in between are never made; the pool's is.
@@ -150,14 +200,30 @@ impl Net {
     /// Step `i` and its max pool through the fused kernel, where it has one that takes
     /// this call and no blob in between is to be kept: the pool's output, with a
     /// monotone layer between the two applied after it (it commutes with the pool), by the
-    /// kernel itself where it is a plain ReLU.
-    fn pooled(&self, i: usize, blobs: &[Option<Tensor>], train: bool, keep: Option<usize>) -> Option<Tensor> {
+    /// kernel itself where it is a plain ReLU. With a `tape` (a training step), the
+    /// training kernel where it takes the call; its output is a leaf of autograd's graph.
+    fn pooled(
+        &self,
+        i: usize,
+        blobs: &[Option<Tensor>],
+        train: bool,
+        keep: Option<usize>,
+        tape: Option<&mut Tape>,
+    ) -> Option<Tensor> {
         let fused = self.steps[i].pooled.as_ref()?;
         if keep.is_some_and(|k| k > i && k <= fused.pool_step) {
             return None;
         }
         let x = blobs[self.steps[i].bottoms[0]].as_ref().expect("read before freed");
-        let y = (fused.f)(x)?;
+        let trained = tape.zip(fused.train.as_ref()).and_then(|(tape, f)| Some((tape, f(x)?)));
+        let y = match trained {
+            Some((tape, (y, backward))) => {
+                let leaf = y.set_requires_grad(true);
+                tape.0.push((leaf.shallow_clone(), backward));
+                leaf
+            }
+            None => (fused.f)(x)?,
+        };
         let layer_between = fused.pool_step == i + 2 && !fused.rectified;
         Some(if layer_between { self.apply(i + 1, &[&y], train) } else { y })
     }

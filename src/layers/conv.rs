@@ -173,6 +173,38 @@ impl Layer for Conv {
         Some(Box::new(move |xs| wide_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool, &packed)))
     }
 
+    /// A net's first conv with 1-16 input channels and its 2x2 max pool in training steps:
+    /// fkpnet's direct kernel forward, and backward only the pooled outputs' winners'
+    /// share of the weight gradient (libtorch's pair took a fifth of LeNet's step;
+    /// `kernels::direct_conv::train` says more).
+    fn build_pooled_train(
+        &self,
+        input: &[i64],
+        params: &[tch::Tensor],
+        pool: super::Pooling,
+        opts: &super::BuildOptions,
+    ) -> Option<super::PooledTrainFn> {
+        use crate::kernels::direct_conv;
+        let takes = self.group == 1 && !opts.bf16 && input[0] <= direct_conv::MAX_CHANNELS;
+        if !takes || !crate::kernels::has_avx512() || !crate::kernels::enabled() {
+            return None;
+        }
+        let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));
+        let g = direct_conv::Geometry { stride: self.stride, pad: self.pad, dilation: self.dilation };
+        Some(Box::new(move |xs| {
+            let trained = direct_conv::conv_max_pool_train(xs, &w, b.as_ref(), g, pool)?;
+            let (w, b) = (w.shallow_clone(), b.as_ref().map(|b| b.shallow_clone()));
+            let y = trained.y.shallow_clone();
+            let backward = move |dy: &tch::Tensor| {
+                let (dw, db) = trained.weight_grad(dy);
+                let mut grads = vec![(&w, dw)];
+                grads.extend(b.as_ref().map(|b| (b, db)));
+                super::add_gradients(&grads);
+            };
+            Some((y, Box::new(backward) as super::PooledBackward))
+        }))
+    }
+
     fn pytorch(&self, input: &[i64]) -> String {
         format!(
             "nn.Conv2d({}, {}, {}, stride={}, padding={}, dilation={}, groups={}, bias={})",

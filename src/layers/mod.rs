@@ -94,6 +94,26 @@ pub fn compute_kind(t: &tch::Tensor, opts: &BuildOptions) -> tch::Tensor {
 
 /// A layer and the max pool after it as one function (`Layer::build_pooled`).
 pub type PooledFn = Box<dyn Fn(&tch::Tensor) -> Option<tch::Tensor> + Send>;
+/// The same in a training step (`Layer::build_pooled_train`): the pooled map, without
+/// autograd history, and the backward step that adds the layer's parameter gradients
+/// given the map's gradient.
+pub type PooledTrainFn = Box<dyn Fn(&tch::Tensor) -> Option<(tch::Tensor, PooledBackward)> + Send>;
+pub type PooledBackward = Box<dyn FnOnce(&tch::Tensor)>;
+
+/// Adds each gradient to its parameter's, as autograd would have (a kernel autograd does
+/// not see computed them): through `sum(param * grad)`, whose gradient is `grad` exactly,
+/// so the first gradient of a step creates `param.grad` as autograd creates it. Parameters
+/// that learn nothing (no `requires_grad`) are left alone.
+pub fn add_gradients(pairs: &[(&tch::Tensor, tch::Tensor)]) {
+    let terms: Vec<tch::Tensor> = pairs
+        .iter()
+        .filter(|(p, _)| p.requires_grad())
+        .map(|(p, g)| (*p * g.to_kind(p.kind())).sum(tch::Kind::Float))
+        .collect();
+    if let Some(first) = terms.first() {
+        terms[1..].iter().fold(first.shallow_clone(), |sum, t| sum + t).backward();
+    }
+}
 pub use crate::kernels::direct_conv::Pooling;
 
 /// The forward function of a kind that joins several bottoms.
@@ -172,6 +192,19 @@ pub trait Layer: std::fmt::Debug + Send + ToYaml {
         _pool: Pooling,
         _opts: &BuildOptions,
     ) -> Option<PooledFn> {
+        None
+    }
+    /// `build_pooled` for training steps, where the kind has a kernel with its own
+    /// backward pass (conv with few input channels as a net's first layer, on AVX-512).
+    /// The function gives `None` for a call its kernel does not take (an input that
+    /// wants a gradient, another device or precision); autograd then runs the layers.
+    fn build_pooled_train(
+        &self,
+        _input: &[i64],
+        _params: &[tch::Tensor],
+        _pool: Pooling,
+        _opts: &BuildOptions,
+    ) -> Option<PooledTrainFn> {
         None
     }
     /// Computes faster in the channels-last layout on CPU (measured for convolutions:

@@ -2,22 +2,24 @@
 //! the heatmap regulariser), the search for the first non-finite gradient, the
 //! tensors TensorBoard's histograms show; and what a run will write to disk.
 
-use crate::graph::{Graph, Net};
+use crate::graph::{Graph, Net, Tape};
 use crate::loss;
 use tch::Tensor;
 
 /// The training forward pass: the predictions, and with `js_reg` the heatmap
-/// regulariser's loss (read off the maps the last layer, a soft_argmax, takes in).
-pub fn train_forward(net: &Net, graph: &Graph, x: &Tensor, y: &Tensor) -> (Tensor, Option<Tensor>) {
+/// regulariser's loss (read off the maps the last layer, a soft_argmax, takes in); the
+/// step's backward pass goes through the tape (`Tape::backward`).
+pub fn train_forward(net: &Net, graph: &Graph, x: &Tensor, y: &Tensor) -> (Tensor, Option<Tensor>, Tape) {
     let Some(r) = &graph.loss.js_reg else {
-        return (net.forward_t(x, true), None);
+        let (pred, tape) = net.forward_train(x);
+        return (pred, None, tape);
     };
     let last = graph.nodes.len() - 1;
-    let (pred, maps) = net.forward_keeping(x, true, net.bottoms(last)[0]);
+    let (pred, maps, tape) = net.forward_train_keeping(x, net.bottoms(last)[0]);
     let log_p = graph.nodes[last].layer.heatmap_log_probs(&maps).expect("checked by Graph::compile");
     let (sum, count) = loss::js_divergence(&log_p, y, r.sigma);
     let reg = sum / count.clamp_min(1.0) * r.loss_weight;
-    (pred, Some(reg))
+    (pred, Some(reg), tape)
 }
 
 /// About how many bytes a run writes: float32 weights (final, best, each snapshot),

@@ -1,28 +1,42 @@
 //! The AVX-512 loops of the direct convolution + max pool (`super` says what and why).
 
-use super::{Pooling, Problem, LANES, MIN_PARALLEL_FMAS, PIXELS};
+use super::{Pooling, Problem, BLOCKED, LANES, MIN_PARALLEL_FMAS, PIXELS};
 use std::arch::x86_64::*;
 
-/// All output rows, split over libtorch's thread count in contiguous ranges.
-pub(super) fn run(x: &[f32], weights: &[f32], out: &mut [f32], p: &Problem) {
+/// All output rows, split over libtorch's thread count in contiguous ranges. `winners`
+/// (training, 2x2/2 pools only): each maximum's place in its window, as `out` is laid out.
+pub(super) fn run(x: &[f32], weights: &[f32], out: &mut [f32], winners: Option<&mut [u8]>, p: &Problem) {
     let (rows, row_len) = p.out_rows();
     let fmas = (p.n * p.oh * p.ow * p.o) as usize * p.taps();
     let threads = if fmas < MIN_PARALLEL_FMAS { 1 } else { tch::get_num_threads().max(1) as usize };
     let per = rows.div_ceil(threads.min(rows));
+    assert!(winners.as_ref().is_none_or(|w| w.len() == out.len() && p.pools_in_pairs()));
     // SAFETY (both calls of rows_avx512): `conv_max_pool` only gets here on a CPU with AVX-512F.
     if per == rows {
-        return unsafe { rows_avx512(x, weights, out, p, 0) };
+        return unsafe { rows_avx512(x, weights, out, winners, p, 0) };
     }
-    let ranges: Vec<std::sync::Mutex<&mut [f32]>> = out.chunks_mut(per * row_len).map(Into::into).collect();
+    let mut wins = winners.map(|w| w.chunks_mut(per * row_len));
+    let ranges: Vec<std::sync::Mutex<(&mut [f32], Option<&mut [u8]>)>> = out
+        .chunks_mut(per * row_len)
+        .map(|o| (o, wins.as_mut().map(|w| w.next().expect("as many ranges"))).into())
+        .collect();
     crate::kernels::parallel_for(ranges.len(), &|i| {
         let mut range = ranges[i].lock().expect("one task per range");
-        unsafe { rows_avx512(x, weights, &mut range, p, i * per) }
+        let (out, wins) = &mut *range;
+        unsafe { rows_avx512(x, weights, out, wins.as_deref_mut(), p, i * per) }
     });
 }
 
-/// The pooled output rows `first..` that `out` holds.
+/// The pooled output rows `first..` that `out` holds (and their winners, where wanted).
 #[target_feature(enable = "avx512f")]
-unsafe fn rows_avx512(x: &[f32], weights: &[f32], out: &mut [f32], p: &Problem, first: usize) {
+unsafe fn rows_avx512(
+    x: &[f32],
+    weights: &[f32],
+    out: &mut [f32],
+    mut winners: Option<&mut [u8]>,
+    p: &Problem,
+    first: usize,
+) {
     let (c, op) = (p.c as usize, p.o_padded as usize);
     let (oh, ow) = (p.oh as usize, p.ow as usize);
     let image_len = (p.hp * p.wp) as usize * c;
@@ -36,7 +50,8 @@ unsafe fn rows_avx512(x: &[f32], weights: &[f32], out: &mut [f32], p: &Problem, 
         let (img, y) = ((first + r) / rows_per_image, (first + r) % rows_per_image);
         let image = &x[img * image_len..][..image_len];
         if p.pools_in_pairs() {
-            pooled_row_2x2(image, weights, &offsets, row, p, y);
+            let wins = winners.as_deref_mut().map(|w| &mut w[r * row_len..][..row_len]);
+            pooled_row_2x2(image, weights, &offsets, row, wins, p, y);
             continue;
         }
         let top = y * s;
@@ -59,19 +74,21 @@ fn pooled_row_2x2(
     weights: &[f32],
     offsets: &[usize],
     out: &mut [f32],
+    winners: Option<&mut [u8]>,
     p: &Problem,
     py: usize,
 ) {
     if (p.o_padded as usize / LANES) % 2 == 0 {
-        pooled_blocks::<4, 2>(image, weights, offsets, out, p, py)
+        pooled_blocks::<4, 2>(image, weights, offsets, out, winners, p, py)
     } else {
-        pooled_blocks::<PIXELS, 1>(image, weights, offsets, out, p, py)
+        pooled_blocks::<PIXELS, 1>(image, weights, offsets, out, winners, p, py)
     }
 }
 
 /// `pooled_row_2x2` in blocks of `PX` conv pixels of both rows (`PX / 2` pooled pixels,
 /// the last block overlapping the one before, as in `conv_row`) and `NC` vectors of
-/// output channels: 2 * PX * NC accumulators in registers.
+/// output channels: 2 * PX * NC accumulators in registers. `winners`, where wanted, gets
+/// each maximum's place in its window (`Winner`).
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn pooled_blocks<const PX: usize, const NC: usize>(
@@ -79,6 +96,7 @@ fn pooled_blocks<const PX: usize, const NC: usize>(
     weights: &[f32],
     offsets: &[usize],
     out: &mut [f32],
+    mut winners: Option<&mut [u8]>,
     p: &Problem,
     py: usize,
 ) {
@@ -91,6 +109,7 @@ fn pooled_blocks<const PX: usize, const NC: usize>(
     let last = rows[1] + 2 * last_block * step + offsets.last().unwrap() + (PX - 1) * step;
     assert!(last < image.len() && weights.len() == (offsets.len() + 1) * op && pw >= per_block);
     assert!(op % (NC * LANES) == 0, "whole passes of {NC} vectors");
+    assert!(winners.as_ref().is_none_or(|w| w.len() == out.len()));
     let src = image.as_ptr();
     for qx in (0..last_block).step_by(per_block).chain([last_block]) {
         let base = 2 * qx * step;
@@ -124,8 +143,15 @@ fn pooled_blocks<const PX: usize, const NC: usize>(
                     for i in 0..per_block {
                         let top = _mm512_max_ps(a[0][2 * i], a[0][2 * i + 1]);
                         let bottom = _mm512_max_ps(a[1][2 * i], a[1][2 * i + 1]);
-                        let m = rectified(_mm512_max_ps(top, bottom), p.pool.rectify);
-                        _mm512_mask_storeu_ps(out.as_mut_ptr().add((qx + i) * o + ch), mask, m);
+                        let max = _mm512_max_ps(top, bottom);
+                        let at = (qx + i) * o + ch;
+                        if let Some(w) = winners.as_deref_mut() {
+                            let window = [a[0][2 * i], a[0][2 * i + 1], a[1][2 * i], a[1][2 * i + 1]];
+                            let place = winner(window, max, p.pool.rectify);
+                            _mm512_mask_cvtepi32_storeu_epi8(w.as_mut_ptr().add(at) as *mut i8, mask, place);
+                        }
+                        let m = rectified(max, p.pool.rectify);
+                        _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), mask, m);
                     }
                 }
             }
@@ -231,6 +257,25 @@ fn max_pool_row(conv: &mut [f32], out: &mut [f32], p: &Problem, q: Pooling, rows
             }
         }
     }
+}
+
+/// Lane by lane, the first of a 2x2 window's values (row by row) equal to its maximum
+/// `max`: the one libtorch's max pool takes, keeping the first strict maximum. Where the
+/// maximum is rectified and not above 0, `BLOCKED` instead: ReLU's backward passes
+/// nothing there (it passes a gradient where its output is above 0).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn winner(window: [__m512; 4], max: __m512, rectify: bool) -> __m512i {
+    let mut place = _mm512_set1_epi32(3);
+    for q in (0..3).rev() {
+        let first = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(window[q], max);
+        place = _mm512_mask_mov_epi32(place, first, _mm512_set1_epi32(q as i32));
+    }
+    if rectify {
+        let blocked = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(max, _mm512_setzero_ps());
+        place = _mm512_mask_mov_epi32(place, blocked, _mm512_set1_epi32(BLOCKED as i32));
+    }
+    place
 }
 
 /// max(m, 0) lane by lane where `rectify` (a NaN stays NaN, as libtorch's relu keeps it:

@@ -19,13 +19,16 @@
 use super::has_avx512;
 use tch::{Device, Kind, Tensor};
 
+mod train;
+pub use train::{conv_max_pool_train, Trained};
+
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 use avx512::run;
 
 #[cfg(not(target_arch = "x86_64"))]
-fn run(_: &[f32], _: &[f32], _: &mut [f32], _: &Problem) {
+fn run(_: &[f32], _: &[f32], _: &mut [f32], _: Option<&mut [u8]>, _: &Problem) {
     unreachable!("conv_max_pool declines without AVX-512, which only x86-64 has")
 }
 
@@ -38,6 +41,8 @@ const LANES: usize = 16;
 const PIXELS: usize = 8;
 /// Pooled output pixels per block of a 2x2/2 pool (8 conv pixels of each of 2 rows).
 const POOLED: usize = PIXELS / 2;
+/// A window's winner where a rectified maximum is not above 0 (no gradient passes).
+const BLOCKED: u8 = 4;
 /// Below this many multiply-adds one thread does the whole layer (spawning costs more).
 const MIN_PARALLEL_FMAS: usize = 1 << 21;
 
@@ -76,7 +81,19 @@ pub fn conv_max_pool(
     g: Geometry,
     pool: Pooling,
 ) -> Option<Tensor> {
-    if !has_avx512() || !super::inference_on_cpu(x, w, b) {
+    if !super::inference_on_cpu(x, w, b) {
+        return None;
+    }
+    let p = problem(x, w, g, pool)?;
+    let input = super::data(x); // dense NHWC, checked by `problem`
+    let padded = pad_input(input, &p);
+    Some(forward(padded.as_deref().unwrap_or(input), w, b, &p, None))
+}
+
+/// The sizes of a call the kernel takes (AVX-512, 1-`MAX_CHANNELS` input channels, a
+/// square kernel, a dense NHWC input), or `None`.
+fn problem(x: &Tensor, w: &Tensor, g: Geometry, pool: Pooling) -> Option<Problem> {
+    if !has_avx512() {
         return None;
     }
     let (xs, ws) = (x.size(), w.size());
@@ -86,19 +103,22 @@ pub fn conv_max_pool(
     if !dense_nhwc(x) {
         return None;
     }
-    let p = Problem::new(&xs, &ws, g, pool)?;
-    let input = super::data(x); // dense NHWC, checked above
-    let weights = pack_weights(w, b, &p);
-    let (h, w) = (pool.out_h, pool.out_w);
+    Problem::new(&xs, &ws, g, pool)
+}
+
+/// The pooled map of `image` (the input, padded where the layer pads) with NHWC strides;
+/// `winners` (sized as the map) gets each maximum's place in its window where wanted.
+fn forward(image: &[f32], w: &Tensor, b: Option<&Tensor>, p: &Problem, winners: Option<&mut [u8]>) -> Tensor {
+    let weights = pack_weights(w, b, p);
+    let (h, w) = (p.pool.out_h, p.pool.out_w);
     let out =
         Tensor::empty_strided([p.n, p.o, h, w], [h * w * p.o, 1, w * p.o, p.o], (Kind::Float, Device::Cpu));
     let len = (p.n * h * w * p.o) as usize;
     // SAFETY: `out` was just allocated with exactly `len` dense f32 elements and nothing
     // else refers to its storage until this function returns it.
     let dst = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) };
-    let padded = pad_input(input, &p);
-    run(padded.as_deref().unwrap_or(input), &weights, dst, &p);
-    Some(out)
+    run(image, &weights, dst, winners, p);
+    out
 }
 
 /// Dense NHWC in memory: channels-last strides, or one channel and contiguous (the two

@@ -289,14 +289,14 @@ impl<'a> Trainer<'a> {
             if !cfg.data.augment.is_off() {
                 (x, y) = cfg.data.augment.apply(&x, &y, &self.spec);
             }
-            let (pred, reg) = train_forward(&self.net, &self.graph, &x, &y);
+            let (pred, reg, tape) = train_forward(&self.net, &self.graph, &x, &y);
             let loss::Sums { loss: sum, sq, count } =
                 loss::sums(&self.graph.loss, &pred, &y, self.spec.half());
             let l = loss::normalise(self.graph.loss.kind, &sum, &count, bs as i64) * w;
             // The regulariser joins the gradient; the reported loss stays the coordinate
             // loss, comparable with val and with runs without it.
             let total = reg.map_or_else(|| l.shallow_clone(), |r| &l + r);
-            total.backward();
+            tape.backward(&total);
             let [lv, sq, count, tv] = loss::to_host([&l, &sq, &count, &total]);
             if !tv.is_finite() {
                 self.non_finite(iter, tv)?;
