@@ -153,7 +153,13 @@ impl Net {
         (y, kept.expect("kept blob"))
     }
 
-    fn run(&self, xs: &Tensor, train: bool, keep: Option<usize>, mut tape: Option<&mut Tape>) -> (Tensor, Option<Tensor>) {
+    fn run(
+        &self,
+        xs: &Tensor,
+        train: bool,
+        keep: Option<usize>,
+        mut tape: Option<&mut Tape>,
+    ) -> (Tensor, Option<Tensor>) {
         let mut blobs: Vec<Option<Tensor>> = vec![Some(self.input(xs))];
         let mut fused_until = None;
         for (i, step) in self.steps.iter().enumerate() {

@@ -181,8 +181,8 @@ mod tests {
         agrees(&image([2, 3, 33, 31]), 20, 5, Geometry { stride: 2, pad: 2, dilation: 1 }, true);
         agrees(&image([1, 2, 30, 30]), 5, 3, Geometry { stride: 1, pad: 1, dilation: 2 }, false);
         agrees(&image([2, 16, 24, 24]), 48, 3, plain, true); // 3 vectors, one at a time
-        // Flat black regions: conv outputs of exactly 0 with a zero bias, which ReLU's
-        // backward blocks (its output is not above 0), and ties in every window.
+                                                             // Flat black regions: conv outputs of exactly 0 with a zero bias, which ReLU's
+                                                             // backward blocks (its output is not above 0), and ties in every window.
         let x = Tensor::randn([2, 1, 40, 40], (Kind::Float, Device::Cpu));
         let _ = x.narrow(2, 0, 20).zero_();
         agrees_with_bias(&crate::layers::channels_last(&x), 16, 3, plain, true, 0.0);

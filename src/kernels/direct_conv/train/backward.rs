@@ -7,14 +7,22 @@ use std::arch::x86_64::*;
 /// per tap, `o_padded` wide): for each pooled output, its gradient `g` times the input
 /// under its window's winner, tap by tap. `x` is the image as the forward pass read it
 /// (padded), `wins` and `g` its pooled map's winners and gradient ([h][w][o]).
-pub(in super::super) fn image_grad(x: &[f32], wins: &[u8], g: &[f32], offsets: &[usize], p: &Problem, acc: &mut [f32]) {
+pub(in super::super) fn image_grad(
+    x: &[f32],
+    wins: &[u8],
+    g: &[f32],
+    offsets: &[usize],
+    p: &Problem,
+    acc: &mut [f32],
+) {
     // SAFETY: `conv_max_pool_train` only gets here on a CPU with AVX-512F.
     unsafe { image_grad_avx512(x, wins, g, offsets, p, acc) }
 }
 
 #[target_feature(enable = "avx512f")]
 fn image_grad_avx512(x: &[f32], wins: &[u8], g: &[f32], offsets: &[usize], p: &Problem, acc: &mut [f32]) {
-    let (c, s, wp, o, op) = (p.c as usize, p.stride as usize, p.wp as usize, p.o as usize, p.o_padded as usize);
+    let (c, s, wp, o, op) =
+        (p.c as usize, p.stride as usize, p.wp as usize, p.o as usize, p.o_padded as usize);
     let (ph, pw) = (p.pool.out_h as usize, p.pool.out_w as usize);
     assert!(wins.len() == ph * pw * o && g.len() == wins.len() && acc.len() == (offsets.len() + 1) * op);
     // The last input element read: the last window's bottom-right conv pixel, last tap
@@ -39,7 +47,10 @@ fn image_grad_avx512(x: &[f32], wins: &[u8], g: &[f32], offsets: &[usize], p: &P
                 let place = _mm512_cvtepu8_epi32(_mm_loadu_si128(places.as_ptr() as *const __m128i));
                 let passed = _mm512_cmplt_epi32_mask(place, _mm512_set1_epi32(BLOCKED as i32));
                 let bias = acc.as_mut_ptr().add(chunk);
-                _mm512_storeu_ps(bias, _mm512_add_ps(_mm512_loadu_ps(bias), _mm512_maskz_mov_ps(passed, grad)));
+                _mm512_storeu_ps(
+                    bias,
+                    _mm512_add_ps(_mm512_loadu_ps(bias), _mm512_maskz_mov_ps(passed, grad)),
+                );
                 let by_place: [__m512; 4] = std::array::from_fn(|q| {
                     let won = _mm512_cmpeq_epi32_mask(place, _mm512_set1_epi32(q as i32));
                     _mm512_maskz_mov_ps(won, grad)
