@@ -20,6 +20,9 @@ pub struct Timing {
     pub batch: i64,
     /// Layers the whole-net pass runs after the max pool behind them (`Net::forward_t`).
     pub moved_behind_pool: Vec<String>,
+    /// Rows timed as one fused kernel, as the training pass runs them: the row that
+    /// times it, and the later rows it computes (those read 0).
+    pub fused: Vec<(String, Vec<String>)>,
     /// One Adam update of every parameter (what `fkpnet bench` and the shipped solvers
     /// run), timed after a backward pass.
     pub update_ms: f64,
@@ -61,7 +64,26 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
 
     let blobs = tch::no_grad(|| net.forward_all(&input, true));
     let mut out = Vec::new();
+    let mut fused = Vec::new();
+    let mut inside: Vec<usize> = Vec::new();
     for (i, node) in graph.nodes.iter().enumerate() {
+        if inside.contains(&i) {
+            // Computed by the fused kernel of an earlier row, as in the training pass.
+            out.push(LayerTime {
+                name: node.name.clone(),
+                kind: node.kind,
+                forward_ms: 0.0,
+                backward_ms: 0.0,
+            });
+            continue;
+        }
+        if let Some((steps, row)) = time_fused(&net, i, &blobs, device, warmup, iterations) {
+            let names = steps.iter().map(|&k| graph.nodes[k].name.clone()).collect();
+            fused.push((node.name.clone(), names));
+            inside = steps;
+            out.push(LayerTime { name: node.name.clone(), kind: node.kind, ..row });
+            continue;
+        }
         // The layer's real inputs, detached; all but the net's input need their gradient.
         let xs: Vec<Tensor> = net
             .bottoms(i)
@@ -117,7 +139,14 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
             backward_total += t.elapsed().as_secs_f64() * 1e3;
         }
     }
-    let moved_behind_pool = net.moved_behind_pool().iter().map(|&i| graph.nodes[i].name.clone()).collect();
+    // A rectifier inside a fused kernel is not moved: the kernel applies it itself.
+    let in_kernel = |n: &String| fused.iter().any(|(_, inside): &(String, Vec<String>)| inside.contains(n));
+    let moved_behind_pool = net
+        .moved_behind_pool()
+        .iter()
+        .map(|&i| graph.nodes[i].name.clone())
+        .filter(|n| !in_kernel(n))
+        .collect();
     // The solver's share of a step: Adam over every parameter, on the last gradients.
     let yaml = format!(
         "net: x\ndata: {{train: synthetic}}\ntype: Adam\nbase_lr: 0.001\nmomentum: 0.9\nmax_iter: 1\nbatch_size: {batch}\n"
@@ -132,9 +161,42 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
         backward_ms: backward_total / iterations.max(1) as f64,
         batch,
         moved_behind_pool,
+        fused,
         update_ms,
         tensors,
     }
+}
+
+/// Row `i` through the fused training kernel, where the training pass runs it so (a
+/// net's first conv and its max pool): its forward, and its own backward step given a
+/// gradient of the pooled map; with the later steps it computes.
+fn time_fused(
+    net: &crate::graph::Net,
+    i: usize,
+    blobs: &[Tensor],
+    device: Device,
+    warmup: usize,
+    iterations: usize,
+) -> Option<(Vec<usize>, LayerTime)> {
+    let x = blobs[net.bottoms(i)[0]].detach();
+    let (steps, y, _) = net.fused_train(i, &x)?;
+    let forward_ms = mean_ms(device, warmup, iterations, || {
+        let _ = net.fused_train(i, &x);
+    });
+    let g = y.rand_like();
+    let mut total = 0.0;
+    for k in 0..warmup + iterations {
+        let (_, _, backward) = net.fused_train(i, &x).expect("took it above");
+        sync(device);
+        let t = Instant::now();
+        backward(&g);
+        sync(device);
+        if k >= warmup {
+            total += t.elapsed().as_secs_f64() * 1e3;
+        }
+    }
+    let backward_ms = total / iterations.max(1) as f64;
+    Some((steps, LayerTime { name: String::new(), kind: "", forward_ms, backward_ms }))
 }
 
 impl Timing {
@@ -149,6 +211,12 @@ impl Timing {
                 "({} timed above where the config puts them; the whole-net passes below rectify \
                  the pooled map instead: max pooling first, same results.)\n",
                 self.moved_behind_pool.join(", ")
+            );
+        }
+        for (row, inside) in &self.fused {
+            s += &format!(
+                "({} run inside {row}'s kernel, as in training: {row}'s row times them all.)\n",
+                inside.join(", ")
             );
         }
         let step = self.forward_ms + self.backward_ms;

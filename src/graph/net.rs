@@ -108,6 +108,21 @@ impl Net {
         steps.filter_map(|(i, s)| s.pooled.as_ref().map(|p| (i, p.pool_step))).collect()
     }
 
+    /// Step `i` through the fused kernel the training pass runs it with, where it has one
+    /// that takes `x` (`Layer::build_pooled_train`): the later steps the kernel computes
+    /// too (its max pool, and the ReLU between where it applies it), the pooled map and
+    /// the backward step that adds the parameters' gradients. For `fkpnet time`'s rows.
+    pub fn fused_train(
+        &self,
+        i: usize,
+        x: &Tensor,
+    ) -> Option<(Vec<usize>, Tensor, crate::layers::PooledBackward)> {
+        let fused = self.steps[i].pooled.as_ref()?;
+        let (y, backward) = (fused.train.as_ref()?)(x)?;
+        let first = if fused.rectified { i + 1 } else { fused.pool_step };
+        Some(((first..=fused.pool_step).collect(), y, backward))
+    }
+
     /// Every blob of a forward pass (index 0 the input in the net's layout, k + 1 the
     /// output of layer k), for histograms and per-layer timing; each layer exactly
     /// where the config puts it.
