@@ -50,6 +50,29 @@ fn mean_ms(device: Device, warmup: usize, iterations: usize, mut f: impl FnMut()
     t.elapsed().as_secs_f64() * 1e3 / iterations.max(1) as f64
 }
 
+/// Mean milliseconds of `timed(prepare())` over `iterations` runs after `warmup` runs:
+/// only the second part is timed (a backward step, given what its forward made).
+fn mean_ms_of<B>(
+    device: Device,
+    warmup: usize,
+    iterations: usize,
+    mut prepare: impl FnMut() -> B,
+    timed: impl Fn(B),
+) -> f64 {
+    let mut total = 0.0;
+    for k in 0..warmup + iterations {
+        let b = prepare();
+        sync(device);
+        let t = Instant::now();
+        timed(b);
+        sync(device);
+        if k >= warmup {
+            total += t.elapsed().as_secs_f64() * 1e3;
+        }
+    }
+    total / iterations.max(1) as f64
+}
+
 /// Time each layer on its real input (the output of the layers before it, from a
 /// random batch) and the whole net. A layer's backward time is that of its own
 /// backward pass (weights and, except for the first layer, its input).
@@ -102,19 +125,7 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
             // and that product's own backward, timed alone, is taken off.
             let g = blobs[i + 1].rand_like();
             let timed = |f: &dyn Fn() -> Tensor| {
-                for _ in 0..warmup {
-                    (f() * &g).sum(Kind::Float).backward();
-                }
-                let mut total = 0.0;
-                for _ in 0..iterations {
-                    let y = (f() * &g).sum(Kind::Float);
-                    sync(device);
-                    let t = Instant::now();
-                    y.backward();
-                    sync(device);
-                    total += t.elapsed().as_secs_f64() * 1e3;
-                }
-                total / iterations.max(1) as f64
+                mean_ms_of(device, warmup, iterations, || (f() * &g).sum(Kind::Float), |y| y.backward())
             };
             let feed = blobs[i + 1].detach().set_requires_grad(true);
             let feed_ms = timed(&|| feed.shallow_clone());
@@ -127,18 +138,16 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
     let forward_ms = mean_ms(device, warmup, iterations, || {
         let _ = net.forward_train(&input);
     });
-    let mut backward_total = 0.0;
-    for k in 0..warmup + iterations {
-        let (y, tape) = net.forward_train(&input);
-        let y = y.sum(Kind::Float);
-        sync(device);
-        let t = Instant::now();
-        tape.backward(&y);
-        sync(device);
-        if k >= warmup {
-            backward_total += t.elapsed().as_secs_f64() * 1e3;
-        }
-    }
+    let backward_ms = mean_ms_of(
+        device,
+        warmup,
+        iterations,
+        || {
+            let (y, tape) = net.forward_train(&input);
+            (y.sum(Kind::Float), tape)
+        },
+        |(y, tape)| tape.backward(&y),
+    );
     // A rectifier inside a fused kernel is not moved: the kernel applies it itself.
     let in_kernel = |n: &String| fused.iter().any(|(_, inside): &(String, Vec<String>)| inside.contains(n));
     let moved_behind_pool = net
@@ -155,16 +164,7 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
     let mut solver = crate::solver::Solver::new(&cfg, &params);
     let update_ms = mean_ms(device, warmup, iterations, || solver.step(&params, 1e-3));
     let tensors = params.iter().filter(|p| p.learn).count();
-    Timing {
-        layers: out,
-        forward_ms,
-        backward_ms: backward_total / iterations.max(1) as f64,
-        batch,
-        moved_behind_pool,
-        fused,
-        update_ms,
-        tensors,
-    }
+    Timing { layers: out, forward_ms, backward_ms, batch, moved_behind_pool, fused, update_ms, tensors }
 }
 
 /// Row `i` through the fused training kernel, where the training pass runs it so (a
@@ -184,18 +184,8 @@ fn time_fused(
         let _ = net.fused_train(i, &x);
     });
     let g = y.rand_like();
-    let mut total = 0.0;
-    for k in 0..warmup + iterations {
-        let (_, _, backward) = net.fused_train(i, &x).expect("took it above");
-        sync(device);
-        let t = Instant::now();
-        backward(&g);
-        sync(device);
-        if k >= warmup {
-            total += t.elapsed().as_secs_f64() * 1e3;
-        }
-    }
-    let backward_ms = total / iterations.max(1) as f64;
+    let prepare = || net.fused_train(i, &x).expect("took it above").2;
+    let backward_ms = mean_ms_of(device, warmup, iterations, prepare, |backward| backward(&g));
     Some((steps, LayerTime { name: String::new(), kind: "", forward_ms, backward_ms }))
 }
 
