@@ -563,6 +563,35 @@ layers:
 loss: {type: mse}
 ";
 
+/// A prediction of one face through the shipped LeNet (the case `fkpnet predict` and the
+/// batch-1 benchmarks run): conv5 + relu5 + pool5 (2x2 -> 1x1) by `few_rows`, each dense
+/// layer with its ReLU applied as the kernel writes, the same outputs as layer by layer.
+#[test]
+fn lenet_predicting_one_face_fuses_its_rectifiers_into_its_kernels() {
+    let own = fkpnet::kernels::has_avx512() && fkpnet::kernels::enabled();
+    let dir = tempfile::tempdir().unwrap();
+    let lenet = std::fs::read_to_string(root().join("nets/lenet.yaml")).unwrap();
+    let g = graph(dir.path(), &lenet).unwrap();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let opts = fkpnet::layers::BuildOptions { channels_last: true, ..Default::default() };
+    let (net, _params) = g.build(&vs.root(), opts);
+    assert_eq!(net.fused_with_relu(), if own { vec![15, 17, 19, 21] } else { vec![] });
+    tch::manual_seed(11);
+    let x = Tensor::rand([1, 1, 96, 96], (Kind::Float, tch::Device::Cpu));
+    let all = tch::no_grad(|| net.forward_all(&x, false));
+    let fast = tch::no_grad(|| net.forward_t(&x, false));
+    let layer_by_layer = all.last().unwrap();
+    // The ReLUs have something to zero: the dense layers' outputs before them go below 0.
+    assert!(all[16].min().double_value(&[]) < 0.0, "a test that cannot fail");
+    let scale = layer_by_layer.abs().max().double_value(&[]);
+    let diff = (&fast - layer_by_layer).abs().max().double_value(&[]);
+    assert!(diff <= 1e-5 * scale.max(1e-3), "fused outputs differ by {diff} (of {scale})");
+    // fc2's output kept: computed unfused, as forward_all has it.
+    let (y, kept) = tch::no_grad(|| net.forward_keeping(&x, false, 18));
+    assert_eq!((&kept - &all[18]).abs().max().double_value(&[]), 0.0, "kept blob");
+    assert!((&y - layer_by_layer).abs().max().double_value(&[]) <= 1e-5 * scale.max(1e-3));
+}
+
 /// A conv and the max pool after it run as one kernel of fkpnet's own for predictions, on
 /// CPUs with AVX-512: all five of the shipped LeNet's conv + pool pairs (the first two by
 /// `direct_conv`, the others by `wide_conv` at this batch of 4), the same outputs as layer

@@ -28,6 +28,12 @@ impl Graph {
                 let train = n.layer.build_pooled_train(n.input(), &tensors, pool, &opts);
                 Some(Pooled { f, train, pool_step: j, rectified: pool.rectify })
             });
+            let pooled = pooled.or_else(|| {
+                let f = self
+                    .plain_relu_after(i)
+                    .then(|| n.layer.build_rectified(n.input(), &tensors, &opts))??;
+                Some(Pooled { f, train: None, pool_step: i + 1, rectified: true })
+            });
             let op = if n.bottoms.len() == 1 {
                 Op::One(n.layer.build(n.input(), tensors, &opts))
             } else {
@@ -59,6 +65,21 @@ impl Graph {
                 steps[i].deferred = true;
             }
         }
+    }
+
+    /// Whether node `i + 1` is a plain ReLU that node `i`'s kernel may apply as it writes
+    /// (`Layer::build_rectified`): its one reader, and not moved behind a max pool
+    /// (`defer_rectifiers` would have the pool apply it again).
+    fn plain_relu_after(&self, i: usize) -> bool {
+        let only_reader = |blob: usize, node: usize| {
+            self.last_use(blob) == Some(node) && self.nodes[node].bottoms == [blob]
+        };
+        let deferred =
+            self.nodes.get(i + 2).is_some_and(|p| p.layer.is_max_pool() && only_reader(i + 2, i + 2));
+        self.nodes[i].bottoms.len() == 1
+            && self.nodes.get(i + 1).is_some_and(|r| r.layer.is_plain_relu())
+            && only_reader(i + 1, i + 1)
+            && !deferred
     }
 
     /// The max pool (its index and window) that node `i` may be fused with for

@@ -26,11 +26,13 @@ pub(super) struct Step {
 }
 
 /// A layer fused with the max pool after it, for predictions (and, where the kind has
-/// such a kernel, training steps).
+/// such a kernel, training steps); or with the plain ReLU after it (`pool_step` the
+/// next step and `rectified`: `Layer::build_rectified`), for predictions.
 pub(super) struct Pooled {
     pub(super) f: crate::layers::PooledFn,
     pub(super) train: Option<crate::layers::PooledTrainFn>,
-    /// The pool's step: the next one, or the one after a monotone layer.
+    /// The pool's step: the next one, or the one after a monotone layer (the last step
+    /// `f` computes).
     pub(super) pool_step: usize,
     /// Whether `f` applies that monotone layer too (a plain ReLU, `Pooling::rectify`).
     pub(super) rectified: bool,
@@ -105,7 +107,18 @@ impl Net {
     /// wanted (`Layer::build_pooled`; none where this CPU or build has no such kernel).
     pub fn fused_with_pool(&self) -> Vec<(usize, usize)> {
         let steps = self.steps.iter().enumerate();
-        steps.filter_map(|(i, s)| s.pooled.as_ref().map(|p| (i, p.pool_step))).collect()
+        let pools = steps.filter_map(|(i, s)| s.pooled.as_ref().map(|p| (i, p)));
+        pools.filter(|(i, p)| !(p.rectified && p.pool_step == i + 1)).map(|(i, p)| (i, p.pool_step)).collect()
+    }
+
+    /// The layers whose plain ReLU after them `forward_t` applies inside their own kernel
+    /// when no gradient is wanted (`Layer::build_rectified`), where it takes the call.
+    pub fn fused_with_relu(&self) -> Vec<usize> {
+        let steps = self.steps.iter().enumerate();
+        steps
+            .filter(|(i, s)| s.pooled.as_ref().is_some_and(|p| p.rectified && p.pool_step == i + 1))
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// Step `i` through the fused kernel the training pass runs it with, where it has one

@@ -77,6 +77,24 @@ pub fn parallel_for(n: usize, f: &(dyn Fn(usize) + Sync)) {
     }
 }
 
+/// Each window's maximum over the NHWC conv rows in `conv` (those the pooled row reads,
+/// `ow` pixels of `o` channels each), into `out` (`pw * o` floats); windows are clipped
+/// at the right edge. Rectified maxima start from 0: max(0, a, b, ...) = relu(max(a, b, ...)).
+fn max_pool_row(conv: &[f32], ow: usize, o: usize, pool: direct_conv::Pooling, out: &mut [f32]) {
+    let (pk, ps) = (pool.kernel as usize, pool.stride as usize);
+    let floor = if pool.rectify { 0.0 } else { f32::NEG_INFINITY };
+    for (px, dst) in out.chunks_exact_mut(o).enumerate() {
+        dst.fill(floor);
+        for line in conv.chunks_exact(ow * o) {
+            for ox in px * ps..(px * ps + pk).min(ow) {
+                for (d, &v) in dst.iter_mut().zip(&line[ox * o..][..o]) {
+                    *d = if v > *d || v.is_nan() { v } else { *d }; // NaN wins, as in libtorch
+                }
+            }
+        }
+    }
+}
+
 mod omp {
     use std::ffi::{c_int, c_uint, c_void};
     use std::sync::OnceLock;

@@ -160,7 +160,7 @@ impl Layer for Conv {
         pool: super::Pooling,
         opts: &super::BuildOptions,
     ) -> Option<super::PooledFn> {
-        use crate::kernels::{direct_conv, wide_conv};
+        use crate::kernels::{direct_conv, few_rows, wide_conv};
         if self.group != 1 || opts.bf16 || !crate::kernels::has_avx512() || !crate::kernels::enabled() {
             return None;
         }
@@ -169,8 +169,13 @@ impl Layer for Conv {
         if input[0] <= direct_conv::MAX_CHANNELS {
             return Some(Box::new(move |xs| direct_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool)));
         }
+        // A conv output of a few pixels (LeNet's conv5 at batch 1) is a product of a few
+        // rows, which few_rows computes faster than wide_conv's tiles.
         let packed = wide_conv::Packed::default();
-        Some(Box::new(move |xs| wide_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool, &packed)))
+        Some(Box::new(move |xs| {
+            wide_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool, &packed)
+                .or_else(|| few_rows::conv_max_pool(xs, &w, b.as_ref(), g, pool))
+        }))
     }
 
     /// A net's first conv with 1-16 input channels and its 2x2 max pool in training steps:

@@ -76,7 +76,9 @@ impl Layer for Dense {
         let onednn = crate::kernels::onednn::Linear::default();
         nn::func_t(move |xs, _| {
             let x = xs.flatten(1, -1);
-            if let Some(y) = kernels.then(|| crate::kernels::few_rows::linear(&x, &w, b.as_ref())).flatten() {
+            if let Some(y) =
+                kernels.then(|| crate::kernels::few_rows::linear(&x, &w, b.as_ref(), false)).flatten()
+            {
                 return y;
             }
             if let Some(y) = kernels.then(|| onednn.forward(&x, &w, b.as_ref())).flatten() {
@@ -85,6 +87,20 @@ impl Layer for Dense {
             let bias = b.as_ref().map(|b| super::compute_kind(b, &o));
             super::compute_kind(&x, &o).linear(&super::compute_kind(&w, &o), bias.as_ref())
         })
+    }
+
+    /// A prediction of a few faces: the few-rows kernel applies the ReLU as it writes.
+    fn build_rectified(
+        &self,
+        _input: &[i64],
+        params: &[tch::Tensor],
+        opts: &super::BuildOptions,
+    ) -> Option<super::PooledFn> {
+        if opts.bf16 || !crate::kernels::enabled() || !crate::kernels::has_avx512() {
+            return None;
+        }
+        let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));
+        Some(Box::new(move |xs| crate::kernels::few_rows::linear(&xs.flatten(1, -1), &w, b.as_ref(), true)))
     }
 
     fn pytorch_flattens_first(&self, input: &[i64]) -> bool {

@@ -92,7 +92,8 @@ pub fn compute_kind(t: &tch::Tensor, opts: &BuildOptions) -> tch::Tensor {
     }
 }
 
-/// A layer and the max pool after it as one function (`Layer::build_pooled`).
+/// A layer and the max pool after it (`Layer::build_pooled`), or the ReLU after it
+/// (`Layer::build_rectified`), as one function.
 pub type PooledFn = Box<dyn Fn(&tch::Tensor) -> Option<tch::Tensor> + Send>;
 /// The same in a training step (`Layer::build_pooled_train`): the pooled map, without
 /// autograd history, and the backward step that adds the layer's parameter gradients
@@ -190,6 +191,18 @@ pub trait Layer: std::fmt::Debug + Send + ToYaml {
         _input: &[i64],
         _params: &[tch::Tensor],
         _pool: Pooling,
+        _opts: &BuildOptions,
+    ) -> Option<PooledFn> {
+        None
+    }
+    /// For predictions: this layer and the plain ReLU right after it as one function,
+    /// where the kind's kernel can rectify as it writes (dense at batch 1-4 on AVX-512).
+    /// The function gives `None` for a call its kernel does not take; the two layers then
+    /// run one by one, as built.
+    fn build_rectified(
+        &self,
+        _input: &[i64],
+        _params: &[tch::Tensor],
         _opts: &BuildOptions,
     ) -> Option<PooledFn> {
         None

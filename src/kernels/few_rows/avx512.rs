@@ -8,18 +8,31 @@ const LANES: usize = 16;
 const BLOCK: usize = 4;
 
 /// Outputs of weight rows `first..` for every one of the `m` rows of `x`, into `out` as
-/// the output's transpose: `out[(j - first) * m + r]` is row `r`'s output `j`.
+/// the output's transpose: `out[(j - first) * m + r]` is row `r`'s output `j`; each
+/// rectified (max(., 0), NaN kept) where `rectify`.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `x` holds `m` rows of `k` values, `w` at least the rows
 /// `first..first + out.len() / m` of `k` values, `b` (if any) one value per weight row.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn rows(x: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32], m: usize, first: usize) {
+pub(super) unsafe fn rows(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    out: &mut [f32],
+    m: usize,
+    first: usize,
+    rectify: bool,
+) {
     match m {
         1 => rows_of::<1>(x, w, b, out, first),
         2 => rows_of::<2>(x, w, b, out, first),
         3 => rows_of::<3>(x, w, b, out, first),
         _ => rows_of::<4>(x, w, b, out, first),
+    }
+    if rectify {
+        // ReLU as libtorch's: negatives to 0, NaN passes.
+        out.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0);
     }
 }
 

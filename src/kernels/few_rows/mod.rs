@@ -14,6 +14,7 @@
 //! in order, reduced across lanes, plus the bias: results do not depend on the thread
 //! count or the batch; they differ from MKL's and oneDNN's in the last bits only.
 
+use super::direct_conv::{Geometry, Pooling};
 use tch::Tensor;
 
 #[cfg(target_arch = "x86_64")]
@@ -22,7 +23,7 @@ mod avx512;
 use avx512::rows;
 
 #[cfg(not(target_arch = "x86_64"))]
-fn rows(_: &[f32], _: &[f32], _: Option<&[f32]>, _: &mut [f32], _: usize, _: usize) {
+fn rows(_: &[f32], _: &[f32], _: Option<&[f32]>, _: &mut [f32], _: usize, _: usize, _: bool) {
     unreachable!("linear declines without AVX-512, which only x86-64 has")
 }
 
@@ -31,10 +32,12 @@ pub const MAX_ROWS: i64 = 4;
 /// Below this many weights one thread does the whole product (a parallel region costs more).
 const MIN_PARALLEL_WEIGHTS: usize = 1 << 15;
 
-/// `x.matmul(w.tr()) + b` for `x` of 1..=`MAX_ROWS` rows by the kernel; `None` where it
-/// does not apply (the caller then uses libtorch): a gradient is wanted, not float32 on
-/// the CPU, no AVX-512, more rows, or tensors that are not contiguous.
-pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Option<Tensor> {
+/// `x.matmul(w.tr()) + b` for `x` of 1..=`MAX_ROWS` rows by the kernel, then max(., 0)
+/// where `rectify` (a plain ReLU after the layer, applied as each output is written: its
+/// own pass took 3 us per dense layer in a LeNet pass at batch 1); `None` where it does
+/// not apply (the caller then uses libtorch): a gradient is wanted, not float32 on the
+/// CPU, no AVX-512, more rows, or tensors that are not contiguous.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, rectify: bool) -> Option<Tensor> {
     if !super::has_avx512() || !super::inference_on_cpu(x, w, b) {
         return None;
     }
@@ -47,7 +50,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Option<Tensor> {
         return None;
     }
     let (m, n) = (xs[0], ws[0]);
-    let out = product(super::data(x), super::data(w), b.map(super::data), m as usize, n as usize);
+    let out = product(super::data(x), super::data(w), b.map(super::data), m as usize, n as usize, rectify);
     Some(Tensor::from_slice(&out).view([m, n]))
 }
 
@@ -64,6 +67,48 @@ pub fn conv2d(
     pad: i64,
     dilation: i64,
 ) -> Option<Tensor> {
+    let (out, shape) = conv_nhwc(x, w, b, Geometry { stride, pad, dilation })?;
+    Some(channels_last(&out, shape))
+}
+
+/// `max_pool2d(conv2d(x, w, b), pool)` where the conv output has at most `MAX_ROWS`
+/// pixels (LeNet's conv5 + pool5 at batch 1, 2x2 -> 1x1), the pool applied to the few
+/// outputs before they become a tensor, and the ReLU between where `pool.rectify` says:
+/// libtorch's pool and ReLU of that 1 KB map took 19 us (median) inside a batch-1 pass,
+/// a quarter of the conv. `None` where `conv2d` declines or a pool window would start
+/// past the conv output. The output has channels-last strides.
+pub fn conv_max_pool(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: Geometry,
+    pool: Pooling,
+) -> Option<Tensor> {
+    let (ph, pw, pk, ps) =
+        (pool.out_h as usize, pool.out_w as usize, pool.kernel as usize, pool.stride as usize);
+    let (conv, [n, oh, ow, o]) = conv_nhwc(x, w, b, g)?;
+    let starts_inside = |out: usize, size: usize| out >= 1 && (out - 1) * ps < size;
+    if pk < 1 || ps < 1 || !starts_inside(ph, oh) || !starts_inside(pw, ow) {
+        return None;
+    }
+    let mut out = vec![0f32; n * ph * pw * o];
+    for (r, dst) in out.chunks_exact_mut(pw * o).enumerate() {
+        let (img, py) = (r / ph, r % ph);
+        let rows = (img * oh + py * ps) * ow * o..(img * oh + (py * ps + pk).min(oh)) * ow * o;
+        super::max_pool_row(&conv[rows], ow, o, pool, dst);
+    }
+    Some(channels_last(&out, [n, ph, pw, o]))
+}
+
+/// `data` (NHWC, of `shape`) as an `[n, c, h, w]` tensor with channels-last strides.
+fn channels_last(data: &[f32], [n, h, w, c]: [usize; 4]) -> Tensor {
+    let shape = [n, h, w, c].map(|d| d as i64);
+    Tensor::from_slice(data).view(shape).permute([0, 3, 1, 2])
+}
+
+/// The conv's output as NHWC values and their `[n, oh, ow, o]` sizes (`conv2d`'s checks).
+fn conv_nhwc(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<(Vec<f32>, [usize; 4])> {
+    let Geometry { stride, pad, dilation } = g;
     if !super::has_avx512() || !super::inference_on_cpu(x, w, b) {
         return None;
     }
@@ -101,12 +146,12 @@ pub fn conv2d(
             }
         }
     }
-    let out = product(&patches, super::data(w), b.map(super::data), pixels as usize, o as usize);
-    Some(Tensor::from_slice(&out).view([batch, oh, ow, o]).permute([0, 3, 1, 2]))
+    let out = product(&patches, super::data(w), b.map(super::data), pixels as usize, o as usize, false);
+    Some((out, [batch, oh, ow, o].map(|d| d as usize)))
 }
 
-/// `x (m x k) @ w (n x k)^T + b` as m x n, row-major.
-fn product(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize) -> Vec<f32> {
+/// `x (m x k) @ w (n x k)^T + b` as m x n, row-major, rectified where asked.
+fn product(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, rectify: bool) -> Vec<f32> {
     let k = x.len() / m;
     // Computed as its transpose (n x m), so each thread's share of the weight rows writes
     // one contiguous range.
@@ -116,12 +161,12 @@ fn product(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize) -> Vec<f
     // SAFETY (both calls of `rows`): the callers only get here on a CPU with AVX-512F,
     // with `x` of m rows of k, `w` of n rows of k and `b` of n values.
     if per == n {
-        unsafe { rows(x, w, b, &mut out, m, 0) };
+        unsafe { rows(x, w, b, &mut out, m, 0, rectify) };
     } else {
         let ranges: Vec<std::sync::Mutex<&mut [f32]>> = out.chunks_mut(per * m).map(Into::into).collect();
         super::parallel_for(ranges.len(), &|i| {
             let mut range = ranges[i].lock().expect("one task per range");
-            unsafe { rows(x, w, b, &mut range, m, i * per) }
+            unsafe { rows(x, w, b, &mut range, m, i * per, rectify) }
         });
     }
     if m == 1 {
@@ -152,15 +197,21 @@ mod tests {
             [(1, 500, 500), (1, 500, 256), (4, 30, 500), (2, 7, 5), (3, 1, 17), (1, 500, 9216), (4, 13, 16)]
         {
             let (x, w, b) = (randn(&[m, k]), randn(&[n, k]), randn(&[n]));
-            for bias in [Some(&b), None] {
-                let got = linear(&x, &w, bias).expect("takes it");
+            for (bias, rectify) in [(Some(&b), false), (None, false), (Some(&b), true)] {
+                let got = linear(&x, &w, bias, rectify).expect("takes it");
                 let want = x.linear(&w, bias);
+                let want = if rectify { want.relu() } else { want };
                 assert_eq!(got.size(), [m, n]);
                 let diff = (&got - &want).abs().max().double_value(&[]);
                 assert!(
                     diff < 1e-4 * (k as f64).sqrt(),
-                    "{m}x{n}x{k} bias {}: max diff {diff}",
+                    "{m}x{n}x{k} bias {} rectify {rectify}: max diff {diff}",
                     bias.is_some()
+                );
+                let negative = got.min().double_value(&[]) < 0.0;
+                assert!(
+                    negative != rectify || n * m < 4,
+                    "{m}x{n}x{k}: rectify {rectify}, negative {negative}"
                 );
             }
         }
@@ -173,14 +224,14 @@ mod tests {
         }
         let _g = tch::no_grad_guard();
         let (x, w, b) = (randn(&[4, 700]), randn(&[600, 700]), randn(&[600]));
-        let all = linear(&x, &w, Some(&b)).unwrap();
+        let all = linear(&x, &w, Some(&b), false).unwrap();
         for r in 0..4 {
-            let one = linear(&x.narrow(0, r, 1).contiguous(), &w, Some(&b)).unwrap();
+            let one = linear(&x.narrow(0, r, 1).contiguous(), &w, Some(&b), false).unwrap();
             assert!(one.equal(&all.narrow(0, r, 1)), "row {r} alone differs from in a batch of 4");
         }
         let threads = tch::get_num_threads();
         tch::set_num_threads(1);
-        let single = linear(&x, &w, Some(&b)).unwrap();
+        let single = linear(&x, &w, Some(&b), false).unwrap();
         tch::set_num_threads(threads);
         assert!(single.equal(&all), "one thread differs from {threads}");
     }
@@ -221,25 +272,79 @@ mod tests {
     }
 
     #[test]
+    fn a_conv_with_a_few_output_pixels_and_its_max_pool_match_libtorch() {
+        if !crate::kernels::has_avx512() {
+            return eprintln!("skipped: this CPU has no AVX-512");
+        }
+        let _g = tch::no_grad_guard();
+        tch::manual_seed(5);
+        let cl = crate::layers::channels_last;
+        // LeNet's conv5 + relu5 + pool5 at batch 1 (2x2 -> 1x1), a clipped window (ceil
+        // mode: 2x2 conv output, 3x3 pool of stride 2 -> 1x1; 1x3 output, 2/2 -> 1x2 with
+        // the last window one pixel wide), and a batch of two.
+        let mut negative_maxima = false;
+        for (xs, k, (pk, ps, ph, pw)) in [
+            ([1, 128, 4, 4], 3, (2, 2, 1, 1)),
+            ([1, 8, 4, 4], 3, (3, 2, 1, 1)),
+            ([1, 8, 3, 5], 3, (2, 2, 1, 2)),
+            ([2, 16, 3, 2], 2, (2, 2, 1, 1)),
+        ] {
+            let x = cl(&randn(&xs));
+            let w = cl(&randn(&[24, xs[1], k, k]));
+            let b = randn(&[24]);
+            let g = Geometry { stride: 1, pad: 0, dilation: 1 };
+            for rectify in [false, true] {
+                let pool = Pooling { kernel: pk, stride: ps, out_h: ph, out_w: pw, rectify };
+                let got = conv_max_pool(&x, &w, Some(&b), g, pool).expect("takes it");
+                let conv = x.conv2d(&w, Some(&b), [1, 1], [0, 0], [1, 1], 1);
+                let conv = if rectify { conv.relu() } else { conv };
+                let want = conv.max_pool2d([pk, pk], [ps, ps], [0, 0], [1, 1], true);
+                assert_eq!(got.size(), want.size(), "{xs:?} pool {pk}/{ps}");
+                assert!(crate::layers::is_channels_last(&got));
+                let diff = (&got - &want).abs().max().double_value(&[]);
+                assert!(
+                    diff < 1e-4 * ((xs[1] * k * k) as f64).sqrt(),
+                    "{xs:?} pool {pk}/{ps}: max diff {diff}"
+                );
+                let below_zero = got.min().double_value(&[]) < 0.0;
+                assert!(!(rectify && below_zero), "{xs:?}: a rectified maximum below 0");
+                negative_maxima |= below_zero;
+            }
+        }
+        assert!(negative_maxima, "a test that cannot fail: no maximum below 0 for the ReLU to zero");
+        let (x, w) = (cl(&randn(&[1, 8, 5, 5])), cl(&randn(&[4, 8, 3, 3])));
+        let g = Geometry { stride: 1, pad: 0, dilation: 1 };
+        let pool = Pooling { kernel: 2, stride: 2, out_h: 2, out_w: 2, rectify: false };
+        assert!(conv_max_pool(&x, &w, None, g, pool).is_none(), "9 output pixels: more than MAX_ROWS");
+    }
+
+    #[test]
     fn it_declines_what_it_does_not_compute() {
         let (x, w) = (randn(&[1, 8]), randn(&[3, 8]));
         let _g = tch::no_grad_guard();
-        assert!(linear(&randn(&[5, 8]), &w, None).is_none(), "more than MAX_ROWS rows");
+        assert!(linear(&randn(&[5, 8]), &w, None, false).is_none(), "more than MAX_ROWS rows");
         assert!(
-            linear(&randn(&[8, 1]).tr(), &w, None).is_some() == crate::kernels::has_avx512(),
+            linear(&randn(&[8, 1]).tr(), &w, None, false).is_some() == crate::kernels::has_avx512(),
             "a [1, 8] view is contiguous"
         );
         assert!(
-            linear(&randn(&[8, 2]).tr(), &randn(&[3, 8]), None).is_none(),
+            linear(&randn(&[8, 2]).tr(), &randn(&[3, 8]), None, false).is_none(),
             "a transposed (strided) batch"
         );
-        assert!(linear(&x, &randn(&[8, 3]).tr(), None).is_none(), "a strided weight");
-        assert!(linear(&x, &w, Some(&randn(&[4]))).is_none(), "a bias of the wrong size");
-        assert!(linear(&x.to_kind(Kind::BFloat16), &w.to_kind(Kind::BFloat16), None).is_none(), "bf16");
+        assert!(linear(&x, &randn(&[8, 3]).tr(), None, false).is_none(), "a strided weight");
+        assert!(linear(&x, &w, Some(&randn(&[4])), false).is_none(), "a bias of the wrong size");
+        assert!(
+            linear(&x.to_kind(Kind::BFloat16), &w.to_kind(Kind::BFloat16), None, false).is_none(),
+            "bf16"
+        );
         drop(_g);
         let wg = w.set_requires_grad(true);
-        assert!(linear(&x, &wg, None).is_none(), "a gradient wanted");
+        assert!(linear(&x, &wg, None, false).is_none(), "a gradient wanted");
         let _g = tch::no_grad_guard();
-        assert_eq!(linear(&x, &wg, None).is_some(), crate::kernels::has_avx512(), "no gradient wanted");
+        assert_eq!(
+            linear(&x, &wg, None, false).is_some(),
+            crate::kernels::has_avx512(),
+            "no gradient wanted"
+        );
     }
 }

@@ -171,7 +171,7 @@ pub fn conv_max_pool(
                 conv_row(input, &packed, buf, &p, img, oy);
             }
             let mut out_row = rows[r].lock().expect("one task per row");
-            max_pool_row(&conv, &p, pool, &mut out_row);
+            super::max_pool_row(&conv, p.ow, p.o, pool, &mut out_row);
         });
     }))
 }
@@ -253,24 +253,6 @@ fn conv_row(
         // SAFETY: the public functions only get here on a CPU with AVX-512F, with the
         // (padded) input, the packed weights and one output row.
         unsafe { row(input, &packed.0, &packed.1, out, p, img, oy, ob) }
-    }
-}
-
-/// Each window's maximum over the conv rows in `conv` (those the pooled row reads), into
-/// `out` (`pw * o` floats); windows are clipped at the right edge. Rectified maxima start
-/// from 0: max(0, a, b, ...) = relu(max(a, b, ...)).
-fn max_pool_row(conv: &[f32], p: &Problem, pool: Pooling, out: &mut [f32]) {
-    let (o, pk, ps) = (p.o, pool.kernel as usize, pool.stride as usize);
-    let floor = if pool.rectify { 0.0 } else { f32::NEG_INFINITY };
-    for (px, dst) in out.chunks_exact_mut(o).enumerate() {
-        dst.fill(floor);
-        for line in conv.chunks_exact(p.ow * o) {
-            for ox in px * ps..(px * ps + pk).min(p.ow) {
-                for (d, &v) in dst.iter_mut().zip(&line[ox * o..][..o]) {
-                    *d = if v > *d || v.is_nan() { v } else { *d }; // NaN wins, as in libtorch
-                }
-            }
-        }
     }
 }
 
