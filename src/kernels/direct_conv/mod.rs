@@ -43,8 +43,11 @@ const PIXELS: usize = 8;
 const POOLED: usize = PIXELS / 2;
 /// A window's winner where a rectified maximum is not above 0 (no gradient passes).
 const BLOCKED: u8 = 4;
-/// Below this many multiply-adds one thread does the whole layer (spawning costs more).
-const MIN_PARALLEL_FMAS: usize = 1 << 21;
+/// Below this many multiply-adds (about 8 us on one core) one thread does the whole
+/// layer: a parallel region on libtorch's spinning OpenMP team costs a few us. LeNet's
+/// conv1 at batch 1 (1.3 M) ran on one thread below the old bound of 2 M, set when each
+/// call spawned threads: 64 -> 38 us (medians inside a pass) on two.
+const MIN_PARALLEL_FMAS: usize = 1 << 18;
 
 /// Convolution hyper-parameters, as the conv layer has them (square, Caffe's meaning).
 #[derive(Clone, Copy, Debug)]
