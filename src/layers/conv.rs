@@ -119,17 +119,12 @@ impl Layer for Conv {
         // A prediction whose output has a few pixels: fkpnet's own kernel, where it takes it.
         let few_rows = g == 1 && !o.bf16 && crate::kernels::enabled() && crate::kernels::has_avx512();
         let packed = crate::kernels::wide_conv::Packed::default();
+        let geometry = crate::kernels::direct_conv::Geometry { stride: s, pad: p, dilation: d };
         // Casts are differentiable: in bf16, gradients flow back to the float32 weights.
         nn::func_t(move |xs, _| {
             if let Some(y) =
-                few_rows.then(|| crate::kernels::few_rows::conv2d(xs, &w, b.as_ref(), s, p, d)).flatten()
+                few_rows.then(|| own_conv(xs, &w, b.as_ref(), geometry, false, &packed)).flatten()
             {
-                return y;
-            }
-            // A prediction of a few faces: fkpnet's direct convolution (same conditions).
-            let wide =
-                few_rows.then(|| crate::kernels::wide_conv::conv2d(xs, &w, b.as_ref(), s, p, d, &packed));
-            if let Some(y) = wide.flatten() {
                 return y;
             }
             let bias = b.as_ref().map(|b| super::compute_kind(b, &o));
@@ -178,6 +173,26 @@ impl Layer for Conv {
         }))
     }
 
+    /// A prediction of a few faces: fkpnet's own kernels apply the ReLU as they store.
+    fn build_rectified(
+        &self,
+        _input: &[i64],
+        params: &[tch::Tensor],
+        opts: &super::BuildOptions,
+    ) -> Option<super::PooledFn> {
+        if self.group != 1 || opts.bf16 || !crate::kernels::has_avx512() || !crate::kernels::enabled() {
+            return None;
+        }
+        let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));
+        let g = crate::kernels::direct_conv::Geometry {
+            stride: self.stride,
+            pad: self.pad,
+            dilation: self.dilation,
+        };
+        let packed = crate::kernels::wide_conv::Packed::default();
+        Some(Box::new(move |xs| own_conv(xs, &w, b.as_ref(), g, true, &packed)))
+    }
+
     /// A net's first conv with 1-16 input channels and its 2x2 max pool in training steps:
     /// fkpnet's direct kernel forward, and backward only the pooled outputs' winners'
     /// share of the weight gradient (libtorch's pair took a fifth of LeNet's step;
@@ -223,6 +238,21 @@ impl Layer for Conv {
             if self.bias_term { "True" } else { "False" }
         )
     }
+}
+
+/// A conv for predictions of a few faces by fkpnet's own kernels (rectified where asked):
+/// `few_rows` where the output has a few pixels, else `wide_conv`; `None` where neither
+/// takes the call (the caller then uses libtorch).
+fn own_conv(
+    xs: &tch::Tensor,
+    w: &tch::Tensor,
+    b: Option<&tch::Tensor>,
+    g: crate::kernels::direct_conv::Geometry,
+    rectify: bool,
+    packed: &crate::kernels::wide_conv::Packed,
+) -> Option<tch::Tensor> {
+    use crate::kernels::{few_rows, wide_conv};
+    few_rows::conv2d(xs, w, b, g, rectify).or_else(|| wide_conv::conv2d(xs, w, b, g, rectify, packed))
 }
 
 #[cfg(test)]

@@ -55,19 +55,13 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, rectify: bool) -> Opti
 }
 
 /// `conv2d(x, w, b)` (one group) where the output has at most `MAX_ROWS` pixels in all,
-/// as the product of the input's patches with the weight rows: a late conv predicting one
-/// face (LeNet's conv5 at batch 1: 2x2 outputs of 256 channels, 1.2 MB of weights read
-/// once). `None` where it does not apply, as `linear`, or where the input or the weight
-/// is not dense channels-last. The output has channels-last strides.
-pub fn conv2d(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    stride: i64,
-    pad: i64,
-    dilation: i64,
-) -> Option<Tensor> {
-    let (out, shape) = conv_nhwc(x, w, b, Geometry { stride, pad, dilation })?;
+/// as the product of the input's patches with the weight rows, rectified where `rectify`
+/// (as `linear`): a late conv predicting one face (LeNet's conv5 at batch 1: 2x2 outputs
+/// of 256 channels, 1.2 MB of weights read once). `None` where it does not apply, as
+/// `linear`, or where the input or the weight is not dense channels-last. The output has
+/// channels-last strides.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry, rectify: bool) -> Option<Tensor> {
+    let (out, shape) = conv_nhwc(x, w, b, g, rectify)?;
     Some(channels_last(&out, shape))
 }
 
@@ -86,7 +80,7 @@ pub fn conv_max_pool(
 ) -> Option<Tensor> {
     let (ph, pw, pk, ps) =
         (pool.out_h as usize, pool.out_w as usize, pool.kernel as usize, pool.stride as usize);
-    let (conv, [n, oh, ow, o]) = conv_nhwc(x, w, b, g)?;
+    let (conv, [n, oh, ow, o]) = conv_nhwc(x, w, b, g, false)?;
     let starts_inside = |out: usize, size: usize| out >= 1 && (out - 1) * ps < size;
     if pk < 1 || ps < 1 || !starts_inside(ph, oh) || !starts_inside(pw, ow) {
         return None;
@@ -107,7 +101,13 @@ fn channels_last(data: &[f32], [n, h, w, c]: [usize; 4]) -> Tensor {
 }
 
 /// The conv's output as NHWC values and their `[n, oh, ow, o]` sizes (`conv2d`'s checks).
-fn conv_nhwc(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<(Vec<f32>, [usize; 4])> {
+fn conv_nhwc(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: Geometry,
+    rectify: bool,
+) -> Option<(Vec<f32>, [usize; 4])> {
     let Geometry { stride, pad, dilation } = g;
     if !super::has_avx512() || !super::inference_on_cpu(x, w, b) {
         return None;
@@ -146,7 +146,7 @@ fn conv_nhwc(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<
             }
         }
     }
-    let out = product(&patches, super::data(w), b.map(super::data), pixels as usize, o as usize, false);
+    let out = product(&patches, super::data(w), b.map(super::data), pixels as usize, o as usize, rectify);
     Some((out, [batch, oh, ow, o].map(|d| d as usize)))
 }
 
@@ -257,7 +257,8 @@ mod tests {
             let w = cl(&randn(&[o, xs[1], k, k]));
             let b = randn(&[o]);
             for bias in [Some(&b), None] {
-                let got = conv2d(&x, &w, bias, s, p, d).expect("takes it");
+                let got = conv2d(&x, &w, bias, Geometry { stride: s, pad: p, dilation: d }, false)
+                    .expect("takes it");
                 let want = x.conv2d(&w, bias, [s, s], [p, p], [d, d], 1);
                 assert_eq!(got.size(), want.size(), "{xs:?} -> {o} k{k} s{s} p{p} d{d}");
                 assert!(crate::layers::is_channels_last(&got));
@@ -266,9 +267,18 @@ mod tests {
             }
         }
         let (x, w) = (cl(&randn(&[1, 8, 4, 4])), cl(&randn(&[4, 8, 3, 3])));
-        assert!(conv2d(&x, &w, None, 1, 1, 1).is_none(), "16 output pixels: more than MAX_ROWS");
-        assert!(conv2d(&x.contiguous(), &w, None, 1, 0, 1).is_none(), "an NCHW input");
-        assert!(conv2d(&x, &w.contiguous(), None, 1, 0, 1).is_none(), "NCHW weights");
+        assert!(
+            conv2d(&x, &w, None, Geometry { stride: 1, pad: 1, dilation: 1 }, false).is_none(),
+            "16 output pixels: more than MAX_ROWS"
+        );
+        assert!(
+            conv2d(&x.contiguous(), &w, None, Geometry { stride: 1, pad: 0, dilation: 1 }, false).is_none(),
+            "an NCHW input"
+        );
+        assert!(
+            conv2d(&x, &w.contiguous(), None, Geometry { stride: 1, pad: 0, dilation: 1 }, false).is_none(),
+            "NCHW weights"
+        );
     }
 
     #[test]

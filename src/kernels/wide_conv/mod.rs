@@ -45,6 +45,8 @@ pub(super) struct Problem {
     ow: usize,
     stride: usize,
     dilation: usize,
+    /// Each output through max(., 0) (NaN kept) as it is stored.
+    rectify: bool,
 }
 
 impl Problem {
@@ -105,20 +107,22 @@ impl Packed {
     }
 }
 
-/// `conv2d(x, w, b)` (one group) for a batch of at most `MAX_BATCH`; `None` where it does
-/// not apply (the caller then uses libtorch): a gradient is wanted, not float32 on the
-/// CPU, no AVX-512, a larger batch, a non-square kernel, or an input that is not dense
+/// `conv2d(x, w, b)` (one group) for a batch of at most `MAX_BATCH`, then max(., 0) where
+/// `rectify` (a plain ReLU after the conv, applied as the tiles are stored: its own pass
+/// over VGG's 94x94x64 conv1_1 map took 250 us at batch 1); `None` where it does not
+/// apply (the caller then uses libtorch): a gradient is wanted, not float32 on the CPU,
+/// no AVX-512, a larger batch, a non-square kernel, or an input that is not dense
 /// channels-last. The output has channels-last strides.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
-    stride: i64,
-    pad: i64,
-    dilation: i64,
+    g: Geometry,
+    rectify: bool,
     packed: &Packed,
 ) -> Option<Tensor> {
-    let p = prepare(x, w, b, Geometry { stride, pad, dilation })?;
+    let pad = g.pad;
+    let p = Problem { rectify, ..prepare(x, w, b, g)? };
     let packed = packed.of(w, b, &p);
     let padded = padded_input(x, pad);
     let input = padded.as_deref().unwrap_or_else(|| super::data(x));
@@ -216,6 +220,7 @@ fn prepare(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<Pr
         ow: (wp - extent) / s + 1,
         stride: s,
         dilation: dilation as usize,
+        rectify: false,
     };
     Some(p)
 }

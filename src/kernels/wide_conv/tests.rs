@@ -2,6 +2,10 @@
 
 use super::*;
 
+fn geo(stride: i64, pad: i64, dilation: i64) -> Geometry {
+    Geometry { stride, pad, dilation }
+}
+
 fn randn(shape: &[i64]) -> Tensor {
     Tensor::randn(shape, (Kind::Float, Device::Cpu))
 }
@@ -16,7 +20,8 @@ fn agrees_with_libtorch_over_geometries_and_repacks_changed_weights() {
     let cl = crate::layers::channels_last;
     // (input N, C, H, W), (outputs, kernel), stride, pad, dilation: LeNet's conv3 and
     // conv4 at batch 1, then padding, stride, dilation, outputs that are not whole
-    // blocks, one and three channels, rows of 13 (a 12-tile and a 1-tile) and of 3.
+    // blocks, one and three channels, rows of 13 (a 12-tile and a 4-tile overlapping it),
+    // of 3 (1-tiles) and of 19 (VGG's conv3_1: 12 and an overlapping 8).
     for (xs, (o, k), s, p, d) in [
         ([1, 32, 22, 22], (64, 3), 1, 0, 1),
         ([1, 64, 10, 10], (128, 3), 1, 0, 1),
@@ -25,22 +30,28 @@ fn agrees_with_libtorch_over_geometries_and_repacks_changed_weights() {
         ([3, 1, 15, 15], (33, 3), 1, 0, 1),
         ([1, 3, 5, 5], (16, 3), 1, 0, 1),
         ([4, 16, 6, 6], (64, 1), 1, 0, 1),
+        ([1, 16, 21, 21], (32, 3), 1, 0, 1),
     ] {
         let x = cl(&randn(&xs));
         let w = cl(&randn(&[o, xs[1], k, k]));
         let b = randn(&[o]);
         for bias in [Some(&b), None] {
             let packed = Packed::default();
-            let got = conv2d(&x, &w, bias, s, p, d, &packed).expect("takes it");
+            let got = conv2d(&x, &w, bias, geo(s, p, d), false, &packed).expect("takes it");
             let want = x.conv2d(&w, bias, [s, s], [p, p], [d, d], 1);
             assert_eq!(got.size(), want.size(), "{xs:?} -> {o} k{k} s{s} p{p} d{d}");
             assert!(crate::layers::is_channels_last(&got));
             let tol = 1e-4 * ((xs[1] * k * k) as f64).sqrt();
             let diff = (&got - &want).abs().max().double_value(&[]);
             assert!(diff < tol, "{xs:?} -> {o} k{k} s{s} p{p} d{d}: max diff {diff}");
+            // A plain ReLU after the conv, applied by the kernel.
+            let rectified = conv2d(&x, &w, bias, geo(s, p, d), true, &packed).expect("takes it");
+            let diff = (&rectified - &want.relu()).abs().max().double_value(&[]);
+            assert!(diff < tol, "{xs:?} -> {o} rectified: max diff {diff}");
+            assert!(want.min().double_value(&[]) < 0.0, "a test that cannot fail: nothing to rectify");
             // The solver changes weights in place: the packing must follow.
             let _ = w.shallow_clone().g_add_scalar_(0.5);
-            let again = conv2d(&x, &w, bias, s, p, d, &packed).unwrap();
+            let again = conv2d(&x, &w, bias, geo(s, p, d), false, &packed).unwrap();
             let want = x.conv2d(&w, bias, [s, s], [p, p], [d, d], 1);
             assert!((&again - &want).abs().max().double_value(&[]) < tol, "stale packing after an update");
         }
@@ -106,18 +117,21 @@ fn the_same_outputs_whatever_the_threads_and_declines_what_it_does_not_compute()
     let packed = Packed::default();
     let _g = tch::no_grad_guard();
     if crate::kernels::has_avx512() {
-        let all = conv2d(&x, &w, None, 1, 0, 1, &packed).unwrap();
+        let all = conv2d(&x, &w, None, geo(1, 0, 1), false, &packed).unwrap();
         let threads = tch::get_num_threads();
         tch::set_num_threads(1);
-        let single = conv2d(&x, &w, None, 1, 0, 1, &packed).unwrap();
+        let single = conv2d(&x, &w, None, geo(1, 0, 1), false, &packed).unwrap();
         tch::set_num_threads(threads);
         assert!(single.equal(&all), "one thread differs from {threads}");
     }
     let five = cl(&randn(&[5, 32, 12, 12]));
-    assert!(conv2d(&five, &w, None, 1, 0, 1, &packed).is_none(), "a batch above MAX_BATCH");
-    assert!(conv2d(&x.contiguous(), &w, None, 1, 0, 1, &packed).is_none(), "an NCHW input");
-    assert!(conv2d(&x, &w, Some(&randn(&[3])), 1, 0, 1, &packed).is_none(), "a bias of the wrong size");
+    assert!(conv2d(&five, &w, None, geo(1, 0, 1), false, &packed).is_none(), "a batch above MAX_BATCH");
+    assert!(conv2d(&x.contiguous(), &w, None, geo(1, 0, 1), false, &packed).is_none(), "an NCHW input");
+    assert!(
+        conv2d(&x, &w, Some(&randn(&[3])), geo(1, 0, 1), false, &packed).is_none(),
+        "a bias of the wrong size"
+    );
     drop(_g);
     let wg = w.set_requires_grad(true);
-    assert!(conv2d(&x, &wg, None, 1, 0, 1, &packed).is_none(), "a gradient wanted");
+    assert!(conv2d(&x, &wg, None, geo(1, 0, 1), false, &packed).is_none(), "a gradient wanted");
 }
