@@ -48,6 +48,10 @@ pub(super) unsafe fn row(
                 _ => tile::<1>(x, w, bias, out, p, img, oy, start, ob),
             };
     }
+    if p.stream {
+        // Streaming stores are weakly ordered: done before anyone reads the row.
+        _mm_sfence();
+    }
 }
 
 /// `R` neighbouring output pixels from `ox` on by `NR` output channels: the bias, then
@@ -106,6 +110,11 @@ fn tile<const R: usize>(
         }
         for (j, a) in acc.iter().enumerate() {
             let dst = out.as_mut_ptr().add((ox + j) * p.o + first);
+            if p.stream && masks[1] == u16::MAX && dst as usize % 64 == 0 {
+                _mm512_stream_ps(dst, a[0]);
+                _mm512_stream_ps(dst.add(16), a[1]);
+                continue;
+            }
             _mm512_mask_storeu_ps(dst, masks[0], a[0]);
             if masks[1] != 0 {
                 _mm512_mask_storeu_ps(dst.add(16), masks[1], a[1]);

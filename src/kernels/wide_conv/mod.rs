@@ -33,6 +33,13 @@ fn row(_: &[f32], _: &[f32], _: &[f32], _: &mut [f32], _: &Problem, _: usize, _:
 pub const MAX_BATCH: i64 = 4;
 /// Output channels per tile: two AVX-512 vectors.
 const NR: usize = 32;
+/// From this size on, `conv2d` writes its output with streaming stores, past the caches.
+/// Why: an ordinary store first reads its line into the cache, and a map this large has
+/// left the caches by the next pass, so each line came from memory to be overwritten:
+/// VGG's conv1_1 (94x94x64, 2.2 MB, one input channel) took 370-440 us inside a pass
+/// (101 us timed alone, its map still in cache), 210-300 us streamed. The next layer
+/// then reads the map from memory, while it computes (conv1_2 takes 3 ms).
+pub(super) const STREAM_MIN_BYTES: usize = 512 << 10;
 
 /// Sizes of one call, in the input's padded frame.
 pub(super) struct Problem {
@@ -47,6 +54,8 @@ pub(super) struct Problem {
     dilation: usize,
     /// Each output through max(., 0) (NaN kept) as it is stored.
     rectify: bool,
+    /// Whole 64-byte lines of the output written past the caches (`STREAM_MIN_BYTES`).
+    stream: bool,
 }
 
 impl Problem {
@@ -122,7 +131,9 @@ pub fn conv2d(
     packed: &Packed,
 ) -> Option<Tensor> {
     let pad = g.pad;
-    let p = Problem { rectify, ..prepare(x, w, b, g)? };
+    let p = prepare(x, w, b, g)?;
+    let bytes = x.size()[0] as usize * p.oh * p.ow * p.o * size_of::<f32>();
+    let p = Problem { rectify, stream: bytes >= STREAM_MIN_BYTES && p.o % 16 == 0, ..p };
     let packed = packed.of(w, b, &p);
     let padded = padded_input(x, pad);
     let input = padded.as_deref().unwrap_or_else(|| super::data(x));
@@ -221,6 +232,7 @@ fn prepare(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<Pr
         stride: s,
         dilation: dilation as usize,
         rectify: false,
+        stream: false,
     };
     Some(p)
 }

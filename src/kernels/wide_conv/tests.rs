@@ -11,6 +11,34 @@ fn randn(shape: &[i64]) -> Tensor {
 }
 
 #[test]
+fn large_outputs_stream_to_the_same_values() {
+    if !crate::kernels::has_avx512() {
+        return eprintln!("skipped: this CPU has no AVX-512 (the kernel declines; libtorch runs)");
+    }
+    let _g = tch::no_grad_guard();
+    tch::manual_seed(12);
+    let cl = crate::layers::channels_last;
+    // VGG's conv1_1 at batch 1 (64 channels: whole lines streamed) and 48 channels (the
+    // last block's 16 stored as before, beside streamed lines), rectified and not.
+    for (xs, o) in [([1, 1, 96, 96], 64), ([1, 4, 80, 80], 48)] {
+        let x = cl(&randn(&xs));
+        let w = cl(&randn(&[o, xs[1], 3, 3]));
+        let b = randn(&[o]);
+        let want = x.conv2d(&w, Some(&b), [1, 1], [0, 0], [1, 1], 1);
+        assert!(want.numel() * 4 >= STREAM_MIN_BYTES, "a case that streams");
+        for rectify in [false, true] {
+            let got = conv2d(&x, &w, Some(&b), geo(1, 0, 1), rectify, &Packed::default()).expect("takes it");
+            let want = if rectify { want.relu() } else { want.shallow_clone() };
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            assert!(
+                diff < 1e-4 * ((xs[1] * 9) as f64).sqrt(),
+                "{xs:?} -> {o} rectify {rectify}: max diff {diff}"
+            );
+        }
+    }
+}
+
+#[test]
 fn agrees_with_libtorch_over_geometries_and_repacks_changed_weights() {
     if !crate::kernels::has_avx512() {
         return eprintln!("skipped: this CPU has no AVX-512 (the kernel declines; libtorch runs)");
