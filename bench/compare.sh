@@ -5,8 +5,9 @@
 # Needs the setup (scripts/setup) done; PyTorch runs in the repo's .venv.
 # The anchor is PyTorch as its best users run it on CPU: channels-last with jemalloc
 # preloaded (Intel's CPU tuning guide; fkpnet links jemalloc itself), with the same
-# MALLOC_CONF fkpnet uses. Without Debian's libjemalloc2 (apt install libjemalloc2)
-# that column says so, and the ratios fall back to the untuned peer, marked.
+# MALLOC_CONF fkpnet uses. Debian's libjemalloc2 is installed where this runs as root
+# with apt-get; elsewhere, without it, that column says so, and the ratios against the
+# untuned peer remain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nets=${1:-baseline,lenet,vgg}
@@ -16,7 +17,17 @@ py=.venv/bin/python
 fk=target/release/fkpnet
 [ -x "$fk" ] || scripts/setup
 iters() { case $1 in baseline) echo 200;; lenet) echo 60;; vgg) echo 6;; esac; }
-jemalloc=${FKPNET_JEMALLOC:-$(ls /usr/lib/*-linux-gnu/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 2>/dev/null | head -1 || true)}
+find_jemalloc() { ls /usr/lib/*-linux-gnu/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 2>/dev/null | head -1 || true; }
+jemalloc=${FKPNET_JEMALLOC:-$(find_jemalloc)}
+# The tuned anchor needs the library: install it where this machine can (root, apt-get).
+if [ -z "$jemalloc" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "compare: installing libjemalloc2 (for PyTorch with jemalloc preloaded, the tuned anchor)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q libjemalloc2 >/tmp/compare-jemalloc.log 2>&1 ||
+    { apt-get update -q >>/tmp/compare-jemalloc.log 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q libjemalloc2 >>/tmp/compare-jemalloc.log 2>&1; } ||
+    echo "compare: could not install libjemalloc2 (see /tmp/compare-jemalloc.log); its column will say so" >&2
+  jemalloc=$(find_jemalloc)
+fi
 modes="fp32 cl bf16"
 [ -n "$jemalloc" ] && modes="$modes cl+je"
 
@@ -65,7 +76,7 @@ echo
 echo "images/s of a training step (forward, loss, backward, Adam), batch 64, 1x96x96; best of $rounds round(s);"
 echo "PyTorch cl + jemalloc: channels-last with LD_PRELOAD=${jemalloc:-(none)} MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 (the tuned anchor);"
 echo "peak MiB: the whole process's peak resident memory (PyTorch: its tuned run; fkpnet: VmHWM of its fp32 bench);"
-echo "% of peak: of the fp32 peak fkpnet bench measured on the same threads: ${R[peak_fp32]%.*} GFLOP/s fp32 FMA, ${R[peak_bf16]%.*} bf16 VDPBF16PS (0: not measured);"
+echo "% of peak: of the fp32 peak fkpnet bench measured on the same threads: ${R[peak_fp32]%.*} GFLOP/s fp32 FMA, ${R[peak_bf16]%.*} bf16 VDPBF16PS (0: not measured: no AVX-512 BF16, or an AMX CPU, whose bf16 unit those loops do not drive);"
 echo "$(nproc) threads, $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
 # Loading Kaggle's training.csv: fkpnet (parse, cache) vs pandas + numpy, same run.
