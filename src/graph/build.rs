@@ -2,7 +2,7 @@
 //! two passes that look across layers (a rectifier moved behind its max pool, and a
 //! conv fused with its max pool for predictions).
 
-use super::net::{Op, Pooled, Step};
+use super::net::{Fused, Op, Step};
 use super::{Graph, Net, Node, Param};
 use crate::layers::{BuildOptions, Pooling};
 use tch::{nn, Tensor};
@@ -23,16 +23,16 @@ impl Graph {
                     learn: d.learn,
                 });
             }
-            let pooled = self.pool_after(i).and_then(|(j, pool)| {
+            let fused = self.pool_after(i).and_then(|(j, pool)| {
                 let f = n.layer.build_pooled(n.input(), &tensors, pool, &opts)?;
                 let train = n.layer.build_pooled_train(n.input(), &tensors, pool, &opts);
-                Some(Pooled { f, train, pool_step: j, rectified: pool.rectify })
+                Some(Fused { f, train, last_step: j, rectified: pool.rectify })
             });
-            let pooled = pooled.or_else(|| {
+            let fused = fused.or_else(|| {
                 let f = self
                     .plain_relu_after(i)
                     .then(|| n.layer.build_rectified(n.input(), &tensors, &opts))??;
-                Some(Pooled { f, train: None, pool_step: i + 1, rectified: true })
+                Some(Fused { f, train: None, last_step: i + 1, rectified: true })
             });
             let op = if n.bottoms.len() == 1 {
                 Op::One(n.layer.build(n.input(), tensors, &opts))
@@ -42,7 +42,7 @@ impl Graph {
             let mut frees: Vec<usize> =
                 n.bottoms.iter().copied().filter(|&b| self.last_use(b) == Some(i)).collect();
             frees.dedup();
-            steps.push(Step { bottoms: n.bottoms.clone(), op, frees, deferred: false, pooled });
+            steps.push(Step { bottoms: n.bottoms.clone(), op, frees, deferred: false, fused });
         }
         self.defer_rectifiers(&mut steps);
         (Net { steps, opts }, all)

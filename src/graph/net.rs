@@ -20,20 +20,20 @@ pub(super) struct Step {
     /// In `forward_t`: this monotone layer is applied by the max pool right after it
     /// (its blob holds its input until then).
     pub(super) deferred: bool,
-    /// In `forward_t` without gradients: this layer and the max pool at `pool_step` in one
-    /// kernel (`Layer::build_pooled`), where it takes the call.
-    pub(super) pooled: Option<Pooled>,
+    /// In `forward_t` without gradients: this layer and the steps up to `last_step` (its
+    /// max pool, or its plain ReLU) in one kernel, where it takes the call.
+    pub(super) fused: Option<Fused>,
 }
 
 /// A layer fused with the max pool after it, for predictions (and, where the kind has
-/// such a kernel, training steps); or with the plain ReLU after it (`pool_step` the
+/// such a kernel, training steps); or with the plain ReLU after it (`last_step` the
 /// next step and `rectified`: `Layer::build_rectified`), for predictions.
-pub(super) struct Pooled {
+pub(super) struct Fused {
     pub(super) f: crate::layers::PooledFn,
     pub(super) train: Option<crate::layers::PooledTrainFn>,
-    /// The pool's step: the next one, or the one after a monotone layer (the last step
-    /// `f` computes).
-    pub(super) pool_step: usize,
+    /// The last step `f` computes: the pool's (the next step, or the one after a
+    /// monotone layer), or the ReLU's.
+    pub(super) last_step: usize,
     /// Whether `f` applies that monotone layer too (a plain ReLU, `Pooling::rectify`).
     pub(super) rectified: bool,
 }
@@ -107,8 +107,8 @@ impl Net {
     /// wanted (`Layer::build_pooled`; none where this CPU or build has no such kernel).
     pub fn fused_with_pool(&self) -> Vec<(usize, usize)> {
         let steps = self.steps.iter().enumerate();
-        let pools = steps.filter_map(|(i, s)| s.pooled.as_ref().map(|p| (i, p)));
-        pools.filter(|(i, p)| !(p.rectified && p.pool_step == i + 1)).map(|(i, p)| (i, p.pool_step)).collect()
+        let pools = steps.filter_map(|(i, s)| s.fused.as_ref().map(|p| (i, p)));
+        pools.filter(|(i, p)| !(p.rectified && p.last_step == i + 1)).map(|(i, p)| (i, p.last_step)).collect()
     }
 
     /// The layers whose plain ReLU after them `forward_t` applies inside their own kernel
@@ -116,7 +116,7 @@ impl Net {
     pub fn fused_with_relu(&self) -> Vec<usize> {
         let steps = self.steps.iter().enumerate();
         steps
-            .filter(|(i, s)| s.pooled.as_ref().is_some_and(|p| p.rectified && p.pool_step == i + 1))
+            .filter(|(i, s)| s.fused.as_ref().is_some_and(|p| p.rectified && p.last_step == i + 1))
             .map(|(i, _)| i)
             .collect()
     }
@@ -130,10 +130,10 @@ impl Net {
         i: usize,
         x: &Tensor,
     ) -> Option<(Vec<usize>, Tensor, crate::layers::PooledBackward)> {
-        let fused = self.steps[i].pooled.as_ref()?;
+        let fused = self.steps[i].fused.as_ref()?;
         let (y, backward) = (fused.train.as_ref()?)(x)?;
-        let first = if fused.rectified { i + 1 } else { fused.pool_step };
-        Some(((first..=fused.pool_step).collect(), y, backward))
+        let first = if fused.rectified { i + 1 } else { fused.last_step };
+        Some(((first..=fused.last_step).collect(), y, backward))
     }
 
     /// Every blob of a forward pass (index 0 the input in the net's layout, k + 1 the
@@ -194,8 +194,8 @@ impl Net {
             if fused_until.is_some_and(|j| i <= j) {
                 continue; // computed by the fused kernel at the step that started it
             }
-            if let Some(y) = self.pooled(i, &blobs, train, keep, tape.as_deref_mut()) {
-                let j = step.pooled.as_ref().expect("pooled").pool_step;
+            if let Some(y) = self.fused(i, &blobs, train, keep, tape.as_deref_mut()) {
+                let j = step.fused.as_ref().expect("fused").last_step;
                 fused_until = Some(j);
                 // The blobs in between are never made; the pool's is.
                 blobs.resize_with(j + 1, || None);
@@ -236,7 +236,7 @@ impl Net {
     /// monotone layer between the two applied after it (it commutes with the pool), by the
     /// kernel itself where it is a plain ReLU. With a `tape` (a training step), the
     /// training kernel where it takes the call; its output is a leaf of autograd's graph.
-    fn pooled(
+    fn fused(
         &self,
         i: usize,
         blobs: &[Option<Tensor>],
@@ -244,8 +244,8 @@ impl Net {
         keep: Option<usize>,
         tape: Option<&mut Tape>,
     ) -> Option<Tensor> {
-        let fused = self.steps[i].pooled.as_ref()?;
-        if keep.is_some_and(|k| k > i && k <= fused.pool_step) {
+        let fused = self.steps[i].fused.as_ref()?;
+        if keep.is_some_and(|k| k > i && k <= fused.last_step) {
             return None;
         }
         let x = blobs[self.steps[i].bottoms[0]].as_ref().expect("read before freed");
@@ -258,7 +258,7 @@ impl Net {
             }
             None => (fused.f)(x)?,
         };
-        let layer_between = fused.pool_step == i + 2 && !fused.rectified;
+        let layer_between = fused.last_step == i + 2 && !fused.rectified;
         Some(if layer_between { self.apply(i + 1, &[&y], train) } else { y })
     }
 

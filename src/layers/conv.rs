@@ -117,7 +117,7 @@ impl Layer for Conv {
         let (s, p, d, g) = (self.stride, self.pad, self.dilation, self.group);
         let o = *opts;
         // A prediction whose output has a few pixels: fkpnet's own kernel, where it takes it.
-        let few_rows = g == 1 && !o.bf16 && crate::kernels::enabled() && crate::kernels::has_avx512();
+        let few_rows = g == 1 && o.own_kernels();
         let packed = crate::kernels::wide_conv::Packed::default();
         let geometry = crate::kernels::direct_conv::Geometry { stride: s, pad: p, dilation: d };
         // Casts are differentiable: in bf16, gradients flow back to the float32 weights.
@@ -156,7 +156,7 @@ impl Layer for Conv {
         opts: &super::BuildOptions,
     ) -> Option<super::PooledFn> {
         use crate::kernels::{direct_conv, few_rows, wide_conv};
-        if self.group != 1 || opts.bf16 || !crate::kernels::has_avx512() || !crate::kernels::enabled() {
+        if self.group != 1 || !opts.own_kernels() {
             return None;
         }
         let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));
@@ -180,7 +180,7 @@ impl Layer for Conv {
         params: &[tch::Tensor],
         opts: &super::BuildOptions,
     ) -> Option<super::PooledFn> {
-        if self.group != 1 || opts.bf16 || !crate::kernels::has_avx512() || !crate::kernels::enabled() {
+        if self.group != 1 || !opts.own_kernels() {
             return None;
         }
         let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));
@@ -205,8 +205,7 @@ impl Layer for Conv {
         opts: &super::BuildOptions,
     ) -> Option<super::PooledTrainFn> {
         use crate::kernels::direct_conv;
-        let takes = self.group == 1 && !opts.bf16 && input[0] <= direct_conv::MAX_CHANNELS;
-        if !takes || !crate::kernels::has_avx512() || !crate::kernels::enabled() {
+        if self.group != 1 || input[0] > direct_conv::MAX_CHANNELS || !opts.own_kernels() {
             return None;
         }
         let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));

@@ -71,7 +71,7 @@ impl Layer for Dense {
         let b = it.next();
         let o = *opts;
         // A prediction of a few faces: fkpnet's own kernel, where it takes the call.
-        let kernels = !o.bf16 && crate::kernels::enabled() && crate::kernels::has_avx512();
+        let kernels = o.own_kernels();
         // Larger batches with long rows: oneDNN's product where it beats MKL's (AMD CPUs).
         let onednn = crate::kernels::onednn::Linear::default();
         nn::func_t(move |xs, _| {
@@ -96,7 +96,7 @@ impl Layer for Dense {
         params: &[tch::Tensor],
         opts: &super::BuildOptions,
     ) -> Option<super::PooledFn> {
-        if opts.bf16 || !crate::kernels::enabled() || !crate::kernels::has_avx512() {
+        if !opts.own_kernels() {
             return None;
         }
         let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));

@@ -40,6 +40,15 @@ pub struct BuildOptions {
     pub channels_last: bool,
 }
 
+impl BuildOptions {
+    /// Whether fkpnet's own kernels may stand in for libtorch's (each still declines a
+    /// call it does not compute): float32 (they have no bf16 path), an AVX-512 CPU, and
+    /// not turned off by `FKPNET_KERNELS=libtorch`.
+    pub fn own_kernels(&self) -> bool {
+        !self.bf16 && crate::kernels::has_avx512() && crate::kernels::enabled()
+    }
+}
+
 /// The same logical NCHW tensor with NHWC strides (channels-last); other ranks as they are.
 /// The strides are set explicitly: with one channel (the faces, conv1's weight) the
 /// permute-contiguous-permute idiom keeps NCHW strides, libtorch then picks its NCHW
