@@ -3,6 +3,7 @@
 //! clip gradients -> divide by iter_size -> regularize -> update rule.
 
 pub mod ema;
+mod fused_adam;
 pub mod lr;
 mod rules;
 pub mod state;
@@ -114,8 +115,9 @@ impl Solver {
                 t,
                 caffe: self.flavor == Flavor::Caffe,
             };
-            rules::apply(self.kind, &mut w, &mut g, hist, &h);
-            let _ = g.zero_();
+            if !rules::apply(self.kind, &mut w, &mut g, hist, &h) {
+                let _ = g.zero_();
+            }
         }
         self.iter += 1;
         if let Some(e) = &mut self.ema {

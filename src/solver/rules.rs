@@ -1,7 +1,8 @@
 //! The update rules, one function each, Caffe's formulas by default and PyTorch's
 //! where `flavor: pytorch` says (SGD momentum, Nesterov, Adam's epsilon). The gradient
 //! is zeroed after the update, so the rules use it as scratch space: in-place ops, no
-//! temporaries (they run over every parameter every iteration).
+//! temporaries (they run over every parameter every iteration); Adam runs as one pass
+//! of fkpnet's own over its arrays where it can (`fused_adam`).
 
 use crate::config::SolverType;
 use tch::Tensor;
@@ -23,15 +24,18 @@ pub struct Hyper {
     pub caffe: bool,
 }
 
-pub fn apply(kind: SolverType, w: &mut Tensor, g: &mut Tensor, hist: &mut [Tensor], h: &Hyper) {
+/// Updates `w`; returns whether the rule left the gradient zeroed already (the fused
+/// Adam pass does), else the caller zeroes it.
+pub fn apply(kind: SolverType, w: &mut Tensor, g: &mut Tensor, hist: &mut [Tensor], h: &Hyper) -> bool {
     match kind {
         SolverType::SGD => sgd(w, g, &mut hist[0], h),
         SolverType::Nesterov => nesterov(w, g, &mut hist[0], h),
         SolverType::AdaGrad => adagrad(w, g, &mut hist[0], h),
         SolverType::RMSProp => rmsprop(w, g, &mut hist[0], h),
         SolverType::AdaDelta => adadelta(w, g, hist, h),
-        SolverType::Adam | SolverType::AdamW => adam(w, g, hist, h),
+        SolverType::Adam | SolverType::AdamW => return adam(w, g, hist, h),
     }
+    false
 }
 
 fn sgd(w: &mut Tensor, g: &mut Tensor, v: &mut Tensor, h: &Hyper) {
@@ -88,22 +92,46 @@ fn adadelta(w: &mut Tensor, g: &mut Tensor, hist: &mut [Tensor], h: &Hyper) {
     let _ = w.g_sub_(&(update * h.lr));
 }
 
-fn adam(w: &mut Tensor, g: &mut Tensor, hist: &mut [Tensor], h: &Hyper) {
+/// In one pass over the four arrays where `fused_adam` applies (the same numbers, bit
+/// for bit); else as libtorch's in-place operators.
+fn adam(w: &mut Tensor, g: &mut Tensor, hist: &mut [Tensor], h: &Hyper) -> bool {
     let (m, m2) = (h.m, h.m2);
     let (c1, c2) = (1.0 - m.powf(h.t), 1.0 - m2.powf(h.t));
-    let _ = hist[0].lerp_(g, 1.0 - m); // m = b1 m + (1 - b1) g
-    let _ = g.square_();
-    let _ = hist[1].lerp_(g, 1.0 - m2); // v = b2 v + (1 - b2) g^2
-                                        // g <- the denominator; w += m / (-denominator / step size).
-    let _ = hist[1].sqrt_out(g);
-    let step = if h.caffe {
-        // Caffe: epsilon on the raw sqrt(v), correction folded into the rate.
-        h.lr * c2.sqrt() / c1
-    } else {
-        // PyTorch: epsilon on the bias-corrected sqrt(v).
-        let _ = g.g_div_scalar_(c2.sqrt());
-        h.lr / c1
+    let step = if h.caffe { h.lr * c2.sqrt() / c1 } else { h.lr / c1 };
+    let fused = super::fused_adam::Coefficients {
+        one_minus_b1: (1.0 - m) as f32,
+        one_minus_b2: (1.0 - m2) as f32,
+        sqrt_c2: (!h.caffe).then_some(c2.sqrt() as f32),
+        eps: h.eps as f32,
+        minus_inverse_step: (step != 0.0).then_some((-1.0 / step) as f32),
     };
+    if super::fused_adam::update(w, g, &hist[0], &hist[1], fused) {
+        return true;
+    }
+    adam_by_operators(w, g, hist, h, c2.sqrt(), step);
+    false
+}
+
+/// Adam as libtorch's in-place operators, with the gradient as scratch. `sqrt_c2`:
+/// sqrt(1 - beta2^t); `step`: the step size with the flavour's bias correction.
+pub(super) fn adam_by_operators(
+    w: &mut Tensor,
+    g: &mut Tensor,
+    hist: &mut [Tensor],
+    h: &Hyper,
+    sqrt_c2: f64,
+    step: f64,
+) {
+    let _ = hist[0].lerp_(g, 1.0 - h.m); // m = b1 m + (1 - b1) g
+    let _ = g.square_();
+    let _ = hist[1].lerp_(g, 1.0 - h.m2); // v = b2 v + (1 - b2) g^2
+                                          // g <- the denominator; w += m / (-denominator / step size).
+    let _ = hist[1].sqrt_out(g);
+    if !h.caffe {
+        // PyTorch: epsilon on the bias-corrected sqrt(v) (Caffe: on the raw one, its
+        // correction folded into the step size).
+        let _ = g.g_div_scalar_(sqrt_c2);
+    }
     if step != 0.0 {
         let _ = g.g_add_scalar_(h.eps);
         let _ = g.g_mul_scalar_(-1.0 / step);
