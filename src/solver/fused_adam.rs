@@ -29,6 +29,20 @@ pub(super) struct Coefficients {
     pub minus_inverse_step: Option<f32>,
 }
 
+impl Coefficients {
+    /// The update `h` describes, each scalar as libtorch's operators round it.
+    pub fn of(h: &super::rules::Hyper) -> Coefficients {
+        let (sqrt_c2, step) = super::rules::adam_step(h);
+        Coefficients {
+            one_minus_b1: (1.0 - h.m) as f32,
+            one_minus_b2: (1.0 - h.m2) as f32,
+            sqrt_c2: (!h.caffe).then_some(sqrt_c2 as f32),
+            eps: h.eps as f32,
+            minus_inverse_step: (step != 0.0).then_some((-1.0 / step) as f32),
+        }
+    }
+}
+
 /// Elements per task: 64 KiB of each array.
 const CHUNK: usize = 16 << 10;
 
@@ -189,19 +203,10 @@ mod tests {
                     for t in 1..=3 {
                         let _ = g.copy_(&make(0.1));
                         let _ = g2.copy_(&g);
-                        let (c1, c2) = (1.0 - f64::powf(b.0, t as f64), 1.0 - f64::powf(b.1, t as f64));
-                        let step = if caffe { lr * c2.sqrt() / c1 } else { lr / c1 };
-                        let c = Coefficients {
-                            one_minus_b1: (1.0 - b.0) as f32,
-                            one_minus_b2: (1.0 - b.1) as f32,
-                            sqrt_c2: (!caffe).then_some(c2.sqrt() as f32),
-                            eps: 1e-8,
-                            minus_inverse_step: (step != 0.0).then_some((-1.0 / step) as f32),
-                        };
-                        assert!(update(&w, &g, &m, &v, c), "{shape:?}: takes it");
                         let h = Hyper { lr, m: b.0, m2: b.1, eps: 1e-8, rms_decay: 0.0, t: t as f64, caffe };
+                        assert!(update(&w, &g, &m, &v, Coefficients::of(&h)), "{shape:?}: takes it");
                         let mut hist = [m2.shallow_clone(), v2.shallow_clone()];
-                        adam_by_operators(&mut w2, &mut g2, &mut hist, &h, c2.sqrt(), step);
+                        adam_by_operators(&mut w2, &mut g2, &mut hist, &h);
                         let _ = g2.zero_();
                     }
                     let case = format!("{shape:?} betas {b:?} caffe {caffe} lr {lr}");

@@ -1,7 +1,7 @@
 //! The update rules, one function each, Caffe's formulas by default and PyTorch's
 //! where `flavor: pytorch` says (SGD momentum, Nesterov, Adam's epsilon). The gradient
 //! is zeroed after the update, so the rules use it as scratch space: in-place ops, no
-//! temporaries (they run over every parameter every iteration); Adam runs as one pass
+//! temporaries (they run over every parameter every iteration); Adam runs as two passes
 //! of fkpnet's own over its arrays where it can (`fused_adam`).
 
 use crate::config::SolverType;
@@ -92,36 +92,27 @@ fn adadelta(w: &mut Tensor, g: &mut Tensor, hist: &mut [Tensor], h: &Hyper) {
     let _ = w.g_sub_(&(update * h.lr));
 }
 
-/// In one pass over the four arrays where `fused_adam` applies (the same numbers, bit
-/// for bit); else as libtorch's in-place operators.
+/// In two passes of fkpnet's own where `fused_adam` applies (the same numbers, bit for
+/// bit); else as libtorch's in-place operators.
 fn adam(w: &mut Tensor, g: &mut Tensor, hist: &mut [Tensor], h: &Hyper) -> bool {
-    let (m, m2) = (h.m, h.m2);
-    let (c1, c2) = (1.0 - m.powf(h.t), 1.0 - m2.powf(h.t));
-    let step = if h.caffe { h.lr * c2.sqrt() / c1 } else { h.lr / c1 };
-    let fused = super::fused_adam::Coefficients {
-        one_minus_b1: (1.0 - m) as f32,
-        one_minus_b2: (1.0 - m2) as f32,
-        sqrt_c2: (!h.caffe).then_some(c2.sqrt() as f32),
-        eps: h.eps as f32,
-        minus_inverse_step: (step != 0.0).then_some((-1.0 / step) as f32),
-    };
-    if super::fused_adam::update(w, g, &hist[0], &hist[1], fused) {
+    if super::fused_adam::update(w, g, &hist[0], &hist[1], super::fused_adam::Coefficients::of(h)) {
         return true;
     }
-    adam_by_operators(w, g, hist, h, c2.sqrt(), step);
+    adam_by_operators(w, g, hist, h);
     false
 }
 
-/// Adam as libtorch's in-place operators, with the gradient as scratch. `sqrt_c2`:
-/// sqrt(1 - beta2^t); `step`: the step size with the flavour's bias correction.
-pub(super) fn adam_by_operators(
-    w: &mut Tensor,
-    g: &mut Tensor,
-    hist: &mut [Tensor],
-    h: &Hyper,
-    sqrt_c2: f64,
-    step: f64,
-) {
+/// Adam's bias corrections for update `h.t`: sqrt(1 - beta2^t), and the step size the
+/// flavour gets from them (Caffe folds both into the rate, PyTorch divides sqrt(v)).
+pub(super) fn adam_step(h: &Hyper) -> (f64, f64) {
+    let (c1, c2) = (1.0 - h.m.powf(h.t), 1.0 - h.m2.powf(h.t));
+    let step = if h.caffe { h.lr * c2.sqrt() / c1 } else { h.lr / c1 };
+    (c2.sqrt(), step)
+}
+
+/// Adam as libtorch's in-place operators, with the gradient as scratch.
+pub(super) fn adam_by_operators(w: &mut Tensor, g: &mut Tensor, hist: &mut [Tensor], h: &Hyper) {
+    let (sqrt_c2, step) = adam_step(h);
     let _ = hist[0].lerp_(g, 1.0 - h.m); // m = b1 m + (1 - b1) g
     let _ = g.square_();
     let _ = hist[1].lerp_(g, 1.0 - h.m2); // v = b2 v + (1 - b2) g^2
