@@ -15,6 +15,7 @@
 //! (ky, kx, channel) order: results do not depend on the thread count; they differ from
 //! oneDNN's in the last bits only.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, Tensor};
 
@@ -133,16 +134,25 @@ pub fn conv2d(
     let pad = g.pad;
     let p = prepare(x, w, b, g)?;
     let bytes = x.size()[0] as usize * p.oh * p.ow * p.o * size_of::<f32>();
-    let p = Problem { rectify, stream: bytes >= STREAM_MIN_BYTES && p.o % 16 == 0, ..p };
+    // Split by channels, each task fills a row buffer that is read right away: no streaming.
+    let stream = bytes >= STREAM_MIN_BYTES && p.o % 16 == 0 && channel_groups(&p) == 1;
+    let p = Problem { rectify, stream, ..p };
     let packed = packed.of(w, b, &p);
     let padded = padded_input(x, pad);
     let input = padded.as_deref().unwrap_or_else(|| super::data(x));
     Some(channels_last_output(x.size()[0], p.o, p.oh, p.ow, |dst| {
+        let groups = channel_groups(&p);
+        if groups > 1 {
+            let fill = |r: usize, blocks: Range<usize>, buf: &mut [f32]| {
+                conv_row(input, &packed, buf, &p, r / p.oh, r % p.oh, blocks)
+            };
+            return rows_by_channel_groups(dst, &p, p.ow, groups, &fill);
+        }
         // One task per output row (all its channel blocks), so no two threads share a row.
         let rows: Vec<Mutex<&mut [f32]>> = dst.chunks_mut(p.ow * p.o).map(Into::into).collect();
         super::parallel_for(rows.len(), &|r| {
             let mut out_row = rows[r].lock().expect("one task per row");
-            conv_row(input, &packed, &mut out_row, &p, r / p.oh, r % p.oh);
+            conv_row(input, &packed, &mut out_row, &p, r / p.oh, r % p.oh, 0..p.blocks());
         });
     }))
 }
@@ -175,21 +185,91 @@ pub fn conv_max_pool(
     let padded = padded_input(x, g.pad);
     let input = padded.as_deref().unwrap_or_else(|| super::data(x));
     Some(channels_last_output(n, p.o, ph, pw, |dst| {
-        // One task per pooled row: its window's conv rows (clipped at the map's edge, as
-        // Caffe's ceil mode clips) into a buffer, then each window's maximum.
+        // A pooled row's window of conv rows (clipped at the map's edge, as Caffe's ceil
+        // mode clips), channel blocks `blocks`, into a buffer, then each window's maximum.
+        let pooled_row = |r: usize, blocks: Range<usize>, out: &mut [f32]| {
+            let (img, py) = (r / ph, r % ph);
+            let oys = py * ps..(py * ps + pk).min(p.oh);
+            let mut conv = vec![0f32; oys.len() * p.ow * p.o];
+            for (buf, oy) in conv.chunks_exact_mut(p.ow * p.o).zip(oys) {
+                conv_row(input, &packed, buf, &p, img, oy, blocks.clone());
+            }
+            super::max_pool_row(&conv, p.ow, p.o, pool, out);
+        };
+        let groups = channel_groups(&p);
+        if groups > 1 {
+            return rows_by_channel_groups(dst, &p, pw, groups, &pooled_row);
+        }
+        // One task per pooled row.
         let rows: Vec<Mutex<&mut [f32]>> = dst.chunks_mut(pw * p.o).map(Into::into).collect();
         super::parallel_for(rows.len(), &|r| {
-            let (img, py) = (r / ph, r % ph);
-            let conv_rows = py * ps..(py * ps + pk).min(p.oh);
-            let mut conv = vec![0f32; conv_rows.len() * p.ow * p.o];
-            for (buf, oy) in conv.chunks_exact_mut(p.ow * p.o).zip(conv_rows) {
-                conv_row(input, &packed, buf, &p, img, oy);
-            }
-            let mut out_row = rows[r].lock().expect("one task per row");
-            super::max_pool_row(&conv, p.ow, p.o, pool, &mut out_row);
+            pooled_row(r, 0..p.blocks(), &mut rows[r].lock().expect("one task per row"));
         });
     }))
 }
+
+/// From this size of packed weights on, the threads split a conv's output channels
+/// instead of its rows. Why: with rows split, every core streams all the weights for
+/// each row: VGG's conv3_2 (2.4 MB) overflows a 2 MB L2, and its conv3_1 (1.2 MB) shares
+/// one with the input. Half the weights each, VGG at batch 1 on 2 threads, alternated
+/// against rows split: conv3_1 1,520 -> 1,420 us, conv3_2 + pool3 2,240 -> 2,220 us
+/// (medians of ten rounds alone); conv3_2 + pool3 inside a pass faster in 5 of 5 rounds
+/// (2,450-2,670 -> 2,250-2,480 us). Below it, rows split keep the output streamed and
+/// each core reads half the input (conv2_2's split was slower).
+const SPLIT_MIN_BYTES: usize = 1 << 20;
+
+/// How many groups of channel blocks the threads share out (1: they share out rows).
+fn channel_groups(p: &Problem) -> usize {
+    let threads = tch::get_num_threads().max(1) as usize;
+    let bytes = p.blocks() * p.taps() * NR * size_of::<f32>();
+    if bytes >= SPLIT_MIN_BYTES {
+        threads.min(p.blocks())
+    } else {
+        1
+    }
+}
+
+/// Output rows (of `pixels` pixels) as tasks (row, group of channel blocks): `fill(r,
+/// blocks, buf)` computes row `r`'s channels of `blocks` into `buf` (a whole row's
+/// length), and those channels are copied into `dst`. Task `i` is row `i / groups`, group
+/// `i % groups`, so in a team of `groups` threads each thread keeps one group's weights
+/// for all rows.
+fn rows_by_channel_groups(
+    dst: &mut [f32],
+    p: &Problem,
+    pixels: usize,
+    groups: usize,
+    fill: &(dyn Fn(usize, Range<usize>, &mut [f32]) + Sync),
+) {
+    let row_len = pixels * p.o;
+    let per = p.blocks().div_ceil(groups);
+    let out = Shared(dst.as_mut_ptr());
+    let out = &out;
+    super::parallel_for(dst.len() / row_len * groups, &|task| {
+        let (r, g) = (task / groups, task % groups);
+        let blocks = g * per..((g + 1) * per).min(p.blocks());
+        let chans = blocks.start * NR..(blocks.end * NR).min(p.o);
+        let mut row = vec![0f32; row_len];
+        fill(r, blocks, &mut row);
+        for (px, pixel) in row.chunks_exact(p.o).enumerate() {
+            let src = &pixel[chans.clone()];
+            // SAFETY: `dst` has whole rows of `row_len`; task (r, g) alone writes
+            // channels `chans` of row `r`, and `dst` outlives the parallel loop.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    src.as_ptr(),
+                    out.0.add(r * row_len + px * p.o + chans.start),
+                    src.len(),
+                )
+            }
+        }
+    });
+}
+
+/// The output's pointer, shared by tasks that write disjoint parts of it.
+struct Shared(*mut f32);
+// SAFETY: the tasks that share it write disjoint elements (see its uses).
+unsafe impl Sync for Shared {}
 
 /// Convolution hyper-parameters, as the conv layer has them (square, Caffe's meaning).
 pub use super::direct_conv::Geometry;
@@ -257,7 +337,8 @@ fn channels_last_output(n: i64, c: usize, h: usize, w: usize, fill: impl FnOnce(
     out
 }
 
-/// Conv output row `oy` of image `img`, all channel blocks, into `out` (`ow * o` floats).
+/// Conv output row `oy` of image `img`, channel blocks `blocks`, into `out` (`ow * o`
+/// floats).
 fn conv_row(
     input: &[f32],
     packed: &(Vec<f32>, Vec<f32>),
@@ -265,8 +346,9 @@ fn conv_row(
     p: &Problem,
     img: usize,
     oy: usize,
+    blocks: Range<usize>,
 ) {
-    for ob in 0..p.blocks() {
+    for ob in blocks {
         // SAFETY: the public functions only get here on a CPU with AVX-512F, with the
         // (padded) input, the packed weights and one output row.
         unsafe { row(input, &packed.0, &packed.1, out, p, img, oy, ob) }

@@ -163,3 +163,48 @@ fn the_same_outputs_whatever_the_threads_and_declines_what_it_does_not_compute()
     let wg = w.set_requires_grad(true);
     assert!(conv2d(&x, &wg, None, geo(1, 0, 1), false, &packed).is_none(), "a gradient wanted");
 }
+
+#[test]
+fn large_weights_split_by_channels_to_the_same_bits_as_by_rows() {
+    if !crate::kernels::has_avx512() {
+        return eprintln!("skipped: this CPU has no AVX-512 (the kernel declines; libtorch runs)");
+    }
+    let _g = tch::no_grad_guard();
+    tch::manual_seed(13);
+    let cl = crate::layers::channels_last;
+    // VGG's conv3_2 at batch 1 (8 blocks), and 80 outputs (3 blocks, the last half
+    // full: groups of 2 and 1) from 304 channels; alone and with their 2x2 pool.
+    for (xs, o) in [([1, 256, 19, 19], 256), ([2, 304, 7, 7], 80)] {
+        let x = cl(&randn(&xs));
+        let w = cl(&randn(&[o, xs[1], 3, 3]));
+        let b = randn(&[o]);
+        let p = prepare(&x, &w, Some(&b), geo(1, 0, 1)).expect("takes it");
+        assert!(p.blocks() * p.taps() * NR * 4 >= SPLIT_MIN_BYTES, "a case that splits");
+        let want = x.conv2d(&w, Some(&b), [1, 1], [0, 0], [1, 1], 1).relu();
+        let oh = want.size()[2] / 2;
+        let pool = Pooling { kernel: 2, stride: 2, out_h: oh, out_w: oh, rectify: true };
+        let want_pooled = want.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+        let threads = tch::get_num_threads();
+        let run = |threads: i32| {
+            tch::set_num_threads(threads);
+            let packed = Packed::default();
+            let alone = conv2d(&x, &w, Some(&b), geo(1, 0, 1), true, &packed).expect("takes it");
+            let pooled = conv_max_pool(&x, &w, Some(&b), geo(1, 0, 1), pool, &packed).expect("takes it");
+            (channel_groups(&p), alone, pooled)
+        };
+        let (rows, by_rows, by_rows_pooled) = run(1);
+        let (groups, by_channels, by_channels_pooled) = run(2);
+        tch::set_num_threads(threads);
+        assert_eq!((rows, groups), (1, 2), "{xs:?} -> {o}: one thread splits rows, two split channels");
+        assert!(by_channels.equal(&by_rows), "{xs:?} -> {o}: split by channels differs from by rows");
+        assert!(
+            by_channels_pooled.equal(&by_rows_pooled),
+            "{xs:?} -> {o}: pooled, split by channels differs"
+        );
+        let tol = 1e-4 * ((xs[1] * 9) as f64).sqrt();
+        let diff = (&by_channels - &want).abs().max().double_value(&[]);
+        assert!(diff < tol, "{xs:?} -> {o}: max diff {diff}");
+        let diff = (&by_channels_pooled - &want_pooled).abs().max().double_value(&[]);
+        assert!(diff < tol, "{xs:?} -> {o} pooled: max diff {diff}");
+    }
+}
