@@ -214,8 +214,10 @@ pub fn conv_max_pool(
 /// one with the input. Half the weights each, VGG at batch 1 on 2 threads, alternated
 /// against rows split: conv3_1 1,520 -> 1,420 us, conv3_2 + pool3 2,240 -> 2,220 us
 /// (medians of ten rounds alone); conv3_2 + pool3 inside a pass faster in 5 of 5 rounds
-/// (2,450-2,670 -> 2,250-2,480 us). Below it, rows split keep the output streamed and
-/// each core reads half the input (conv2_2's split was slower).
+/// (2,450-2,670 -> 2,250-2,480 us). Below it rows are split, so each core reads half
+/// the input and large outputs stream: split by channels, conv1_2 and conv2_1 (147 and
+/// 295 KB of weights) were slower alone; conv2_2 (590 KB) was 2-7% faster alone but
+/// faster in only 4 of 6 rounds inside a pass, so it stays with rows.
 const SPLIT_MIN_BYTES: usize = 1 << 20;
 
 /// How many groups of channel blocks the threads share out (1: they share out rows).
