@@ -34,6 +34,17 @@ pub fn has_avx512() -> bool {
     return false;
 }
 
+/// In a kernel's tests: whether this CPU lacks AVX-512 (the kernels decline there and
+/// libtorch runs), said on stderr so that the skip shows.
+#[cfg(test)]
+fn no_avx512_here() -> bool {
+    let missing = !has_avx512();
+    if missing {
+        eprintln!("skipped: this CPU has no AVX-512 (fkpnet's kernels decline there; libtorch runs)");
+    }
+    missing
+}
+
 /// What every kernel here needs of a call: no gradient wanted (libtorch's grad mode off,
 /// or none of the tensors asks for one) and float32 on the CPU.
 fn inference_on_cpu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {

@@ -72,6 +72,16 @@ pub struct Pooling {
     pub rectify: bool,
 }
 
+impl Pooling {
+    /// Whether the kernels can pool an `oh` x `ow` conv map so: kernel and stride at
+    /// least 1, and every window starts inside the map (the last may be clipped at its
+    /// edge, as Caffe's ceil mode clips; none may start past it).
+    pub fn fits(&self, oh: i64, ow: i64) -> bool {
+        let starts_inside = |out: i64, size: i64| out >= 1 && (out - 1) * self.stride < size;
+        self.kernel >= 1 && self.stride >= 1 && starts_inside(self.out_h, oh) && starts_inside(self.out_w, ow)
+    }
+}
+
 /// `max_pool2d(conv2d(x, w, b), pool)` by the direct kernel; `None` where it does not
 /// apply (the caller then uses libtorch): a gradient is wanted, not float32 on the CPU,
 /// no AVX-512 (elsewhere oneDNN is the faster), more than `MAX_CHANNELS` input channels,
@@ -163,9 +173,7 @@ impl Problem {
         }
         let (oh, ow) = ((hp - extent) / g.stride + 1, (wp - extent) / g.stride + 1);
         // Every window starts inside the conv output (true of any pool without padding).
-        let q = pool;
-        let starts_inside = |out: i64, size: i64| out >= 1 && (out - 1) * q.stride < size;
-        if q.kernel < 1 || q.stride < 1 || !starts_inside(q.out_h, oh) || !starts_inside(q.out_w, ow) {
+        if !pool.fits(oh, ow) {
             return None;
         }
         let lanes = LANES as i64;
@@ -302,8 +310,7 @@ mod tests {
 
     #[test]
     fn agrees_with_libtorch_on_the_shipped_first_layers_and_odd_geometries() {
-        if !has_avx512() {
-            eprintln!("skipped: this CPU has no AVX-512, so fkpnet never uses the kernel here");
+        if crate::kernels::no_avx512_here() {
             return;
         }
         let one = (1, 1, false);

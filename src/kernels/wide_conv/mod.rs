@@ -176,9 +176,8 @@ pub fn conv_max_pool(
     let n = x.size()[0];
     let (ph, pw, pk, ps) =
         (pool.out_h as usize, pool.out_w as usize, pool.kernel as usize, pool.stride as usize);
-    let starts_inside = |out: usize, size: usize| out >= 1 && (out - 1) * ps < size;
     let few_pixels = n as usize * p.oh * p.ow <= super::few_rows::MAX_ROWS as usize;
-    if pk < 1 || ps < 1 || !starts_inside(ph, p.oh) || !starts_inside(pw, p.ow) || few_pixels {
+    if !pool.fits(p.oh as i64, p.ow as i64) || few_pixels {
         return None;
     }
     let packed = packed.of(w, b, &p);
