@@ -242,13 +242,13 @@ fn rows_by_channel_groups(
     groups: usize,
     fill: &(dyn Fn(usize, Range<usize>, &mut [f32]) + Sync),
 ) {
-    let row_len = pixels * p.o;
-    let per = p.blocks().div_ceil(groups);
+    let (row_len, blocks) = (pixels * p.o, p.blocks());
+    assert!((1..=blocks).contains(&groups), "no group without a block");
     let out = Shared(dst.as_mut_ptr());
     let out = &out;
     super::parallel_for(dst.len() / row_len * groups, &|task| {
         let (r, g) = (task / groups, task % groups);
-        let blocks = g * per..((g + 1) * per).min(p.blocks());
+        let blocks = g * blocks / groups..(g + 1) * blocks / groups;
         let chans = blocks.start * NR..(blocks.end * NR).min(p.o);
         let mut row = vec![0f32; row_len];
         fill(r, blocks, &mut row);

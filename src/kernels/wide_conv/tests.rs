@@ -172,9 +172,10 @@ fn large_weights_split_by_channels_to_the_same_bits_as_by_rows() {
     let _g = tch::no_grad_guard();
     tch::manual_seed(13);
     let cl = crate::layers::channels_last;
-    // VGG's conv3_2 at batch 1 (8 blocks), and 80 outputs (3 blocks, the last half
-    // full: groups of 2 and 1) from 304 channels; alone and with their 2x2 pool.
-    for (xs, o) in [([1, 256, 19, 19], 256), ([2, 304, 7, 7], 80)] {
+    // VGG's conv3_2 at batch 1 (8 blocks), 80 outputs from 304 channels (3 blocks, the
+    // last half full) and 150 from 224 (5 blocks, the last 22 wide); alone and with their
+    // 2x2 pool; on 2 threads and on 4 (groups of 2 and 1 blocks, 1 and 2).
+    for (xs, o) in [([1, 256, 19, 19], 256), ([2, 304, 7, 7], 80), ([1, 224, 6, 6], 150)] {
         let x = cl(&randn(&xs));
         let w = cl(&randn(&[o, xs[1], 3, 3]));
         let b = randn(&[o]);
@@ -193,18 +194,19 @@ fn large_weights_split_by_channels_to_the_same_bits_as_by_rows() {
             (channel_groups(&p), alone, pooled)
         };
         let (rows, by_rows, by_rows_pooled) = run(1);
-        let (groups, by_channels, by_channels_pooled) = run(2);
+        let split: Vec<_> = [2, 4].map(run).into();
         tch::set_num_threads(threads);
-        assert_eq!((rows, groups), (1, 2), "{xs:?} -> {o}: one thread splits rows, two split channels");
-        assert!(by_channels.equal(&by_rows), "{xs:?} -> {o}: split by channels differs from by rows");
-        assert!(
-            by_channels_pooled.equal(&by_rows_pooled),
-            "{xs:?} -> {o}: pooled, split by channels differs"
-        );
-        let tol = 1e-4 * ((xs[1] * 9) as f64).sqrt();
-        let diff = (&by_channels - &want).abs().max().double_value(&[]);
-        assert!(diff < tol, "{xs:?} -> {o}: max diff {diff}");
-        let diff = (&by_channels_pooled - &want_pooled).abs().max().double_value(&[]);
-        assert!(diff < tol, "{xs:?} -> {o} pooled: max diff {diff}");
+        assert_eq!(rows, 1, "one thread splits rows");
+        for (t, (groups, by_channels, by_channels_pooled)) in [2, 4].iter().zip(&split) {
+            let case = format!("{xs:?} -> {o} on {t} threads");
+            assert_eq!(*groups, (*t as usize).min(p.blocks()), "{case}: channel groups");
+            assert!(by_channels.equal(&by_rows), "{case}: split by channels differs from by rows");
+            assert!(by_channels_pooled.equal(&by_rows_pooled), "{case}: pooled, split by channels differs");
+            let tol = 1e-4 * ((xs[1] * 9) as f64).sqrt();
+            let diff = (by_channels - &want).abs().max().double_value(&[]);
+            assert!(diff < tol, "{case}: max diff {diff}");
+            let diff = (by_channels_pooled - &want_pooled).abs().max().double_value(&[]);
+            assert!(diff < tol, "{case} pooled: max diff {diff}");
+        }
     }
 }
