@@ -134,14 +134,14 @@ pub fn conv2d(
     let pad = g.pad;
     let p = prepare(x, w, b, g)?;
     let bytes = x.size()[0] as usize * p.oh * p.ow * p.o * size_of::<f32>();
+    let groups = channel_groups(&p);
     // Split by channels, each task fills a row buffer that is read right away: no streaming.
-    let stream = bytes >= STREAM_MIN_BYTES && p.o % 16 == 0 && channel_groups(&p) == 1;
+    let stream = bytes >= STREAM_MIN_BYTES && p.o % 16 == 0 && groups == 1;
     let p = Problem { rectify, stream, ..p };
     let packed = packed.of(w, b, &p);
     let padded = padded_input(x, pad);
     let input = padded.as_deref().unwrap_or_else(|| super::data(x));
     Some(channels_last_output(x.size()[0], p.o, p.oh, p.ow, |dst| {
-        let groups = channel_groups(&p);
         if groups > 1 {
             let fill = |r: usize, blocks: Range<usize>, buf: &mut [f32]| {
                 conv_row(input, &packed, buf, &p, r / p.oh, r % p.oh, blocks)
