@@ -49,7 +49,9 @@ fn agrees_with_libtorch_over_geometries_and_repacks_changed_weights() {
     // (input N, C, H, W), (outputs, kernel), stride, pad, dilation: LeNet's conv3 and
     // conv4 at batch 1, then padding, stride, dilation, outputs that are not whole
     // blocks, one and three channels, rows of 13 (a 12-tile and a 4-tile overlapping it),
-    // of 3 (1-tiles) and of 19 (VGG's conv3_1: 12 and an overlapping 8).
+    // of 3 (1-tiles), of 19 (VGG's conv3_1: 12 and an overlapping 8), of 42 (3 x 14), of
+    // 44 (3 x 12 + 8), of 17 (14 and an overlapping 4), of 10 and of 6 (8 or 4, then an
+    // overlapping 4).
     for (xs, (o, k), s, p, d) in [
         ([1, 32, 22, 22], (64, 3), 1, 0, 1),
         ([1, 64, 10, 10], (128, 3), 1, 0, 1),
@@ -59,6 +61,11 @@ fn agrees_with_libtorch_over_geometries_and_repacks_changed_weights() {
         ([1, 3, 5, 5], (16, 3), 1, 0, 1),
         ([4, 16, 6, 6], (64, 1), 1, 0, 1),
         ([1, 16, 21, 21], (32, 3), 1, 0, 1),
+        ([1, 8, 44, 44], (32, 3), 1, 0, 1),
+        ([1, 8, 46, 46], (32, 3), 1, 0, 1),
+        ([1, 8, 19, 19], (40, 3), 1, 0, 1),
+        ([1, 8, 12, 12], (32, 3), 1, 0, 1),
+        ([1, 4, 8, 8], (32, 3), 1, 0, 1),
     ] {
         let x = cl(&randn(&xs));
         let w = cl(&randn(&[o, xs[1], k, k]));
@@ -84,6 +91,19 @@ fn agrees_with_libtorch_over_geometries_and_repacks_changed_weights() {
             assert!((&again - &want).abs().max().double_value(&[]) < tol, "stale packing after an update");
         }
     }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn rows_are_cut_into_the_tiles_that_recompute_least() {
+    // (row width, main tile, the tiles in order): 14s unless 12s leave a cheaper rest.
+    for (ow, main) in [(92, 14), (44, 12), (42, 14), (19, 12), (17, 14), (20, 12), (3, 14)] {
+        assert_eq!(avx512::main_tile(ow), main, "rows of {ow}");
+    }
+    assert_eq!(avx512::rest_tile(8, 92), 8);
+    assert_eq!(avx512::rest_tile(3, 17), 4, "covers the rest, overlapping the tile before");
+    assert_eq!(avx512::rest_tile(10, 10), 8, "no tile covers a row of 10: 8 first");
+    assert_eq!(avx512::rest_tile(2, 3), 1, "rows narrower than 4");
 }
 
 #[test]
