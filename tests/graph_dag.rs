@@ -568,7 +568,7 @@ loss: {type: mse}
 /// layer with its ReLU applied as the kernel writes, the same outputs as layer by layer.
 #[test]
 fn lenet_predicting_one_face_fuses_its_rectifiers_into_its_kernels() {
-    let own = fkpnet::kernels::has_avx512() && fkpnet::kernels::enabled();
+    let own = fkpnet::kernels::isa().is_some() && fkpnet::kernels::enabled();
     let dir = tempfile::tempdir().unwrap();
     let lenet = std::fs::read_to_string(root().join("nets/lenet.yaml")).unwrap();
     let g = graph(dir.path(), &lenet).unwrap();
@@ -593,15 +593,15 @@ fn lenet_predicting_one_face_fuses_its_rectifiers_into_its_kernels() {
 }
 
 /// A conv and the max pool after it run as one kernel of fkpnet's own for predictions, on
-/// CPUs with AVX-512: all five of the shipped LeNet's conv + pool pairs (the first two by
+/// CPUs with AVX-512 or AVX2: all five of the shipped LeNet's conv + pool pairs (the first two by
 /// `direct_conv`, the others by `wide_conv` at this batch of 4), the same outputs as layer
 /// by layer, and never where gradients are wanted, a blob in between is kept or read twice,
 /// or the pool pads.
 #[test]
 fn a_conv_and_its_max_pool_run_as_one_kernel_for_predictions() {
-    let own = fkpnet::kernels::has_avx512() && fkpnet::kernels::enabled();
+    let own = fkpnet::kernels::isa().is_some() && fkpnet::kernels::enabled();
     if !own {
-        eprintln!("fkpnet's own kernels are off here (no AVX-512, or FKPNET_KERNELS=libtorch): checking they stay off");
+        eprintln!("fkpnet's own kernels are off here (neither AVX-512 nor AVX2, or FKPNET_KERNELS=libtorch): checking they stay off");
     }
     let dir = tempfile::tempdir().unwrap();
     let lenet = std::fs::read_to_string(root().join("nets/lenet.yaml")).unwrap();

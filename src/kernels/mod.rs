@@ -26,23 +26,80 @@ pub fn enabled() -> bool {
     })
 }
 
-/// Whether this CPU runs the kernels (AVX-512F; x86-64 only).
-pub fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
+/// The vector instruction set a kernel runs with. Each kernel has a loop for each: the
+/// AVX-512 ones came first (the project's machines of the time); the AVX2 ones are for
+/// the CPUs without AVX-512 (AMD before Zen 4, Intel's desktop and laptop CPUs since
+/// Alder Lake), where libtorch's batch-1 path ran LeNet at 0.27x onnxruntime's speed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F: 16 floats per register, 32 registers, masked loads and stores.
+    Avx512,
+    /// AVX2 with FMA: 8 floats per register, 16 registers.
+    Avx2,
 }
 
-/// In a kernel's tests: whether this CPU lacks AVX-512 (the kernels decline there and
-/// libtorch runs), said on stderr so that the skip shows.
-#[cfg(test)]
-fn no_avx512_here() -> bool {
-    let missing = !has_avx512();
-    if missing {
-        eprintln!("skipped: this CPU has no AVX-512 (fkpnet's kernels decline there; libtorch runs)");
+/// The instruction set fkpnet's kernels run with on this CPU (AVX-512F, else AVX2 + FMA;
+/// x86-64 only), or `None` where they decline everything and libtorch runs. In a test,
+/// `with_isa` picks it for the calling thread.
+pub fn isa() -> Option<Isa> {
+    #[cfg(test)]
+    if let Some(forced) = FORCED_ISA.with(std::cell::Cell::get) {
+        return forced;
     }
-    missing
+    detected_isa()
+}
+
+fn detected_isa() -> Option<Isa> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return Some(Isa::Avx512);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Some(Isa::Avx2);
+        }
+    }
+    None
+}
+
+/// Whether this CPU has AVX-512F (some choices besides the kernels' depend on it).
+pub fn has_avx512() -> bool {
+    detected_isa() == Some(Isa::Avx512)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The instruction set `isa` reports on this thread, where a test picked one.
+    static FORCED_ISA: std::cell::Cell<Option<Option<Isa>>> = const { std::cell::Cell::new(None) };
+}
+
+/// In a test: runs `f` once with each instruction set this CPU has (the kernels pick it on
+/// the calling thread, before any work is shared out), or says on stderr that it has
+/// none, so that the skip shows. Both where it has AVX-512: the AVX2 loops are then
+/// checked there too.
+#[cfg(test)]
+fn for_each_isa(f: impl Fn(Isa)) {
+    let mut isas: Vec<Isa> = detected_isa().into_iter().collect();
+    #[cfg(target_arch = "x86_64")]
+    if isas == [Isa::Avx512] && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        isas.push(Isa::Avx2);
+    }
+    if isas.is_empty() {
+        eprintln!("skipped: this CPU has neither AVX-512 nor AVX2 + FMA (fkpnet's kernels decline there; libtorch runs)");
+    }
+    for isa in isas {
+        eprintln!("checking the {isa:?} loops");
+        with_isa(Some(isa), || f(isa));
+    }
+}
+
+/// In a test: `f` with `isa` reporting `forced` on this thread.
+#[cfg(test)]
+fn with_isa<T>(forced: Option<Isa>, f: impl FnOnce() -> T) -> T {
+    let before = FORCED_ISA.with(|c| c.replace(Some(forced)));
+    let out = f();
+    FORCED_ISA.with(|c| c.set(before));
+    out
 }
 
 /// What every kernel here needs of a call: no gradient wanted (libtorch's grad mode off,

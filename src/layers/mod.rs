@@ -42,10 +42,10 @@ pub struct BuildOptions {
 
 impl BuildOptions {
     /// Whether fkpnet's own kernels may stand in for libtorch's (each still declines a
-    /// call it does not compute): float32 (they have no bf16 path), an AVX-512 CPU, and
-    /// not turned off by `FKPNET_KERNELS=libtorch`.
+    /// call it does not compute): float32 (they have no bf16 path), a CPU with AVX-512 or
+    /// AVX2 + FMA, and not turned off by `FKPNET_KERNELS=libtorch`.
     pub fn own_kernels(&self) -> bool {
-        !self.bf16 && crate::kernels::has_avx512() && crate::kernels::enabled()
+        !self.bf16 && crate::kernels::isa().is_some() && crate::kernels::enabled()
     }
 }
 

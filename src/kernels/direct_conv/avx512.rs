@@ -1,35 +1,15 @@
 //! The AVX-512 loops of the direct convolution + max pool (`super` says what and why).
 
-use super::{Pooling, Problem, BLOCKED, LANES, MIN_PARALLEL_FMAS, PIXELS};
+use super::{Pooling, Problem, BLOCKED, LANES, PIXELS};
 use std::arch::x86_64::*;
 
-/// All output rows, split over libtorch's thread count in contiguous ranges. `winners`
-/// (training, 2x2/2 pools only): each maximum's place in its window, as `out` is laid out.
-pub(super) fn run(x: &[f32], weights: &[f32], out: &mut [f32], winners: Option<&mut [u8]>, p: &Problem) {
-    let (rows, row_len) = p.out_rows();
-    let fmas = (p.n * p.oh * p.ow * p.o) as usize * p.taps();
-    let threads = if fmas < MIN_PARALLEL_FMAS { 1 } else { tch::get_num_threads().max(1) as usize };
-    let per = rows.div_ceil(threads.min(rows));
-    assert!(winners.as_ref().is_none_or(|w| w.len() == out.len() && p.pools_in_pairs()));
-    // SAFETY (both calls of rows_avx512): `conv_max_pool` only gets here on a CPU with AVX-512F.
-    if per == rows {
-        return unsafe { rows_avx512(x, weights, out, winners, p, 0) };
-    }
-    let mut wins = winners.map(|w| w.chunks_mut(per * row_len));
-    let ranges: Vec<std::sync::Mutex<(&mut [f32], Option<&mut [u8]>)>> = out
-        .chunks_mut(per * row_len)
-        .map(|o| (o, wins.as_mut().map(|w| w.next().expect("as many ranges"))).into())
-        .collect();
-    crate::kernels::parallel_for(ranges.len(), &|i| {
-        let mut range = ranges[i].lock().expect("one task per range");
-        let (out, wins) = &mut *range;
-        unsafe { rows_avx512(x, weights, out, wins.as_deref_mut(), p, i * per) }
-    });
-}
-
 /// The pooled output rows `first..` that `out` holds (and their winners, where wanted).
+///
+/// # Safety
+/// The CPU has AVX-512F; `x` is the (padded) input of `p`, `weights` packed by
+/// `super::pack_weights`, `out` (and `winners`) whole pooled rows.
 #[target_feature(enable = "avx512f")]
-unsafe fn rows_avx512(
+pub(super) unsafe fn rows(
     x: &[f32],
     weights: &[f32],
     out: &mut [f32],

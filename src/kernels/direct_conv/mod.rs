@@ -16,28 +16,23 @@
 //! (ky, kx, channel) order) whichever instruction set runs it, so results do not depend
 //! on the machine or the thread count; they differ from oneDNN's in the last bits only.
 
-use super::has_avx512;
+use super::Isa;
 use tch::{Device, Kind, Tensor};
 
 mod train;
 pub use train::{conv_max_pool_train, Trained};
 
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+mod avx2;
 #[cfg(target_arch = "x86_64")]
-use avx512::run;
-
-#[cfg(not(target_arch = "x86_64"))]
-fn run(_: &[f32], _: &[f32], _: &mut [f32], _: Option<&mut [u8]>, _: &Problem) {
-    unreachable!("conv_max_pool declines without AVX-512, which only x86-64 has")
-}
+mod avx512;
 
 /// The most input channels per group this kernel takes; above it oneDNN is the faster.
 pub const MAX_CHANNELS: i64 = 16;
 
-/// Output channels per vector: one AVX-512 register of f32.
+/// Output channels per vector of the packing: one AVX-512 register of f32 (two AVX2 ones).
 const LANES: usize = 16;
-/// Output pixels computed together (independent accumulator chains).
+/// Output pixels computed together by the AVX-512 loops (independent accumulator chains).
 const PIXELS: usize = 8;
 /// Pooled output pixels per block of a 2x2/2 pool (8 conv pixels of each of 2 rows).
 const POOLED: usize = PIXELS / 2;
@@ -84,7 +79,7 @@ impl Pooling {
 
 /// `max_pool2d(conv2d(x, w, b), pool)` by the direct kernel; `None` where it does not
 /// apply (the caller then uses libtorch): a gradient is wanted, not float32 on the CPU,
-/// no AVX-512 (elsewhere oneDNN is the faster), more than `MAX_CHANNELS` input channels,
+/// neither AVX-512 nor AVX2 + FMA, more than `MAX_CHANNELS` input channels,
 /// or an input whose strides are not dense NHWC (or NCHW with one channel). The output
 /// has NHWC strides (channels-last), as oneDNN's has for a channels-last input.
 pub fn conv_max_pool(
@@ -103,12 +98,10 @@ pub fn conv_max_pool(
     Some(forward(padded.as_deref().unwrap_or(input), w, b, &p, None))
 }
 
-/// The sizes of a call the kernel takes (AVX-512, 1-`MAX_CHANNELS` input channels, a
-/// square kernel, a dense NHWC input), or `None`.
+/// The sizes of a call the kernel takes (AVX-512 or AVX2, 1-`MAX_CHANNELS` input
+/// channels, a square kernel, a dense NHWC input), or `None`.
 fn problem(x: &Tensor, w: &Tensor, g: Geometry, pool: Pooling) -> Option<Problem> {
-    if !has_avx512() {
-        return None;
-    }
+    let isa = super::isa()?;
     let (xs, ws) = (x.size(), w.size());
     if xs.len() != 4 || ws.len() != 4 || ws[1] != xs[1] || xs[1] > MAX_CHANNELS || ws[2] != ws[3] {
         return None;
@@ -116,7 +109,7 @@ fn problem(x: &Tensor, w: &Tensor, g: Geometry, pool: Pooling) -> Option<Problem
     if !dense_nhwc(x) {
         return None;
     }
-    Problem::new(&xs, &ws, g, pool)
+    Problem::new(&xs, &ws, g, pool, isa)
 }
 
 /// The pooled map of `image` (the input, padded where the layer pads) with NHWC strides;
@@ -132,6 +125,54 @@ fn forward(image: &[f32], w: &Tensor, b: Option<&Tensor>, p: &Problem, winners: 
     let dst = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) };
     run(image, &weights, dst, winners, p);
     out
+}
+
+/// All output rows, split over libtorch's thread count in contiguous ranges. `winners`
+/// (training, 2x2/2 pools only): each maximum's place in its window, as `out` is laid out.
+fn run(x: &[f32], weights: &[f32], out: &mut [f32], winners: Option<&mut [u8]>, p: &Problem) {
+    let (rows, row_len) = p.out_rows();
+    let fmas = (p.n * p.oh * p.ow * p.o) as usize * p.taps();
+    let threads = if fmas < MIN_PARALLEL_FMAS { 1 } else { tch::get_num_threads().max(1) as usize };
+    let per = rows.div_ceil(threads.min(rows));
+    assert!(winners.as_ref().is_none_or(|w| w.len() == out.len() && p.pools_in_pairs()));
+    if per == rows {
+        return pooled_rows(x, weights, out, winners, p, 0);
+    }
+    let mut wins = winners.map(|w| w.chunks_mut(per * row_len));
+    let ranges: Vec<std::sync::Mutex<(&mut [f32], Option<&mut [u8]>)>> = out
+        .chunks_mut(per * row_len)
+        .map(|o| (o, wins.as_mut().map(|w| w.next().expect("as many ranges"))).into())
+        .collect();
+    crate::kernels::parallel_for(ranges.len(), &|i| {
+        let mut range = ranges[i].lock().expect("one task per range");
+        let (out, wins) = &mut *range;
+        pooled_rows(x, weights, out, wins.as_deref_mut(), p, i * per);
+    });
+}
+
+/// The pooled rows `first..` that `out` holds, by the loops of `p.isa`.
+fn pooled_rows(
+    x: &[f32],
+    weights: &[f32],
+    out: &mut [f32],
+    winners: Option<&mut [u8]>,
+    p: &Problem,
+    first: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `problem` only makes a `Problem` on a CPU with `p.isa`; the callers pass the
+    // input of `p`, its packed weights and whole pooled rows.
+    unsafe {
+        match p.isa {
+            Isa::Avx512 => avx512::rows(x, weights, out, winners, p, first),
+            Isa::Avx2 => avx2::rows(x, weights, out, winners, p, first),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, weights, out, winners, first);
+        unreachable!("no kernel instruction set ({:?}) outside x86-64", p.isa)
+    }
 }
 
 /// Dense NHWC in memory: channels-last strides, or one channel and contiguous (the two
@@ -160,10 +201,12 @@ struct Problem {
     /// Output channels rounded up to whole vectors.
     o_padded: i64,
     pool: Pooling,
+    /// The instruction set whose loops run it (chosen on the calling thread).
+    isa: Isa,
 }
 
 impl Problem {
-    fn new(xs: &[i64], ws: &[i64], g: Geometry, pool: Pooling) -> Option<Self> {
+    fn new(xs: &[i64], ws: &[i64], g: Geometry, pool: Pooling, isa: Isa) -> Option<Self> {
         let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
         let (o, k) = (ws[0], ws[2]);
         let (hp, wp) = (h + 2 * g.pad, w + 2 * g.pad);
@@ -191,6 +234,7 @@ impl Problem {
             dilation: g.dilation,
             o_padded: (o + lanes - 1) / lanes * lanes,
             pool,
+            isa,
         })
     }
 
@@ -310,27 +354,26 @@ mod tests {
 
     #[test]
     fn agrees_with_libtorch_on_the_shipped_first_layers_and_odd_geometries() {
-        if crate::kernels::no_avx512_here() {
-            return;
-        }
-        let one = (1, 1, false);
-        agrees([3, 1, 96, 96], 16, 3, PLAIN, true, (2, 2, false)); // LeNet's conv1 + pool1
-        agrees([3, 1, 96, 96], 16, 3, PLAIN, true, one);
-        agrees([2, 1, 96, 96], 64, 3, PLAIN, true, (2, 2, false)); // 64 channels: 4 vectors
-        agrees([2, 3, 64, 48], 32, 3, Geometry { stride: 1, pad: 1, dilation: 1 }, true, (3, 2, true));
-        agrees([2, 3, 33, 31], 30, 5, Geometry { stride: 2, pad: 2, dilation: 1 }, false, (2, 2, true));
-        agrees([1, 2, 20, 21], 5, 3, Geometry { stride: 3, pad: 1, dilation: 2 }, true, one);
-        agrees([1, 4, 7, 7], 1, 7, PLAIN, true, one); // one output pixel, one channel
-        agrees([1, 1, 8, 8], 3, 3, PLAIN, true, (2, 2, false)); // rows shorter than a block
-        agrees([1, 1, 6, 6], 3, 3, PLAIN, true, one);
-        agrees([70, 1, 12, 12], 8, 3, PLAIN, true, (2, 2, false)); // many images, one thread
-        agrees([3, 1, 96, 96], 16, 3, PLAIN, true, (3, 2, true)); // the general pool, threads
-        agrees([70, 1, 13, 13], 17, 3, PLAIN, true, (3, 3, true)); // clipped windows
-        agrees([5, 1, 23, 23], 16, 3, PLAIN, true, (2, 2, true)); // 21 -> 11: the last clipped
-        agrees([3, 16, 47, 47], 32, 3, PLAIN, true, (2, 2, false)); // LeNet's conv2 + pool2
-        agrees([2, 16, 20, 20], 48, 3, PLAIN, true, (2, 2, false)); // 3 vectors: one at a time
-        agrees([2, 16, 20, 20], 64, 3, Geometry { stride: 1, pad: 1, dilation: 1 }, false, (2, 2, false));
-        agrees([2, 9, 20, 20], 40, 3, PLAIN, true, (3, 2, false));
+        crate::kernels::for_each_isa(|_isa| {
+            let one = (1, 1, false);
+            agrees([3, 1, 96, 96], 16, 3, PLAIN, true, (2, 2, false)); // LeNet's conv1 + pool1
+            agrees([3, 1, 96, 96], 16, 3, PLAIN, true, one);
+            agrees([2, 1, 96, 96], 64, 3, PLAIN, true, (2, 2, false)); // 64 channels: 4 vectors
+            agrees([2, 3, 64, 48], 32, 3, Geometry { stride: 1, pad: 1, dilation: 1 }, true, (3, 2, true));
+            agrees([2, 3, 33, 31], 30, 5, Geometry { stride: 2, pad: 2, dilation: 1 }, false, (2, 2, true));
+            agrees([1, 2, 20, 21], 5, 3, Geometry { stride: 3, pad: 1, dilation: 2 }, true, one);
+            agrees([1, 4, 7, 7], 1, 7, PLAIN, true, one); // one output pixel, one channel
+            agrees([1, 1, 8, 8], 3, 3, PLAIN, true, (2, 2, false)); // rows shorter than a block
+            agrees([1, 1, 6, 6], 3, 3, PLAIN, true, one);
+            agrees([70, 1, 12, 12], 8, 3, PLAIN, true, (2, 2, false)); // many images, one thread
+            agrees([3, 1, 96, 96], 16, 3, PLAIN, true, (3, 2, true)); // the general pool, threads
+            agrees([70, 1, 13, 13], 17, 3, PLAIN, true, (3, 3, true)); // clipped windows
+            agrees([5, 1, 23, 23], 16, 3, PLAIN, true, (2, 2, true)); // 21 -> 11: the last clipped
+            agrees([3, 16, 47, 47], 32, 3, PLAIN, true, (2, 2, false)); // LeNet's conv2 + pool2
+            agrees([2, 16, 20, 20], 48, 3, PLAIN, true, (2, 2, false)); // 3 vectors: one at a time
+            agrees([2, 16, 20, 20], 64, 3, Geometry { stride: 1, pad: 1, dilation: 1 }, false, (2, 2, false));
+            agrees([2, 9, 20, 20], 40, 3, PLAIN, true, (3, 2, false));
+        });
     }
 
     #[test]
@@ -346,7 +389,11 @@ mod tests {
         let x1 = Tensor::randn([1, 1, 10, 10], (Kind::Float, Device::Cpu));
         assert!(conv_max_pool(&x1, &w1, None, PLAIN, pool).is_none(), "a gradient is wanted");
         let _guard = tch::no_grad_guard();
-        assert_eq!(conv_max_pool(&x1, &w1, None, PLAIN, pool).is_some(), has_avx512(), "no gradient wanted");
+        assert_eq!(
+            conv_max_pool(&x1, &w1, None, PLAIN, pool).is_some(),
+            super::super::isa().is_some(),
+            "no gradient wanted"
+        );
         let too_big = Pooling { out_h: 5, ..pool };
         assert!(conv_max_pool(&x1, &w1, None, PLAIN, too_big).is_none(), "a window starting past the map");
         let xb = x1.to_kind(Kind::BFloat16);

@@ -26,7 +26,7 @@ use backward::image_grad;
 
 #[cfg(not(target_arch = "x86_64"))]
 fn image_grad(_: &[f32], _: &[u8], _: &[f32], _: &[usize], _: &Problem, _: &mut [f32]) {
-    unreachable!("conv_max_pool_train declines without AVX-512, which only x86-64 has")
+    unreachable!("conv_max_pool_train declines outside x86-64 (no kernel instruction set)")
 }
 
 /// A training step's forward through the fused kernel: the pooled map `y` (no autograd
@@ -169,23 +169,22 @@ mod tests {
 
     #[test]
     fn gradients_match_libtorchs_autograd_on_the_shipped_first_layer_and_odd_ones() {
-        if crate::kernels::no_avx512_here() {
-            return;
-        }
-        tch::manual_seed(11);
-        let plain = Geometry { stride: 1, pad: 0, dilation: 1 };
-        for rectify in [true, false] {
-            agrees(&image([3, 1, 96, 96]), 16, 3, plain, rectify); // LeNet's conv1 + pool1
-        }
-        agrees(&image([2, 3, 20, 22]), 32, 3, Geometry { stride: 1, pad: 1, dilation: 1 }, true);
-        agrees(&image([2, 3, 33, 31]), 20, 5, Geometry { stride: 2, pad: 2, dilation: 1 }, true);
-        agrees(&image([1, 2, 30, 30]), 5, 3, Geometry { stride: 1, pad: 1, dilation: 2 }, false);
-        agrees(&image([2, 16, 24, 24]), 48, 3, plain, true); // 3 vectors, one at a time
-                                                             // Flat black regions: conv outputs of exactly 0 with a zero bias, which ReLU's
-                                                             // backward blocks (its output is not above 0), and ties in every window.
-        let x = Tensor::randn([2, 1, 40, 40], (Kind::Float, Device::Cpu));
-        let _ = x.narrow(2, 0, 20).zero_();
-        agrees_with_bias(&crate::layers::channels_last(&x), 16, 3, plain, true, 0.0);
+        crate::kernels::for_each_isa(|_isa| {
+            tch::manual_seed(11);
+            let plain = Geometry { stride: 1, pad: 0, dilation: 1 };
+            for rectify in [true, false] {
+                agrees(&image([3, 1, 96, 96]), 16, 3, plain, rectify); // LeNet's conv1 + pool1
+            }
+            agrees(&image([2, 3, 20, 22]), 32, 3, Geometry { stride: 1, pad: 1, dilation: 1 }, true);
+            agrees(&image([2, 3, 33, 31]), 20, 5, Geometry { stride: 2, pad: 2, dilation: 1 }, true);
+            agrees(&image([1, 2, 30, 30]), 5, 3, Geometry { stride: 1, pad: 1, dilation: 2 }, false);
+            agrees(&image([2, 16, 24, 24]), 48, 3, plain, true); // 3 vectors, one at a time
+                                                                 // Flat black regions: conv outputs of exactly 0 with a zero bias, which ReLU's
+                                                                 // backward blocks (its output is not above 0), and ties in every window.
+            let x = Tensor::randn([2, 1, 40, 40], (Kind::Float, Device::Cpu));
+            let _ = x.narrow(2, 0, 20).zero_();
+            agrees_with_bias(&crate::layers::channels_last(&x), 16, 3, plain, true, 0.0);
+        });
     }
 
     #[test]
@@ -194,7 +193,7 @@ mod tests {
         let pool = Pooling { kernel: 2, stride: 2, out_h: 4, out_w: 4, rectify: true };
         let w = Tensor::randn([4, 1, 3, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let x = Tensor::randn([1, 1, 10, 10], (Kind::Float, Device::Cpu));
-        assert_eq!(conv_max_pool_train(&x, &w, None, plain, pool).is_some(), crate::kernels::has_avx512());
+        assert_eq!(conv_max_pool_train(&x, &w, None, plain, pool).is_some(), crate::kernels::isa().is_some());
         let wants_grad = x.copy().set_requires_grad(true);
         assert!(conv_max_pool_train(&wants_grad, &w, None, plain, pool).is_none(), "not a first layer");
         let three = Pooling { kernel: 3, stride: 2, out_h: 3, out_w: 3, ..pool };

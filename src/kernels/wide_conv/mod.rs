@@ -19,20 +19,16 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, Tensor};
 
+use super::Isa;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-#[cfg(target_arch = "x86_64")]
-use avx512::row;
-
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-fn row(_: &[f32], _: &[f32], _: &[f32], _: &mut [f32], _: &Problem, _: usize, _: usize, _: usize) {
-    unreachable!("wide_conv declines without AVX-512, which only x86-64 has")
-}
 
 /// The largest batch this kernel takes; above it oneDNN's convolutions are the faster.
 pub const MAX_BATCH: i64 = 4;
-/// Output channels per tile: two AVX-512 vectors.
+/// Output channels per packed block: a tile's two AVX-512 vectors (two AVX2 tiles' four).
 const NR: usize = 32;
 /// From this size on, `conv2d` writes its output with streaming stores, past the caches.
 /// Why: an ordinary store first reads its line into the cache, and a map this large has
@@ -57,6 +53,8 @@ pub(super) struct Problem {
     rectify: bool,
     /// Whole 64-byte lines of the output written past the caches (`STREAM_MIN_BYTES`).
     stream: bool,
+    /// The instruction set whose loops run it (chosen on the calling thread).
+    isa: Isa,
 }
 
 impl Problem {
@@ -121,7 +119,7 @@ impl Packed {
 /// `rectify` (a plain ReLU after the conv, applied as the tiles are stored: its own pass
 /// over VGG's 94x94x64 conv1_1 map took 250 us at batch 1); `None` where it does not
 /// apply (the caller then uses libtorch): a gradient is wanted, not float32 on the CPU,
-/// no AVX-512, a larger batch, a non-square kernel, or an input that is not dense
+/// neither AVX-512 nor AVX2 + FMA, a larger batch, a non-square kernel, or an input that is not dense
 /// channels-last. The output has channels-last strides.
 pub fn conv2d(
     x: &Tensor,
@@ -279,7 +277,8 @@ pub use super::direct_conv::Pooling;
 
 /// The call's sizes; `None` where the kernel does not apply (see `conv2d`).
 fn prepare(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<Problem> {
-    if !super::has_avx512() || !super::inference_on_cpu(x, w, b) {
+    let isa = super::isa()?;
+    if !super::inference_on_cpu(x, w, b) {
         return None;
     }
     let (xs, ws) = (x.size(), w.size());
@@ -314,6 +313,7 @@ fn prepare(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<Pr
         dilation: dilation as usize,
         rectify: false,
         stream: false,
+        isa,
     };
     Some(p)
 }
@@ -350,9 +350,20 @@ fn conv_row(
     blocks: Range<usize>,
 ) {
     for ob in blocks {
-        // SAFETY: the public functions only get here on a CPU with AVX-512F, with the
-        // (padded) input, the packed weights and one output row.
-        unsafe { row(input, &packed.0, &packed.1, out, p, img, oy, ob) }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `prepare` only makes a `Problem` on a CPU with `p.isa`; the callers pass
+        // the (padded) input, the packed weights and one output row.
+        unsafe {
+            match p.isa {
+                Isa::Avx512 => avx512::row(input, &packed.0, &packed.1, out, p, img, oy, ob),
+                Isa::Avx2 => avx2::row(input, &packed.0, &packed.1, out, p, img, oy, ob),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (input, packed, out, img, oy, ob);
+            unreachable!("no kernel instruction set ({:?}) outside x86-64", p.isa)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! The AVX-512 loop of the fused pair's backward pass (`super` says what and why).
+//! The loops of the fused pair's backward pass, AVX-512 and AVX2 (`super` says what and
+//! why). Both add the same products in the same order to each weight: the same bits.
 
-use super::super::{Problem, BLOCKED, LANES};
+use super::super::{Isa, Problem, BLOCKED, LANES};
 use std::arch::x86_64::*;
 
 /// One image's weight and bias gradients, added into `acc` (row 0 the bias, then one row
@@ -15,8 +16,13 @@ pub(in super::super) fn image_grad(
     p: &Problem,
     acc: &mut [f32],
 ) {
-    // SAFETY: `conv_max_pool_train` only gets here on a CPU with AVX-512F.
-    unsafe { image_grad_avx512(x, wins, g, offsets, p, acc) }
+    // SAFETY: `conv_max_pool_train` only gets here on a CPU with `p.isa`.
+    unsafe {
+        match p.isa {
+            Isa::Avx512 => image_grad_avx512(x, wins, g, offsets, p, acc),
+            Isa::Avx2 => image_grad_avx2(x, wins, g, offsets, p, acc),
+        }
+    }
 }
 
 #[target_feature(enable = "avx512f")]
@@ -62,6 +68,57 @@ fn image_grad_avx512(x: &[f32], wins: &[u8], g: &[f32], offsets: &[usize], p: &P
                         a = _mm512_fmadd_ps(*gq, _mm512_set1_ps(*src.add(starts[q] + off)), a);
                     }
                     _mm512_storeu_ps(row, a);
+                }
+            }
+        }
+    }
+}
+
+/// `image_grad` in 8-float halves of each 16-channel vector: per pooled output, the
+/// gradient split by its window's winner, then each tap's row of sums gets its four
+/// products (as `image_grad_avx512`, lane by lane).
+#[target_feature(enable = "avx2,fma")]
+fn image_grad_avx2(x: &[f32], wins: &[u8], g: &[f32], offsets: &[usize], p: &Problem, acc: &mut [f32]) {
+    const HALF: usize = LANES / 2;
+    let (c, s, wp, o, op) =
+        (p.c as usize, p.stride as usize, p.wp as usize, p.o as usize, p.o_padded as usize);
+    let (ph, pw) = (p.pool.out_h as usize, p.pool.out_w as usize);
+    assert!(wins.len() == ph * pw * o && g.len() == wins.len() && acc.len() == (offsets.len() + 1) * op);
+    let last = ((2 * ph - 1) * s * wp + (2 * pw - 1) * s) * c + offsets.last().unwrap();
+    assert!(last < x.len());
+    let src = x.as_ptr();
+    for (py, px) in (0..ph).flat_map(|py| (0..pw).map(move |px| (py, px))) {
+        let corner = |q: usize| ((2 * py + q / 2) * s * wp + (2 * px + q % 2) * s) * c;
+        let starts = [corner(0), corner(1), corner(2), corner(3)];
+        for chunk in (0..o).step_by(HALF) {
+            let lanes = HALF.min(o - chunk);
+            let at = (py * pw + px) * o + chunk;
+            // Lanes past `o` get no gradient and a blocked winner: they add zeros.
+            let mut grads = [0f32; HALF];
+            grads[..lanes].copy_from_slice(&g[at..][..lanes]);
+            let mut places = [BLOCKED as i32; HALF];
+            places.iter_mut().zip(&wins[at..][..lanes]).for_each(|(p, &w)| *p = w as i32);
+            // SAFETY: the accumulator rows are `op >= chunk + 8` wide; input reads are at
+            // most `last` (asserted).
+            unsafe {
+                let grad = _mm256_loadu_ps(grads.as_ptr());
+                let place = _mm256_loadu_si256(places.as_ptr() as *const __m256i);
+                let only = |q: i32| {
+                    let won = _mm256_cmpeq_epi32(place, _mm256_set1_epi32(q));
+                    _mm256_and_ps(_mm256_castsi256_ps(won), grad)
+                };
+                let passed = _mm256_cmpgt_epi32(_mm256_set1_epi32(BLOCKED as i32), place);
+                let bias = acc.as_mut_ptr().add(chunk);
+                let g_passed = _mm256_and_ps(_mm256_castsi256_ps(passed), grad);
+                _mm256_storeu_ps(bias, _mm256_add_ps(_mm256_loadu_ps(bias), g_passed));
+                let by_place: [__m256; 4] = std::array::from_fn(|q| only(q as i32));
+                for (t, &off) in offsets.iter().enumerate() {
+                    let row = acc.as_mut_ptr().add((t + 1) * op + chunk);
+                    let mut a = _mm256_loadu_ps(row);
+                    for (q, gq) in by_place.iter().enumerate() {
+                        a = _mm256_fmadd_ps(*gq, _mm256_broadcast_ss(&*src.add(starts[q] + off)), a);
+                    }
+                    _mm256_storeu_ps(row, a);
                 }
             }
         }

@@ -1,0 +1,129 @@
+//! The AVX2 loops of the few-rows linear (`super` says what and why), for CPUs without
+//! AVX-512. Each dot product runs over 16-float slices as the AVX-512 loop's does, each
+//! slice as two 8-float registers (two accumulator chains per row), reduced across lanes
+//! at the end: with 16 registers, fewer weight rows run side by side the more rows `x` has.
+
+use std::arch::x86_64::*;
+
+/// Floats per slice of a row (two registers).
+const SLICE: usize = 16;
+
+/// Outputs of weight rows `first..` for every one of the `m` rows of `x`, into `out` as
+/// the output's transpose: `out[(j - first) * m + r]` is row `r`'s output `j`; each
+/// rectified (max(., 0), NaN kept) where `rectify`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `x` holds `m` rows of `k` values, `w` at least the rows
+/// `first..first + out.len() / m` of `k` values, `b` (if any) one value per weight row.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn rows(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    out: &mut [f32],
+    m: usize,
+    first: usize,
+    rectify: bool,
+) {
+    // Weight rows side by side: 2 * NB * M accumulators, 2 * M registers of `x`, 2 of weights.
+    match m {
+        1 => rows_of::<4, 1>(x, w, b, out, first),
+        2 => rows_of::<2, 2>(x, w, b, out, first),
+        3 => rows_of::<1, 3>(x, w, b, out, first),
+        _ => rows_of::<1, 4>(x, w, b, out, first),
+    }
+    if rectify {
+        // ReLU as libtorch's: negatives to 0, NaN passes.
+        out.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0);
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn rows_of<const NB: usize, const M: usize>(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    out: &mut [f32],
+    first: usize,
+) {
+    let k = x.len() / M;
+    let n = out.len() / M;
+    assert!(x.len() == M * k && w.len() >= (first + n) * k && b.is_none_or(|b| b.len() >= first + n));
+    let mut j = 0;
+    while j + NB <= n {
+        block::<NB, M>(x, w, b, &mut out[j * M..(j + NB) * M], first + j, k);
+        j += NB;
+    }
+    for j in j..n {
+        block::<1, M>(x, w, b, &mut out[j * M..(j + 1) * M], first + j, k);
+    }
+}
+
+/// `NB` weight rows from `row` on against the `M` rows of `x`; `rows_of` checked the bounds.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn block<const NB: usize, const M: usize>(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    out: &mut [f32],
+    row: usize,
+    k: usize,
+) {
+    let mut acc = [[[_mm256_setzero_ps(); 2]; M]; NB];
+    let (full, tail) = (k / SLICE, k % SLICE);
+    // The last partial slice is read through masks: lanes past `k` count as zeros.
+    let masks = [lane_mask(tail.min(8)), lane_mask(tail.saturating_sub(8))];
+    for v in 0..full + (tail > 0) as usize {
+        let o = v * SLICE;
+        // SAFETY (the loads): lanes `o..o + 16` of each row that the masks select lie
+        // inside `x` and inside weight row `row + i`, which exists (`rows_of`).
+        let load = |p: *const f32, half: usize| unsafe {
+            if v < full {
+                _mm256_loadu_ps(p.add(half * 8))
+            } else {
+                _mm256_maskload_ps(p.add(half * 8), masks[half])
+            }
+        };
+        let xv: [[__m256; 2]; M] = std::array::from_fn(|r| {
+            let p = x[r * k..].as_ptr().wrapping_add(o);
+            [load(p, 0), load(p, 1)]
+        });
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let p = w[(row + i) * k..].as_ptr().wrapping_add(o);
+            let wv = [load(p, 0), load(p, 1)];
+            // The next block's rows, a block ahead (as the AVX-512 loop; a prefetch never
+            // faults, and past the last row the pointer is only formed, never read).
+            let ahead = w.as_ptr().wrapping_add((row + i + NB) * k + o);
+            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+            for (a, xv) in acc.iter_mut().zip(&xv) {
+                a[0] = _mm256_fmadd_ps(wv[0], xv[0], a[0]);
+                a[1] = _mm256_fmadd_ps(wv[1], xv[1], a[1]);
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        let bias = b.map_or(0.0, |b| b[row + i]);
+        for (r, a) in acc.iter().enumerate() {
+            out[i * M + r] = sum_of_16(a) + bias;
+        }
+    }
+}
+
+/// The 16 lanes' sum, halves first: 8 + 8, 4 + 4, 2 + 2, 1 + 1.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn sum_of_16(a: &[__m256; 2]) -> f32 {
+    let eight = _mm256_add_ps(a[0], a[1]);
+    let four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps::<1>(eight));
+    let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+    _mm_cvtss_f32(two) + _mm_cvtss_f32(_mm_shuffle_ps::<1>(two, two))
+}
+
+/// A mask of the first `n` (0-8) of 8 lanes, for `_mm256_maskload_ps`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn lane_mask(n: usize) -> __m256i {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
+}
