@@ -3,7 +3,7 @@
 //! 16-float vectors), each 16 output channels as two 8-float registers. With 16
 //! registers the blocks are smaller: for the 2x2 pool 2 conv pixels of both rows by 16
 //! channels (8 accumulators; each input value broadcast once feeds 2 multiply-adds), for
-//! a conv row 4 pixels by 16 channels. Each output is the AVX-512 loops' chain of fused
+//! a conv row 6 pixels by 16 channels. Each output is the AVX-512 loops' chain of fused
 //! multiply-adds (bias, then the taps in order): the same bits.
 
 use super::{Pooling, Problem, BLOCKED, LANES};
@@ -13,8 +13,8 @@ use std::arch::x86_64::*;
 const HALF: usize = 8;
 /// Conv pixels of each row per block of the 2x2 pool (one pooled pixel).
 const PAIR: usize = 2;
-/// Conv pixels per block of a conv row (the general pool).
-const PIXELS: usize = 4;
+/// Conv pixels per block of a conv row (the general pool): 12 accumulators.
+const PIXELS: usize = 6;
 
 /// The pooled output rows `first..` that `out` holds (and their winners, where wanted).
 ///

@@ -1,20 +1,22 @@
 //! The AVX2 loops of the wide direct convolution (`super` says what and why), for CPUs
 //! without AVX-512. The packing is the AVX-512 loops' (blocks of `NR` = 32 output
-//! channels); with 16 registers a tile is 6 pixels by half a block, 16 channels in two
-//! registers: 12 accumulators, and per tap two weight loads and six broadcasts feed 12
-//! multiply-adds (the shape of BLIS's and MLAS's AVX2 kernels). Each output is the
-//! AVX-512 loops' chain (bias, then the taps in order): the same bits.
+//! channels); with 16 registers a tile is 3 pixels by a block's 32 channels in four
+//! registers: 12 accumulators, and per tap three broadcasts and four weight loads feed
+//! 12 multiply-adds, one weight register at a time (the shape of MLAS's AVX2 kernels).
+//! Measured on this AMD EPYC (Zen 3) at batch 1 against tiles of 6 pixels by 16
+//! channels (two per block, each re-reading the inputs), one thread, alternated: VGG's
+//! convs 75-95 -> 89-94 GFLOP/s (conv3_1 75 -> 89), LeNet's conv3 and conv4 on two
+//! threads 151 -> 171 and 135 -> 172. Each output is the AVX-512 loops' chain (bias, then
+//! the taps in order): the same bits.
 
 use super::{Problem, NR};
 use std::arch::x86_64::*;
 
-/// Floats per register.
+/// Floats per register, and registers per block.
 const LANES: usize = 8;
-/// Channels per tile: half a packed block.
-const HALF: usize = NR / 2;
-/// Pixels per tile, and the tiles a row's last pixels may take (overlapping the tile before).
-const MAIN: usize = 6;
-const TILES: [usize; 3] = [2, 4, 6];
+const VECTORS: usize = NR / LANES;
+/// Pixels per tile.
+const PIXELS: usize = 3;
 /// How many taps ahead a tile asks for its weights (as `avx512::PREFETCH_TAPS`).
 const PREFETCH_TAPS: usize = 24;
 
@@ -41,24 +43,14 @@ pub(super) unsafe fn row(
     );
     let last = p.input_at(img, oy, p.ow - 1, p.k - 1, p.k - 1) + p.c - 1;
     assert!(last < x.len());
-    for half in 0..2 {
-        let first = ob * NR + half * HALF;
-        if first >= p.o {
-            break;
-        }
-        let mut ox = 0;
-        while ox < p.ow {
-            let left = p.ow - ox;
-            let r = if left >= MAIN { MAIN } else { rest_tile(left, p.ow) };
-            let start = if r > left { p.ow - r } else { ox };
-            ox = start
-                + match r {
-                    6 => tile::<6>(x, w, bias, out, p, img, oy, start, first),
-                    4 => tile::<4>(x, w, bias, out, p, img, oy, start, first),
-                    2 => tile::<2>(x, w, bias, out, p, img, oy, start, first),
-                    _ => tile::<1>(x, w, bias, out, p, img, oy, start, first),
-                };
-        }
+    // Tiles of 3, the row's last 1 or 2 pixels as a smaller tile.
+    let mut ox = 0;
+    while ox < p.ow {
+        ox += match (p.ow - ox).min(PIXELS) {
+            3 => tile::<3>(x, w, bias, out, p, img, oy, ox, ob),
+            2 => tile::<2>(x, w, bias, out, p, img, oy, ox, ob),
+            _ => tile::<1>(x, w, bias, out, p, img, oy, ox, ob),
+        };
     }
     if p.stream {
         // Streaming stores are weakly ordered: done before anyone reads the row.
@@ -66,17 +58,8 @@ pub(super) unsafe fn row(
     }
 }
 
-/// The tile for the last `left` pixels of a row of `ow`: the smallest of `TILES` that
-/// covers them and fits the row; else the largest that fits in `left` (a row of 5 is 4 +
-/// a 2 overlapping by 1); else 1 (rows of one pixel).
-pub(super) fn rest_tile(left: usize, ow: usize) -> usize {
-    let covering = TILES.into_iter().find(|&r| r >= left && r <= ow);
-    covering.or_else(|| TILES.into_iter().rev().find(|&r| r <= left)).unwrap_or(1)
-}
-
-/// `R` neighbouring output pixels from `ox` on by the 16 output channels from `first`
-/// (a packed block's first or second half): the bias, then the taps in (ky, kx, channel)
-/// order, one fused multiply-add chain per output. Returns `R`.
+/// `R` neighbouring output pixels from `ox` on by `NR` output channels: the bias, then
+/// the taps in (ky, kx, channel) order, one fused multiply-add chain per output. Returns `R`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -89,34 +72,36 @@ fn tile<const R: usize>(
     img: usize,
     oy: usize,
     ox: usize,
-    first: usize,
+    ob: usize,
 ) -> usize {
     let taps = p.taps();
     let step = p.stride * p.c;
-    let (ob, half) = (first / NR, first % NR);
-    // The block's weights, from this half's 16 within each tap's row of NR.
-    let (wp, xp) = (w[ob * taps * NR..][..taps * NR].as_ptr().wrapping_add(half), x.as_ptr());
+    let first = ob * NR;
+    let (wp, xp) = (w[ob * taps * NR..][..taps * NR].as_ptr(), x.as_ptr());
     // SAFETY: `row` checked that the row's last read lies inside `x`; the packed block
     // has `taps` rows of NR weights and NR biases; stores are of at most `o - first`
-    // channels of pixels `ox..ox + R` < ow, inside `out`.
+    // channels of pixels `ox..ox + R` <= ow, inside `out`.
     unsafe {
-        let b =
-            [_mm256_loadu_ps(bias.as_ptr().add(first)), _mm256_loadu_ps(bias.as_ptr().add(first + LANES))];
+        let b: [__m256; VECTORS] =
+            std::array::from_fn(|f| _mm256_loadu_ps(bias.as_ptr().add(first + f * LANES)));
         let mut acc = [b; R];
         let mut t = 0;
         for ky in 0..p.k {
             for kx in 0..p.k {
                 let base = p.input_at(img, oy, ox, ky, kx);
                 for ch in 0..p.c {
-                    let w0 = _mm256_loadu_ps(wp.add(t * NR));
-                    let w1 = _mm256_loadu_ps(wp.add(t * NR + LANES));
                     // Past the block's end this names memory that is never read:
                     // wrapping_add (no in-bounds promise), and a prefetch cannot fault.
-                    _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add((t + PREFETCH_TAPS) * NR) as *const i8);
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        let v = _mm256_broadcast_ss(&*xp.add(base + j * step + ch));
-                        a[0] = _mm256_fmadd_ps(v, w0, a[0]);
-                        a[1] = _mm256_fmadd_ps(v, w1, a[1]);
+                    let ahead = wp.wrapping_add((t + PREFETCH_TAPS) * NR);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(NR / 2) as *const i8);
+                    let v: [__m256; R] =
+                        std::array::from_fn(|j| _mm256_broadcast_ss(&*xp.add(base + j * step + ch)));
+                    for f in 0..VECTORS {
+                        let wf = _mm256_loadu_ps(wp.add(t * NR + f * LANES));
+                        for j in 0..R {
+                            acc[j][f] = _mm256_fmadd_ps(v[j], wf, acc[j][f]);
+                        }
                     }
                     t += 1;
                 }
@@ -128,24 +113,25 @@ fn tile<const R: usize>(
                 *a = _mm256_max_ps(_mm256_setzero_ps(), *a);
             }
         }
-        let lanes = (p.o - first).min(HALF);
+        let lanes = (p.o - first).min(NR);
         for (j, a) in acc.iter().enumerate() {
             let dst = out.as_mut_ptr().add((ox + j) * p.o + first);
-            if lanes == HALF {
-                // A whole 64-byte line past the caches where the output streams.
-                if p.stream && dst as usize % 64 == 0 {
-                    _mm256_stream_ps(dst, a[0]);
-                    _mm256_stream_ps(dst.add(LANES), a[1]);
-                } else {
-                    _mm256_storeu_ps(dst, a[0]);
-                    _mm256_storeu_ps(dst.add(LANES), a[1]);
+            if lanes < NR {
+                let mut all = [0f32; NR];
+                for (f, v) in a.iter().enumerate() {
+                    _mm256_storeu_ps(all.as_mut_ptr().add(f * LANES), *v);
                 }
-                continue;
+                std::ptr::copy_nonoverlapping(all.as_ptr(), dst, lanes);
+            } else if p.stream && dst as usize % 64 == 0 {
+                // Two whole 64-byte lines past the caches.
+                for (f, v) in a.iter().enumerate() {
+                    _mm256_stream_ps(dst.add(f * LANES), *v);
+                }
+            } else {
+                for (f, v) in a.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add(f * LANES), *v);
+                }
             }
-            let mut all = [0f32; HALF];
-            _mm256_storeu_ps(all.as_mut_ptr(), a[0]);
-            _mm256_storeu_ps(all.as_mut_ptr().add(LANES), a[1]);
-            std::ptr::copy_nonoverlapping(all.as_ptr(), dst, lanes);
         }
     }
     R

@@ -106,12 +106,6 @@ fn rows_are_cut_into_the_tiles_that_recompute_least() {
     assert_eq!(avx512::rest_tile(3, 17), 4, "covers the rest, overlapping the tile before");
     assert_eq!(avx512::rest_tile(10, 10), 8, "no tile covers a row of 10: 8 first");
     assert_eq!(avx512::rest_tile(2, 3), 1, "rows narrower than 4");
-    // AVX2: 6s, the rest as one tile of 2, 4 or 6 overlapping the one before.
-    assert_eq!(avx2::rest_tile(2, 92), 2, "92 = 15 x 6 + 2");
-    assert_eq!(avx2::rest_tile(5, 17), 6, "covers the rest, overlapping the tile before");
-    assert_eq!(avx2::rest_tile(5, 5), 4, "no tile covers a row of 5: 4 first");
-    assert_eq!(avx2::rest_tile(1, 5), 2);
-    assert_eq!(avx2::rest_tile(1, 1), 1, "rows of one pixel");
 }
 
 #[test]
