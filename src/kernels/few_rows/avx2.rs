@@ -92,10 +92,11 @@ fn block<const NB: usize, const M: usize>(
         for (i, acc) in acc.iter_mut().enumerate() {
             let p = w[(row + i) * k..].as_ptr().wrapping_add(o);
             let wv = [load(p, 0), load(p, 1)];
-            // The next block's rows, a block ahead (as the AVX-512 loop; a prefetch never
-            // faults, and past the last row the pointer is only formed, never read).
-            let ahead = w.as_ptr().wrapping_add((row + i + NB) * k + o);
-            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+            // No software prefetch, unlike the AVX-512 loop: on this AMD EPYC (Zen 3) the
+            // next block's rows asked for a block ahead made VGG's fc1 (42 MB of weights,
+            // from memory) slower timed alone, 1,460 -> 985 us without (two threads, min
+            // of 9 alternated rounds), and the baseline's predictions were faster without
+            // in 4 of 5 alternated `fkpnet bench --batch 1` pairs.
             for (a, xv) in acc.iter_mut().zip(&xv) {
                 a[0] = _mm256_fmadd_ps(wv[0], xv[0], a[0]);
                 a[1] = _mm256_fmadd_ps(wv[1], xv[1], a[1]);
