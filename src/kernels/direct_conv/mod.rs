@@ -11,6 +11,11 @@
 //! multiply-adds do not wait on each other; for the usual 2x2/2 pool both conv rows of
 //! a window stay in registers and only the maxima are stored (9 MB): 1.6-1.8 ms for the
 //! pair on 2 threads. Other pools go through one conv row at a time in a small buffer.
+//! On CPUs with AVX2 but no AVX-512 (16 registers of 8 floats; `avx2`) the blocks are
+//! smaller: 2 conv pixels of both rows of a window by 16 channels, conv rows 6 pixels by
+//! 16 channels. On an AMD EPYC (Zen 3), two threads: LeNet's conv1 + pool1 at batch 64
+//! in 1.2-1.8 ms against libtorch's 35-40 ms (its one-channel conv takes a slow path
+//! there), conv2 + pool2 at batch 1 in 121 us against 185.
 //!
 //! Every output is the same chain of fused multiply-adds (bias first, then the taps in
 //! (ky, kx, channel) order) whichever instruction set runs it, so results do not depend

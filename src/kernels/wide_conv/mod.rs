@@ -11,6 +11,11 @@
 //! 92-101 (same process, alternated). The weights are packed once into that order and
 //! packed again only when the tensor changes (libtorch's version counter).
 //!
+//! On CPUs with AVX2 but no AVX-512 (16 registers of 8 floats; `avx2`) a tile is 3
+//! pixels by 32 channels, as MLAS's AVX2 kernel: on an AMD EPYC (Zen 3) at batch 1, two
+//! threads, LeNet's conv3 + pool3 took 86 us (libtorch 130), conv4 + pool4 55 us (84),
+//! VGG's convs 110-183 GFLOP/s (oneDNN 119-172).
+//!
 //! Each output is one fixed chain of fused multiply-adds, the bias first, then the taps in
 //! (ky, kx, channel) order: results do not depend on the thread count; they differ from
 //! oneDNN's in the last bits only.
