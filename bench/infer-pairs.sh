@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Batch-1 latency of fkpnet's own path (`fkpnet bench --batch 1`) against onnxruntime on
+# Latency of fkpnet's own path (`fkpnet bench --batch B`, B = 1 unless given) against onnxruntime on
 # the same net's ONNX export, in alternated short chunks: this machine's speed moves by up
 # to 2x within minutes (other tenants' steal time), so a runtime compares only with the
 # other measured right beside it, and the least disturbed chunk of each (its minimum)
 # is the figure. Each fkpnet chunk is `bench`'s mean over 100 predictions after warm-up,
-# each onnxruntime chunk a mean over 200 after 50 warm-up runs.
-# Usage: bench/infer-pairs.sh [NET] [CHUNKS] (default lenet 8).
+# each onnxruntime chunk a mean over 200 after 50 warm-up runs (at batch 64: 20 and 40
+# batches, 10 warm-up runs); both are in ms per batch.
+# Usage: bench/infer-pairs.sh [NET] [CHUNKS] [BATCH] (default lenet 8 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 net=${1:-lenet}
 chunks=${2:-8}
+batch=${3:-1}
+# Batches per chunk: as many images as 100 (fkpnet) and 200 (onnxruntime) faces, at least 20.
+fk_iters=$(( 50 / batch > 10 ? 50 / batch : 10 ))
+ort_runs=$(( 200 / batch > 40 ? 200 / batch : 40 ))
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 declare -A solver=([baseline]=baseline_adam [lenet]=adam [vgg]=vgg_adam)
@@ -19,21 +24,23 @@ fk="$root/target/release/fkpnet"
 (cd "$tmp" && "$fk" train "$root/solvers/$s.yaml" --set data.train=synthetic --set max_iter=1 \
    --set test_interval=0 --set batch_size=4 --name "$net" -q >/dev/null 2>&1 &&
  "$fk" export "runs/$net" -o "$net.onnx" --format onnx --weights final >/dev/null 2>&1)
+echo "batch $batch"
 printf '%-6s %12s %12s\n' chunk "fkpnet ms" "ort ms"
 fks=() orts=()
 for i in $(seq 1 "$chunks"); do
-  fk_ms=$("$fk" bench "$root/nets/$net.yaml" --batch 1 --iterations 50 --json |
-    python3 -c 'import json,sys; print(1000/json.load(sys.stdin)["infer_img_per_s"])')
-  ort_ms=$("$root/.venv/bin/python" - "$tmp/$net.onnx" <<'PY'
+  fk_ms=$("$fk" bench "$root/nets/$net.yaml" --batch "$batch" --iterations "$fk_iters" --json |
+    python3 -c "import json,sys; print(1000 * $batch / json.load(sys.stdin)['infer_img_per_s'])")
+  ort_ms=$("$root/.venv/bin/python" - "$tmp/$net.onnx" "$batch" "$ort_runs" <<'PY'
 import sys, time, numpy as np, onnxruntime as ort
 s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-x = np.random.rand(1, *s.get_inputs()[0].shape[1:]).astype(np.float32)
-for _ in range(50):
+batch, runs = int(sys.argv[2]), int(sys.argv[3])
+x = np.random.rand(batch, *s.get_inputs()[0].shape[1:]).astype(np.float32)
+for _ in range(max(runs // 4, 10)):
     s.run(None, {"data": x})
 t0 = time.perf_counter()
-for _ in range(200):
+for _ in range(runs):
     s.run(None, {"data": x})
-print((time.perf_counter() - t0) / 200 * 1000)
+print((time.perf_counter() - t0) / runs * 1000)
 PY
 )
   fks+=("$fk_ms") orts+=("$ort_ms")
