@@ -1,6 +1,7 @@
-//! A direct convolution for predictions at batch 1-4 (`MAX_BATCH`), on the CPU when no
-//! gradient is wanted: LeNet's conv3 and conv4 (32 and 64 input channels) at batch 1,
-//! alone (`conv2d`) or with the max pool after it (`conv_max_pool`).
+//! A direct convolution for predictions at batch 1-4 (`MAX_BATCH`; any batch on CPUs
+//! without AVX-512, `max_batch`), on the CPU when no gradient is wanted: LeNet's conv3
+//! and conv4 (32 and 64 input channels) at batch 1, alone (`conv2d`) or with the max
+//! pool after it (`conv_max_pool`).
 //!
 //! Why: at batch 1 oneDNN's convolutions run well below the CPU's peak on small maps:
 //! LeNet's conv3 (32 -> 64 channels, 20x20 outputs) took 154-181 us, conv4 (64 -> 128 at
@@ -31,8 +32,22 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-/// The largest batch this kernel takes; above it oneDNN's convolutions are the faster.
+/// The largest batch the AVX-512 loops take; above it oneDNN's convolutions were the
+/// faster on the Intel Xeon they were measured on (219-285 GFLOP/s against oneDNN's
+/// 278-352 at batch 64).
 pub const MAX_BATCH: i64 = 4;
+
+/// The largest batch `isa`'s loops take. The AVX2 loops take any: on an AMD EPYC (Zen 3,
+/// no AVX-512), two threads, alternated against oneDNN in one process (least disturbed of
+/// 7 rounds), LeNet's conv3 + pool3 at batch 64 took 6.2 ms against 6.6, conv4 + pool4
+/// 4.0 against 4.6, conv5 + pool5 1.1 against 1.5; VGG's conv2_1 and conv3_2 + pool3 at
+/// batch 16 level (25.2-25.5 and 31.6-34.0 ms).
+pub fn max_batch(isa: Isa) -> i64 {
+    match isa {
+        Isa::Avx512 => MAX_BATCH,
+        Isa::Avx2 => i64::MAX,
+    }
+}
 /// Output channels per packed block: a tile's two AVX-512 vectors (two AVX2 tiles' four).
 const NR: usize = 32;
 /// From this size on, `conv2d` writes its output with streaming stores, past the caches.
@@ -120,7 +135,7 @@ impl Packed {
     }
 }
 
-/// `conv2d(x, w, b)` (one group) for a batch of at most `MAX_BATCH`, then max(., 0) where
+/// `conv2d(x, w, b)` (one group) for a batch of at most `max_batch`, then max(., 0) where
 /// `rectify` (a plain ReLU after the conv, applied as the tiles are stored: its own pass
 /// over VGG's 94x94x64 conv1_1 map took 250 us at batch 1); `None` where it does not
 /// apply (the caller then uses libtorch): a gradient is wanted, not float32 on the CPU,
@@ -160,7 +175,7 @@ pub fn conv2d(
     }))
 }
 
-/// `max_pool2d(conv2d(x, w, b), pool)` for a batch of at most `MAX_BATCH`: the conv rows
+/// `max_pool2d(conv2d(x, w, b), pool)` for a batch of at most `max_batch`: the conv rows
 /// each pooled row reads go through a small buffer, and only the maxima are written.
 /// LeNet's conv3 + pool3 at batch 1: libtorch's pool of the 20x20x64 map took 30-40 us
 /// inside a pass, as long as half the conv. `None` where `conv2d` declines, where a pool
@@ -287,7 +302,11 @@ fn prepare(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry) -> Option<Pr
         return None;
     }
     let (xs, ws) = (x.size(), w.size());
-    if xs.len() != 4 || ws.len() != 4 || ws[1] != xs[1] || ws[2] != ws[3] || !(1..=MAX_BATCH).contains(&xs[0])
+    if xs.len() != 4
+        || ws.len() != 4
+        || ws[1] != xs[1]
+        || ws[2] != ws[3]
+        || !(1..=max_batch(isa)).contains(&xs[0])
     {
         return None;
     }

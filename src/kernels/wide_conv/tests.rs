@@ -165,16 +165,17 @@ fn the_same_outputs_whatever_the_threads_and_declines_what_it_does_not_compute()
     let (x, w) = (cl(&randn(&[1, 32, 12, 12])), cl(&randn(&[64, 32, 3, 3])));
     let packed = Packed::default();
     let _g = tch::no_grad_guard();
-    crate::kernels::for_each_isa(|_isa| {
+    crate::kernels::for_each_isa(|isa| {
         let all = conv2d(&x, &w, None, geo(1, 0, 1), false, &packed).unwrap();
         let threads = tch::get_num_threads();
         tch::set_num_threads(1);
         let single = conv2d(&x, &w, None, geo(1, 0, 1), false, &packed).unwrap();
         tch::set_num_threads(threads);
         assert!(single.equal(&all), "one thread differs from {threads}");
+        let five = cl(&randn(&[5, 32, 12, 12]));
+        let taken = conv2d(&five, &w, None, geo(1, 0, 1), false, &packed).is_some();
+        assert_eq!(taken, max_batch(isa) >= 5, "a batch of 5 with {isa:?}");
     });
-    let five = cl(&randn(&[5, 32, 12, 12]));
-    assert!(conv2d(&five, &w, None, geo(1, 0, 1), false, &packed).is_none(), "a batch above MAX_BATCH");
     assert!(conv2d(&x.contiguous(), &w, None, geo(1, 0, 1), false, &packed).is_none(), "an NCHW input");
     assert!(
         conv2d(&x, &w, Some(&randn(&[3])), geo(1, 0, 1), false, &packed).is_none(),
@@ -230,6 +231,32 @@ fn large_weights_split_by_channels_to_the_same_bits_as_by_rows() {
                 let diff = (by_channels_pooled - &want_pooled).abs().max().double_value(&[]);
                 assert!(diff < tol, "{case} pooled: max diff {diff}");
             }
+        }
+    });
+}
+
+#[test]
+fn the_avx2_loops_take_a_training_sized_batch() {
+    crate::kernels::for_each_isa(|isa| {
+        if max_batch(isa) < 64 {
+            return;
+        }
+        let _g = tch::no_grad_guard();
+        tch::manual_seed(14);
+        let cl = crate::layers::channels_last;
+        // LeNet's conv3 + pool3 and conv5 at batch 64: one task per row of 64 images.
+        for (xs, o) in [([64, 32, 22, 22], 64), ([64, 128, 4, 4], 256)] {
+            let x = cl(&randn(&xs));
+            let w = cl(&randn(&[o, xs[1], 3, 3]));
+            let b = randn(&[o]);
+            let want = x.conv2d(&w, Some(&b), [1, 1], [0, 0], [1, 1], 1).relu();
+            let side = want.size()[2] / 2;
+            let pool = Pooling { kernel: 2, stride: 2, out_h: side, out_w: side, rectify: true };
+            let packed = Packed::default();
+            let got = conv_max_pool(&x, &w, Some(&b), geo(1, 0, 1), pool, &packed).expect("takes it");
+            let want = want.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            assert!(diff < 1e-4 * ((xs[1] * 9) as f64).sqrt(), "{xs:?} -> {o}: max diff {diff}");
         }
     });
 }
