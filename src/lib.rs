@@ -11,7 +11,8 @@
 //! input size and colour, crop) and reads the field's formats. `proto` holds the
 //! protobuf types of Caffe's, ONNX's and TensorBoard's files, for whichever module
 //! reads or writes them. `kernels` holds fkpnet's own CPU kernels for shapes libtorch
-//! computes slowly in predictions (a first conv and its max pool, layers at batch 1-4),
+//! computes slowly in predictions (a first conv and its max pool, layers at batch 1-4;
+//! on CPUs without AVX-512 convs at any batch),
 //! which layer kinds use where they apply.
 
 pub mod bench;

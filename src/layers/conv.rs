@@ -146,8 +146,8 @@ impl Layer for Conv {
     /// With a max pool after it, fkpnet's own kernels compute both for predictions: the
     /// direct one for 1-16 input channels (a net's first convs; oneDNN's first-layer kernel
     /// and the pool over its full-size output took 6.6 ms of LeNet's 22 at batch 64), the
-    /// wide one for more channels at batch 1-4 (libtorch's pool of LeNet's conv3 took as
-    /// long as half the conv). The kernels' files say more.
+    /// wide one for more channels at batch 1-4, any batch on CPUs without AVX-512
+    /// (libtorch's pool of LeNet's conv3 took as long as half the conv). The kernels' files say more.
     fn build_pooled(
         &self,
         input: &[i64],
