@@ -4,6 +4,7 @@
 //! against libtorch's result in its file. `FKPNET_KERNELS=libtorch` turns them all off
 //! (to compare, or to rule them out).
 
+pub mod conv_grad;
 pub mod direct_conv;
 pub mod few_rows;
 pub mod onednn;
