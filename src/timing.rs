@@ -23,6 +23,9 @@ pub struct Timing {
     /// Rows timed as one fused kernel, as the training pass runs them: the row that
     /// times it, and the later rows it computes (those read 0).
     pub fused: Vec<(String, Vec<String>)>,
+    /// Rows whose parameters' gradients a kernel of fkpnet's own computes, as in training
+    /// (`Layer::build_train`; their backward times include it).
+    pub own_grads: Vec<String>,
     /// One Adam update of every parameter (what `fkpnet bench` and the shipped solvers
     /// run), timed after a backward pass.
     pub update_ms: f64,
@@ -88,6 +91,7 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
     let blobs = tch::no_grad(|| net.forward_all(&input, true));
     let mut out = Vec::new();
     let mut fused = Vec::new();
+    let mut own_grads = Vec::new();
     let mut inside: Vec<usize> = Vec::new();
     for (i, node) in graph.nodes.iter().enumerate() {
         if inside.contains(&i) {
@@ -114,6 +118,11 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
             .map(|&b| if b == 0 { blobs[0].detach() } else { blobs[b].detach().set_requires_grad(true) })
             .collect();
         let refs: Vec<&Tensor> = xs.iter().collect();
+        if let Some(row) = time_own_train_step(&net, i, &xs, &blobs[i + 1], device, warmup, iterations) {
+            own_grads.push(node.name.clone());
+            out.push(LayerTime { name: node.name.clone(), kind: node.kind, ..row });
+            continue;
+        }
         let forward_ms = mean_ms(device, warmup, iterations, || {
             let _ = net.apply(i, &refs, true);
         });
@@ -164,7 +173,56 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
     let mut solver = crate::solver::Solver::new(&cfg, &params);
     let update_ms = mean_ms(device, warmup, iterations, || solver.step(&params, 1e-3));
     let tensors = params.iter().filter(|p| p.learn).count();
-    Timing { layers: out, forward_ms, backward_ms, batch, moved_behind_pool, fused, update_ms, tensors }
+    Timing {
+        layers: out,
+        forward_ms,
+        backward_ms,
+        batch,
+        moved_behind_pool,
+        fused,
+        own_grads,
+        update_ms,
+        tensors,
+    }
+}
+
+/// Row `i` as the training pass runs it where a kernel of fkpnet's own computes its
+/// parameters' gradients (`Layer::build_train`): the forward, and autograd's backward
+/// (the input's gradient) plus the kernel's step, the gradient `(y * g).sum()` feeds
+/// taken off as for the other rows.
+fn time_own_train_step(
+    net: &crate::graph::Net,
+    i: usize,
+    xs: &[Tensor],
+    out: &Tensor,
+    device: Device,
+    warmup: usize,
+    iterations: usize,
+) -> Option<LayerTime> {
+    let x = xs.first().filter(|_| xs.len() == 1)?;
+    let _probe = net.own_train_step(i, x)?;
+    let forward_ms = mean_ms(device, warmup, iterations, || {
+        let _ = net.own_train_step(i, x);
+    });
+    let g = out.rand_like();
+    let prepare = || {
+        let (y, leaf, step) = net.own_train_step(i, x).expect("took it above");
+        ((y * &g).sum(Kind::Float), leaf, step)
+    };
+    let backward = |(loss, leaf, step): (Tensor, Tensor, crate::layers::PooledBackward)| {
+        loss.backward();
+        step(&leaf.grad());
+    };
+    let feed = out.detach().set_requires_grad(true);
+    let feed_ms = mean_ms_of(
+        device,
+        warmup,
+        iterations,
+        || (feed.shallow_clone() * &g).sum(Kind::Float),
+        |y| y.backward(),
+    );
+    let backward_ms = (mean_ms_of(device, warmup, iterations, prepare, backward) - feed_ms).max(0.0);
+    Some(LayerTime { name: String::new(), kind: "", forward_ms, backward_ms })
 }
 
 /// Row `i` through the fused training kernel, where the training pass runs it so (a
@@ -178,7 +236,10 @@ fn time_fused(
     warmup: usize,
     iterations: usize,
 ) -> Option<(Vec<usize>, LayerTime)> {
-    let x = blobs[net.bottoms(i)[0]].detach();
+    // As in training: only the net's input needs no gradient (the training kernel takes
+    // a net's first layer only).
+    let b = net.bottoms(i)[0];
+    let x = if b == 0 { blobs[0].detach() } else { blobs[b].detach().set_requires_grad(true) };
     let (steps, y, _) = net.fused_train(i, &x)?;
     let forward_ms = mean_ms(device, warmup, iterations, || {
         let _ = net.fused_train(i, &x);
@@ -207,6 +268,12 @@ impl Timing {
             s += &format!(
                 "({} run inside {row}'s kernel, as in training: {row}'s row times them all.)\n",
                 inside.join(", ")
+            );
+        }
+        if !self.own_grads.is_empty() {
+            s += &format!(
+                "({}: weight gradients by fkpnet's own kernel, as in training, within the backward times.)\n",
+                self.own_grads.join(", ")
             );
         }
         let step = self.forward_ms + self.backward_ms;

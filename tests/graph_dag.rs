@@ -648,3 +648,87 @@ fn a_conv_and_its_max_pool_run_as_one_kernel_for_predictions() {
         );
     }
 }
+
+/// Training steps of the shipped LeNet and VGG through fkpnet's training kernels (LeNet's
+/// conv1 + ReLU + pool1 on CPUs with AVX-512 or AVX2; on AVX2 without AVX-512 also every
+/// conv's weight gradient with 8+ input channels and 32+ output pixels) give the
+/// gradients autograd gives layer by layer, every parameter's.
+#[test]
+fn training_kernels_give_autograds_gradients_on_the_shipped_nets() {
+    use fkpnet::kernels::Isa;
+    let own = fkpnet::kernels::enabled().then(fkpnet::kernels::isa).flatten();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, steps) in [
+        (
+            "lenet",
+            match own {
+                Some(Isa::Avx2) => 4,
+                Some(Isa::Avx512) => 1,
+                None => 0,
+            },
+        ),
+        (
+            "vgg",
+            match own {
+                Some(Isa::Avx2) => 5,
+                _ => 0,
+            },
+        ),
+    ] {
+        let text = std::fs::read_to_string(root().join(format!("nets/{name}.yaml"))).unwrap();
+        let g = graph(dir.path(), &text).unwrap();
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let opts = fkpnet::layers::BuildOptions { channels_last: true, ..Default::default() };
+        let (net, params) = g.build(&vs.root(), opts);
+        tch::manual_seed(3);
+        let x = net.input(&Tensor::rand([2, 1, 96, 96], (Kind::Float, tch::Device::Cpu)));
+        let grads = |fast: bool| {
+            for p in &params {
+                let mut t = p.tensor.shallow_clone();
+                t.zero_grad();
+            }
+            tch::manual_seed(5); // the same dropout masks
+            let y = if fast {
+                let (y, tape) = net.forward_train(&x);
+                assert_eq!(tape.len(), steps, "{name}: the kernels' backward steps");
+                tape.backward(&y.square().sum(Kind::Float));
+                y
+            } else {
+                let y = net.forward_all(&x, true).pop().unwrap();
+                y.square().sum(Kind::Float).backward();
+                y
+            };
+            let gs: Vec<Tensor> = params.iter().map(|p| p.tensor.grad().copy()).collect();
+            (y.detach(), gs)
+        };
+        let (y_fast, fast) = grads(true);
+        let (y_plain, plain) = grads(false);
+        assert!((&y_fast - &y_plain).abs().max().double_value(&[]) < 1e-4, "{name}: outputs");
+        for ((p, a), b) in params.iter().zip(&fast).zip(&plain) {
+            let scale = b.abs().max().double_value(&[]);
+            assert!(scale > 0.0, "{name} {}: a gradient that cannot tell", p.name);
+            let diff = (a - b).abs().max().double_value(&[]);
+            assert!(diff <= 1e-4 * scale, "{name} {}: gradients differ by {diff} (of {scale})", p.name);
+        }
+    }
+}
+
+/// `fkpnet time` times each row as a training step runs it: LeNet's conv1 + ReLU + pool1
+/// in its kernel (the net's input wants no gradient), conv2 not in it (its input does),
+/// and on CPUs with AVX2 and no AVX-512 conv2-conv4 with their weight gradients by the
+/// kernel (conv5's 2x2 outputs are too few for it).
+#[test]
+fn time_rows_run_as_a_training_step_does() {
+    use fkpnet::kernels::Isa;
+    let own = fkpnet::kernels::enabled().then(fkpnet::kernels::isa).flatten();
+    let dir = tempfile::tempdir().unwrap();
+    let lenet = std::fs::read_to_string(root().join("nets/lenet.yaml")).unwrap();
+    let g = graph(dir.path(), &lenet).unwrap();
+    let opts = fkpnet::layers::BuildOptions { channels_last: true, ..Default::default() };
+    let t = fkpnet::timing::time_net(&g, 4, 1, tch::Device::Cpu, opts);
+    let fused: Vec<&str> = t.fused.iter().map(|(row, _)| row.as_str()).collect();
+    assert_eq!(fused, if own.is_some() { vec!["conv1"] } else { vec![] });
+    let expected: Vec<&str> = if own == Some(Isa::Avx2) { vec!["conv2", "conv3", "conv4"] } else { vec![] };
+    assert_eq!(t.own_grads, expected);
+    assert!(t.layers.iter().find(|l| l.name == "conv2").is_some_and(|l| l.backward_ms > 0.0));
+}

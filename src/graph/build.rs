@@ -34,6 +34,8 @@ impl Graph {
                     .then(|| n.layer.build_rectified(n.input(), &tensors, &opts))??;
                 Some(Fused { f, train: None, last_step: i + 1, rectified: true })
             });
+            let train =
+                (n.bottoms.len() == 1).then(|| n.layer.build_train(n.input(), &tensors, &opts)).flatten();
             let op = if n.bottoms.len() == 1 {
                 Op::One(n.layer.build(n.input(), tensors, &opts))
             } else {
@@ -42,7 +44,7 @@ impl Graph {
             let mut frees: Vec<usize> =
                 n.bottoms.iter().copied().filter(|&b| self.last_use(b) == Some(i)).collect();
             frees.dedup();
-            steps.push(Step { bottoms: n.bottoms.clone(), op, frees, deferred: false, fused });
+            steps.push(Step { bottoms: n.bottoms.clone(), op, frees, deferred: false, fused, train });
         }
         self.defer_rectifiers(&mut steps);
         (Net { steps, opts }, all)

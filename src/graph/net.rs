@@ -23,6 +23,9 @@ pub(super) struct Step {
     /// In `forward_t` without gradients: this layer and the steps up to `last_step` (its
     /// max pool, or its plain ReLU) in one kernel, where it takes the call.
     pub(super) fused: Option<Fused>,
+    /// In a training step: the layer with its parameters' gradients by a kernel of
+    /// fkpnet's own (`Layer::build_train`), where it takes the call.
+    pub(super) train: Option<crate::layers::TrainFn>,
 }
 
 /// A layer fused with the max pool after it, for predictions (and, where the kind has
@@ -38,10 +41,12 @@ pub(super) struct Fused {
     pub(super) rectified: bool,
 }
 
-/// The backward steps a training pass owes the fused kernels that ran in it (a net's
-/// first conv and its max pool, `Layer::build_pooled_train`). Autograd does not see
-/// those kernels: their output enters the graph as a leaf, and `backward` runs autograd
-/// from the loss, then each step from the gradient that reached its leaf.
+/// The backward steps a training pass owes the kernels that ran in it: a net's first
+/// conv and its max pool (`Layer::build_pooled_train`), whose output enters autograd's
+/// graph as a leaf, and layers whose parameters' gradients a kernel computes
+/// (`Layer::build_train`), whose output's gradient a zero leaf added to it catches.
+/// `backward` runs autograd from the loss, then each step from the gradient that reached
+/// its leaf.
 #[derive(Default)]
 pub struct Tape(Vec<(Tensor, crate::layers::PooledBackward)>);
 
@@ -119,6 +124,17 @@ impl Net {
             .filter(|(i, s)| s.fused.as_ref().is_some_and(|p| p.rectified && p.last_step == i + 1))
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Step `i` as the training pass runs it where a kernel computes its parameters'
+    /// gradients (`Layer::build_train`) and takes `x`: its output, the leaf whose gradient
+    /// is the output's, and the backward step. For `fkpnet time`'s rows.
+    pub fn own_train_step(
+        &self,
+        i: usize,
+        x: &Tensor,
+    ) -> Option<(Tensor, Tensor, crate::layers::PooledBackward)> {
+        (self.steps[i].train.as_ref()?)(x)
     }
 
     /// Step `i` through the fused kernel the training pass runs it with, where it has one
@@ -210,7 +226,14 @@ impl Net {
             let y = {
                 let ins: Vec<&Tensor> =
                     step.bottoms.iter().map(|&b| blobs[b].as_ref().expect("read before freed")).collect();
-                if step.deferred {
+                // Not where a deferred layer is to be applied after this one (a pool's step).
+                let plain = !step.deferred && !(i > 0 && self.steps[i - 1].deferred);
+                let own = tape.as_deref_mut().zip(step.train.as_ref()).filter(|_| plain);
+                let trained = own.and_then(|(tape, f)| Some((tape, f(ins[0])?)));
+                if let Some((tape, (y, leaf, backward))) = trained {
+                    tape.0.push((leaf, backward));
+                    y
+                } else if step.deferred {
                     ins[0].shallow_clone()
                 } else {
                     let y = self.apply(i, &ins, train);

@@ -224,6 +224,57 @@ impl Layer for Conv {
         }))
     }
 
+    /// On CPUs with AVX2 and no AVX-512, the weight gradient by fkpnet's own kernel
+    /// (`kernels::conv_grad`: oneDNN's for channels-last convs there ran at a third to
+    /// two thirds of the forward's rate). The forward pass is libtorch's conv of the input
+    /// with the weight detached, so autograd gives only the input's gradient; the bias is
+    /// added as a zero-gradient leaf holding it, whose gradient after the backward pass
+    /// is the output's: the weight's gradient then comes from the kernel, the bias's is
+    /// that gradient's sum.
+    fn build_train(
+        &self,
+        input: &[i64],
+        params: &[tch::Tensor],
+        opts: &super::BuildOptions,
+    ) -> Option<super::TrainFn> {
+        use crate::kernels::conv_grad;
+        if self.group != 1 || !opts.own_kernels() || !opts.channels_last || input[0] % 8 != 0 {
+            return None;
+        }
+        let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));
+        let g = crate::kernels::direct_conv::Geometry {
+            stride: self.stride,
+            pad: self.pad,
+            dilation: self.dilation,
+        };
+        let (o, k) = (self.num_output, self.kernel_size);
+        Some(Box::new(move |x| {
+            if !conv_grad::applies(x, o, k, g) || !w.requires_grad() {
+                return None;
+            }
+            let s = [g.stride, g.stride];
+            let y = x.conv2d(&w.detach(), None::<&tch::Tensor>, s, [g.pad; 2], [g.dilation; 2], 1);
+            // The leaf: the bias in every output (zeros without one), channels-last as `y`.
+            let bias = match &b {
+                Some(b) => b.detach().view([1, o, 1, 1]).expand_as(&y),
+                None => y.zeros_like(),
+            };
+            let leaf = super::channels_last(&bias).set_requires_grad(true);
+            let y = y + &leaf;
+            let (x, w, b) = (x.detach(), w.shallow_clone(), b.as_ref().map(|b| b.shallow_clone()));
+            let backward = move |dy: &tch::Tensor| {
+                let dw = conv_grad::weight_grad(&x, dy, k, g).expect("checked in the forward pass");
+                let mut grads = vec![(&w, dw)];
+                grads.extend(
+                    b.as_ref()
+                        .map(|b| (b, dy.sum_dim_intlist([0i64, 2, 3].as_slice(), false, tch::Kind::Float))),
+                );
+                super::add_gradients(&grads);
+            };
+            Some((y, leaf, Box::new(backward) as super::PooledBackward))
+        }))
+    }
+
     fn pytorch(&self, input: &[i64]) -> String {
         format!(
             "nn.Conv2d({}, {}, {}, stride={}, padding={}, dilation={}, groups={}, bias={})",

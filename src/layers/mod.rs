@@ -110,6 +110,12 @@ pub type PooledFn = Box<dyn Fn(&tch::Tensor) -> Option<tch::Tensor> + Send>;
 pub type PooledTrainFn = Box<dyn Fn(&tch::Tensor) -> Option<(tch::Tensor, PooledBackward)> + Send>;
 pub type PooledBackward = Box<dyn FnOnce(&tch::Tensor)>;
 
+/// A layer's training step (`Layer::build_train`) for its input: its output, in
+/// autograd's graph for the input's gradient; a leaf whose gradient after the backward
+/// pass is the output's (`Tape` reads it); and the step that adds the parameters'
+/// gradients given it.
+pub type TrainFn = Box<dyn Fn(&tch::Tensor) -> Option<(tch::Tensor, tch::Tensor, PooledBackward)> + Send>;
+
 /// Adds each gradient to its parameter's, as autograd would have (a kernel autograd does
 /// not see computed them): through `sum(param * grad)`, whose gradient is `grad` exactly,
 /// so the first gradient of a step creates `param.grad` as autograd creates it. Parameters
@@ -227,6 +233,13 @@ pub trait Layer: std::fmt::Debug + Send + ToYaml {
         _pool: Pooling,
         _opts: &BuildOptions,
     ) -> Option<PooledTrainFn> {
+        None
+    }
+    /// For training steps: the layer with its parameters' gradients computed by a kernel
+    /// of fkpnet's own after autograd's pass (conv's weight gradient, on CPUs with AVX2
+    /// and no AVX-512), autograd still giving its input's. The function gives `None` for a
+    /// call the kernel does not take; autograd then runs the layer, as built.
+    fn build_train(&self, _input: &[i64], _params: &[tch::Tensor], _opts: &BuildOptions) -> Option<TrainFn> {
         None
     }
     /// Computes faster in the channels-last layout on CPU (measured for convolutions:
