@@ -732,3 +732,39 @@ fn time_rows_run_as_a_training_step_does() {
     assert_eq!(t.own_grads, expected);
     assert!(t.layers.iter().find(|l| l.name == "conv2").is_some_and(|l| l.backward_ms > 0.0));
 }
+
+/// Predictions between training steps (the val tests) follow the solver's updates: the
+/// kernels' packed copies of the weights (`wide_conv`) are made again after Adam's own
+/// passes write the weights, as after libtorch's operators. The same outputs as a net
+/// built fresh from the updated weights.
+#[test]
+fn predictions_follow_the_solvers_updates_of_the_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let lenet = std::fs::read_to_string(root().join("nets/lenet.yaml")).unwrap();
+    let g = graph(dir.path(), &lenet).unwrap();
+    let opts = fkpnet::layers::BuildOptions { channels_last: true, ..Default::default() };
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let (net, params) = g.build(&vs.root(), opts);
+    let yaml = "net: x\ndata: {train: synthetic}\ntype: Adam\nbase_lr: 0.01\nmax_iter: 1\nbatch_size: 8\n";
+    let cfg: fkpnet::config::SolverConfig = serde_yaml::from_str(yaml).unwrap();
+    let mut solver = fkpnet::solver::Solver::new(&cfg, &params);
+    tch::manual_seed(9);
+    let x = net.input(&Tensor::rand([8, 1, 96, 96], (Kind::Float, tch::Device::Cpu)));
+    let before = tch::no_grad(|| net.forward_t(&x, false));
+    let (y, tape) = net.forward_train(&x);
+    tape.backward(&y.square().sum(Kind::Float));
+    solver.step(&params, 0.01);
+    let after = tch::no_grad(|| net.forward_t(&x, false));
+    let vs2 = tch::nn::VarStore::new(tch::Device::Cpu);
+    let (fresh_net, fresh) = g.build(&vs2.root(), opts);
+    tch::no_grad(|| {
+        for (p, q) in params.iter().zip(&fresh) {
+            let _ = q.tensor.shallow_clone().copy_(&p.tensor);
+        }
+    });
+    let want = tch::no_grad(|| fresh_net.forward_t(&x, false));
+    let scale = want.abs().max().double_value(&[]);
+    assert!((&after - &before).abs().max().double_value(&[]) > 1e-3 * scale, "a step that moves the outputs");
+    let diff = (&after - &want).abs().max().double_value(&[]);
+    assert!(diff < 1e-4 * scale, "predictions after the step differ by {diff} (of {scale}) from fresh weights'");
+}
