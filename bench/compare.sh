@@ -28,7 +28,11 @@ if [ -z "$jemalloc" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; th
     echo "compare: could not install libjemalloc2 (see /tmp/compare-jemalloc.log); its column will say so" >&2
   jemalloc=$(find_jemalloc)
 fi
-modes="fp32 cl bf16"
+# bf16 only where the CPU has a bf16 unit (AVX-512 BF16 or AMX): elsewhere both run
+# it in emulation at about 1 image/s on VGG (2026-12-07, an AMD EPYC with AVX2 only: 20
+# minutes for fkpnet's one bench) and the figures say nothing.
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then bf16=1; else bf16=; fi
+modes="fp32 cl${bf16:+ bf16}"
 [ -n "$jemalloc" ] && modes="$modes cl+je"
 
 # best of ROUNDS for each cell; machines here are noisy
@@ -46,7 +50,7 @@ for r in $(seq "$rounds"); do
       k="pt_${net}_$mode"; R[$k]=$(python3 -c "print(max(float('${R[$k]:-0}'), float('$v')))")
       R[ptmem_${net}_$mode]=$(sed -n 's/^peak_mib //p' <<<"$out")
     done
-    for prec in fp32 bf16; do
+    for prec in fp32 ${bf16:+bf16}; do
       v=$("$fk" bench "nets/$net.yaml" --precision "$prec" --iterations "$(iters "$net")" --json |
           python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["cpu_peak"] or {}; print(d["train_img_per_s"], d["peak_mem_mib"], d["train_gflop_per_s"], d["train_pct_of_peak"] or 0, p.get("fp32_gflop_per_s") or 0, p.get("bf16_gflop_per_s") or 0)')
       set -- $v
@@ -63,17 +67,20 @@ done
 echo "| net | PyTorch fp32 | PyTorch channels-last | PyTorch cl + jemalloc | PyTorch bf16 | fkpnet fp32 | fkpnet bf16 | fkpnet fp32 / PyTorch cl + jemalloc | fkpnet fp32 / best untuned PyTorch | fkpnet bf16 / PyTorch bf16 | fkpnet fp32 GFLOP/s (% of peak) | peak MiB PyTorch cl+je / fkpnet fp32 |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for net in ${nets//,/ }; do
-  python3 - "$net" "${R[pt_${net}_fp32]}" "${R[pt_${net}_cl]}" "${R[pt_${net}_cl+je]:-0}" "${R[pt_${net}_bf16]}" "${R[fk_${net}_fp32]}" "${R[fk_${net}_bf16]}" "${R[gf_${net}_fp32]}" "${R[pct_${net}_fp32]}" "${R[ptmem_${net}_cl+je]:-${R[ptmem_${net}_cl]}}" "${R[mem_${net}_fp32]}" <<'PY'
+  python3 - "$net" "${R[pt_${net}_fp32]}" "${R[pt_${net}_cl]}" "${R[pt_${net}_cl+je]:-0}" "${R[pt_${net}_bf16]:-0}" "${R[fk_${net}_fp32]}" "${R[fk_${net}_bf16]:-0}" "${R[gf_${net}_fp32]}" "${R[pct_${net}_fp32]}" "${R[ptmem_${net}_cl+je]:-${R[ptmem_${net}_cl]}}" "${R[mem_${net}_fp32]}" <<'PY'
 import sys
 n, pf, pc, pj, pb, ff, fb, gf, pct, pm, fm = sys.argv[1], *map(float, sys.argv[2:])
 best = max(pf, pc)
 tuned = f"{pj:.0f}" if pj else "no libjemalloc2"
 vs_tuned = f"**{ff/pj:.2f}x**" if pj else "-"
-print(f"| {n} | {pf:.0f} | {pc:.0f} | {tuned} | {pb:.0f} | {ff:.0f} | {fb:.0f} | {vs_tuned} | {ff/best:.2f}x | {fb/pb:.2f}x | {gf:.0f} ({pct:.0f}%) | {pm:.0f} / {fm:.0f} |")
+# 0: not run (no bf16 unit on this CPU).
+pbs, fbs, ratio = (f"{pb:.0f}", f"{fb:.0f}", f"{fb/pb:.2f}x") if pb and fb else ("-", "-", "-")
+print(f"| {n} | {pf:.0f} | {pc:.0f} | {tuned} | {pbs} | {ff:.0f} | {fbs} | {vs_tuned} | {ff/best:.2f}x | {ratio} | {gf:.0f} ({pct:.0f}%) | {pm:.0f} / {fm:.0f} |")
 PY
 done
 echo
 echo "images/s of a training step (forward, loss, backward, Adam), batch 64, 1x96x96; best of $rounds round(s);"
+[ -n "$bf16" ] || echo "bf16: not run (this CPU has no bf16 unit, AVX-512 BF16 or AMX: both run it in emulation, about 1 image/s on VGG);"
 echo "PyTorch cl + jemalloc: channels-last with LD_PRELOAD=${jemalloc:-(none)} MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 (the tuned anchor);"
 echo "peak MiB: the whole process's peak resident memory (PyTorch: its tuned run; fkpnet: VmHWM of its fp32 bench);"
 echo "% of peak: of the fp32 peak fkpnet bench measured on the same threads: ${R[peak_fp32]%.*} GFLOP/s fp32 FMA, ${R[peak_bf16]%.*} bf16 VDPBF16PS (0: not measured: no AVX-512 BF16, or an AMX CPU, whose bf16 unit those loops do not drive);"

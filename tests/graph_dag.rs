@@ -766,5 +766,8 @@ fn predictions_follow_the_solvers_updates_of_the_weights() {
     let scale = want.abs().max().double_value(&[]);
     assert!((&after - &before).abs().max().double_value(&[]) > 1e-3 * scale, "a step that moves the outputs");
     let diff = (&after - &want).abs().max().double_value(&[]);
-    assert!(diff < 1e-4 * scale, "predictions after the step differ by {diff} (of {scale}) from fresh weights'");
+    assert!(
+        diff < 1e-4 * scale,
+        "predictions after the step differ by {diff} (of {scale}) from fresh weights'"
+    );
 }

@@ -254,12 +254,11 @@ impl Layer for Conv {
             }
             let s = [g.stride, g.stride];
             let y = x.conv2d(&w.detach(), None::<&tch::Tensor>, s, [g.pad; 2], [g.dilation; 2], 1);
-            // The leaf: the bias in every output (zeros without one), channels-last as `y`.
-            let bias = match &b {
-                Some(b) => b.detach().view([1, o, 1, 1]).expand_as(&y),
-                None => y.zeros_like(),
-            };
-            let leaf = super::channels_last(&bias).set_requires_grad(true);
+            // The leaf: the bias (zeros without one), broadcast over the output without
+            // copies; autograd hands it the output's whole gradient (as an NCHW copy).
+            let zeros = || tch::Tensor::zeros([1, o, 1, 1], (y.kind(), y.device()));
+            let bias = b.as_ref().map_or_else(zeros, |b| b.detach().view([1, o, 1, 1]));
+            let leaf = bias.expand_as(&y).set_requires_grad(true);
             let y = y + &leaf;
             let (x, w, b) = (x.detach(), w.shallow_clone(), b.as_ref().map(|b| b.shallow_clone()));
             let backward = move |dy: &tch::Tensor| {

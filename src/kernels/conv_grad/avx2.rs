@@ -18,10 +18,11 @@ const PIXELS: usize = 32;
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA; `x` holds the `n` padded NHWC images of `p`, `dy` their
-/// output gradients (NHWC), `sum` `o * taps` floats.
+/// output gradients (dense, as `p.dy_strides` says), `sum` `o * taps` floats.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn images(x: &[f32], dy: &[f32], sum: &mut [f32], p: &Problem, images: Range<usize>) {
     assert!(x.len() >= p.n * p.hp * p.wp * p.c && dy.len() == p.n * p.oh * p.ow * p.o);
+    assert!(p.dy_strides.iter().zip([p.n, p.o, p.oh, p.ow]).all(|(s, d)| (d - 1) * s < dy.len()));
     assert!(sum.len() == p.o * p.taps() && p.c % LANES == 0 && images.end <= p.n);
     for img in images {
         for y in 0..p.oh {
@@ -76,10 +77,11 @@ fn tile<const R: usize, const V: usize>(x: &[f32], dy: &[f32], sum: &mut [f32], 
     // The input pixel under the tap for output pixel 0 of the row, and the step between pixels.
     let x_row = p.input_at(t.img, t.y * p.stride + ky * p.dilation, kx * p.dilation) + t.c0;
     let x_step = p.stride * p.c;
-    let g_row = (t.img * p.oh + t.y) * p.ow * p.o + t.o0;
+    let [gn, go, gy, gx] = p.dy_strides;
+    let g_row = t.img * gn + t.y * gy + t.o0 * go;
     // Bounds, once: the last input and gradient read, the last sum written.
     assert!(x_row + (t.run.end - 1) * x_step + V * LANES <= x.len());
-    assert!(g_row + (t.run.end - 1) * p.o + R <= dy.len());
+    assert!(g_row + (t.run.end - 1) * gx + (R - 1) * go < dy.len());
     assert!((t.o0 + R - 1) * taps + first + V * LANES <= sum.len());
     let (xp, gp, sp) = (x.as_ptr(), dy.as_ptr(), sum.as_mut_ptr());
     // SAFETY: every index below is at most the bounds asserted above.
@@ -94,7 +96,7 @@ fn tile<const R: usize, const V: usize>(x: &[f32], dy: &[f32], sum: &mut [f32], 
             let xv: [__m256; V] =
                 std::array::from_fn(|v| _mm256_loadu_ps(xp.add(x_row + px * x_step + v * LANES)));
             for (r, a) in acc.iter_mut().enumerate() {
-                let g = _mm256_broadcast_ss(&*gp.add(g_row + px * p.o + r));
+                let g = _mm256_broadcast_ss(&*gp.add(g_row + px * gx + r * go));
                 for (a, xv) in a.iter_mut().zip(&xv) {
                     *a = _mm256_fmadd_ps(g, *xv, *a);
                 }

@@ -40,6 +40,9 @@ pub(super) struct Problem {
     ow: usize,
     stride: usize,
     dilation: usize,
+    /// The output gradient's strides (image, channel, row, column): channels-last, or
+    /// NCHW as autograd hands the gradient of a broadcast leaf.
+    dy_strides: [usize; 4],
 }
 
 impl Problem {
@@ -65,7 +68,8 @@ pub fn applies(x: &Tensor, o: i64, k: i64, g: Geometry) -> bool {
 /// The gradient of `conv2d(x, w)` with respect to `w` (`[o, c, k, k]`, channels-last
 /// strides) given `dy`, the gradient of its output; `None` where it does not apply (see
 /// `applies`; the caller then lets libtorch compute it) or `dy` is not float32 of the
-/// conv's output size. `dy` in another layout is copied into channels-last first.
+/// conv's output size. `dy` channels-last or NCHW is read as it is; in another layout it
+/// is copied into channels-last first.
 pub fn weight_grad(x: &Tensor, dy: &Tensor, k: i64, g: Geometry) -> Option<Tensor> {
     let ys = dy.size();
     let p = problem(x, *ys.get(1)?, k, g)?;
@@ -73,7 +77,12 @@ pub fn weight_grad(x: &Tensor, dy: &Tensor, k: i64, g: Geometry) -> Option<Tenso
     if !float || ys != [p.n, p.o, p.oh, p.ow].map(|d| d as i64) {
         return None;
     }
-    let dy = if dense_nhwc(dy) { dy.shallow_clone() } else { crate::layers::channels_last(dy) };
+    let dy = if dense_nhwc(dy) || dy.is_contiguous() {
+        dy.shallow_clone()
+    } else {
+        crate::layers::channels_last(dy)
+    };
+    let p = Problem { dy_strides: [0, 1, 2, 3].map(|d| dy.stride()[d] as usize), ..p };
     let padded = padded_input(x, g.pad);
     let input = padded.as_deref().unwrap_or_else(|| super::data(x));
     let (grads, chunks) = (super::data(&dy), CHUNKS.min(p.n));
@@ -134,6 +143,7 @@ fn problem(x: &Tensor, o: i64, k: i64, g: Geometry) -> Option<Problem> {
         ow: u(ow),
         stride: u(stride),
         dilation: u(dilation),
+        dy_strides: [0; 4],
     })
 }
 

@@ -49,8 +49,12 @@ fn agrees_with_libtorchs_autograd_over_geometries() {
             let scale = want.abs().max().double_value(&[]);
             let diff = (&got - &want).abs().max().double_value(&[]);
             assert!(diff < 1e-5 * scale, "{case}: max diff {diff} of {scale}");
-            // An NCHW output gradient gives the same bits.
+            // An NCHW output gradient (read as it is) and a strided one (copied) give the
+            // same bits.
             assert!(weight_grad(&x, &dy.contiguous(), k, g).unwrap().equal(&got), "{case}: NCHW dy");
+            let strided = dy.permute([0, 1, 3, 2]).contiguous().permute([0, 1, 3, 2]);
+            assert!(!strided.is_contiguous() && !crate::layers::is_channels_last(&strided));
+            assert!(weight_grad(&x, &strided, k, g).unwrap().equal(&got), "{case}: a strided dy");
         }
     });
 }
