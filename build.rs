@@ -7,6 +7,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     caffe_proto();
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        grad_hook(&lib);
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-L{lib}");
@@ -27,4 +28,23 @@ fn caffe_proto() {
         .input("proto/onnx.proto")
         .cargo_out_dir("caffe_proto")
         .run_from_script();
+}
+
+/// csrc/grad_hook.cpp: autograd's tensor hooks, which tch does not expose (src/autograd.rs),
+/// built against the libtorch headers beside its lib folder with torch-sys's flags.
+fn grad_hook(lib: &str) {
+    println!("cargo:rerun-if-changed=csrc/grad_hook.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let include = std::path::Path::new(lib).join("..").join("include");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("csrc/grad_hook.cpp")
+        .compile("fkpnet_grad_hook");
 }

@@ -15,6 +15,7 @@
 //! on CPUs without AVX-512 convs at any batch),
 //! which layer kinds use where they apply.
 
+pub mod autograd;
 pub mod bench;
 pub mod caffe;
 pub mod config;

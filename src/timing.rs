@@ -188,7 +188,7 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
 
 /// Row `i` as the training pass runs it where a kernel of fkpnet's own computes its
 /// parameters' gradients (`Layer::build_train`): the forward, and autograd's backward
-/// (the input's gradient) plus the kernel's step, the gradient `(y * g).sum()` feeds
+/// (the input's gradient, and the kernel's through its hook), the gradient `(y * g).sum()` feeds
 /// taken off as for the other rows.
 fn time_own_train_step(
     net: &crate::graph::Net,
@@ -205,14 +205,8 @@ fn time_own_train_step(
         let _ = net.own_train_step(i, x);
     });
     let g = out.rand_like();
-    let prepare = || {
-        let (y, leaf, step) = net.own_train_step(i, x).expect("took it above");
-        ((y * &g).sum(Kind::Float), leaf, step)
-    };
-    let backward = |(loss, leaf, step): (Tensor, Tensor, crate::layers::PooledBackward)| {
-        loss.backward();
-        step(&leaf.grad());
-    };
+    let prepare = || (net.own_train_step(i, x).expect("took it above") * &g).sum(Kind::Float);
+    let backward = |loss: Tensor| loss.backward();
     let feed = out.detach().set_requires_grad(true);
     let feed_ms = mean_ms_of(
         device,

@@ -24,8 +24,17 @@ fn graph_err(dir: &std::path::Path, text: &str) -> String {
 
 use fkpnet::layers::check::gradients as grad_check;
 
+/// Taken by every test here: libtorch has one random generator per process, and tests
+/// run on parallel threads. A test that seeds it and compares two passes (the same
+/// dropout masks) failed now and then when another test drew from it in between.
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn batchnorm_keeps_caffes_running_statistics_and_normalises() {
+    let _rng = rng_lock();
     use fkpnet::layers::batchnorm::BatchNorm;
     let l: BatchNorm = serde_yaml::from_str("{moving_average_fraction: 0.5}").unwrap();
     assert_eq!(l.output_shape(&[2, 3, 3]).unwrap(), vec![2, 3, 3]);
@@ -106,6 +115,7 @@ fn batchnorm_keeps_caffes_running_statistics_and_normalises() {
 
 #[test]
 fn batchnorm_eltwise_and_concat_gradients_match_finite_differences() {
+    let _rng = rng_lock();
     use fkpnet::layers::{concat::Concat, eltwise::Eltwise, Merge};
     tch::manual_seed(1);
     let opts = Default::default();
@@ -156,6 +166,7 @@ loss: {type: mse}
 
 #[test]
 fn skip_connections_compile_build_and_report_their_bottoms() {
+    let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let g = graph(dir.path(), RESIDUAL).unwrap();
     assert!(!g.is_sequential());
@@ -189,6 +200,7 @@ fn skip_connections_compile_build_and_report_their_bottoms() {
 
 #[test]
 fn bad_bottoms_are_clear_errors() {
+    let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let e = graph_err(dir.path(), &RESIDUAL.replace("bottom: [c2, c1]", "bottom: [c2, cl]"));
     assert!(
@@ -214,6 +226,7 @@ fn bad_bottoms_are_clear_errors() {
 
 #[test]
 fn a_residual_net_with_batchnorm_trains_saves_and_tests_the_same() {
+    let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write(
@@ -251,6 +264,7 @@ fn a_residual_net_with_batchnorm_trains_saves_and_tests_the_same() {
 
 #[test]
 fn soft_argmax_finds_peaks_centres_flat_maps_and_has_true_gradients() {
+    let _rng = rng_lock();
     use fkpnet::layers::soft_argmax::SoftArgmax;
     let l: SoftArgmax = serde_yaml::from_str("{beta: 2}").unwrap();
     assert_eq!(l.output_shape(&[15, 12, 12]).unwrap(), vec![30]);
@@ -281,6 +295,7 @@ fn soft_argmax_finds_peaks_centres_flat_maps_and_has_true_gradients() {
 
 #[test]
 fn a_heatmap_net_compiles_to_the_keypoints_and_exports_its_class() {
+    let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let g = graph(
         dir.path(),
@@ -305,6 +320,7 @@ fn a_heatmap_net_compiles_to_the_keypoints_and_exports_its_class() {
 
 #[test]
 fn upsample_repeats_or_interpolates_and_has_true_gradients() {
+    let _rng = rng_lock();
     use fkpnet::layers::upsample::Upsample;
     let near: Upsample = serde_yaml::from_str("{}").unwrap();
     assert_eq!(near.output_shape(&[3, 6, 4]).unwrap(), vec![3, 12, 8]);
@@ -340,6 +356,7 @@ fn upsample_repeats_or_interpolates_and_has_true_gradients() {
 
 #[test]
 fn an_upsampled_block_joins_a_finer_one() {
+    let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let net = "name: fpn\ninput: [1, 8, 8]\nlayers:\n  - {type: conv, name: fine, num_output: 4, kernel_size: 3, pad: 1}\n  \
                - {type: pool, name: down, kernel_size: 2, stride: 2}\n  \
@@ -357,6 +374,7 @@ fn an_upsampled_block_joins_a_finer_one() {
 
 #[test]
 fn every_shipped_net_and_solver_loads_and_compiles() {
+    let _rng = rng_lock();
     use fkpnet::config::load_solver;
     let mut seen = 0;
     for dir in ["nets", "solvers"] {
@@ -392,6 +410,7 @@ fn js_ref(p: &[f64], q: &[f64]) -> f64 {
 
 #[test]
 fn js_regulariser_matches_a_hand_computed_divergence_and_skips_missing_keypoints() {
+    let _rng = rng_lock();
     use fkpnet::layers::soft_argmax::SoftArgmax;
     use fkpnet::loss::js_divergence;
     let (h, w, sigma) = (4i64, 6i64, 0.8);
@@ -440,6 +459,7 @@ fn js_regulariser_matches_a_hand_computed_divergence_and_skips_missing_keypoints
 
 #[test]
 fn js_regulariser_needs_a_soft_argmax_head_and_trains_end_to_end() {
+    let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let dense = "name: d\ninput: [1, 8, 8]\nlayers:\n  - {type: dense, name: fc, num_output: 30}\n\
@@ -503,6 +523,7 @@ loss: {type: mse}
 
 #[test]
 fn a_rectifier_before_max_pooling_runs_after_it_with_the_same_outputs_and_gradients() {
+    let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let g = graph(dir.path(), POOLED).unwrap();
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
@@ -568,6 +589,7 @@ loss: {type: mse}
 /// layer with its ReLU applied as the kernel writes, the same outputs as layer by layer.
 #[test]
 fn lenet_predicting_one_face_fuses_its_rectifiers_into_its_kernels() {
+    let _rng = rng_lock();
     let own = fkpnet::kernels::isa().is_some() && fkpnet::kernels::enabled();
     let dir = tempfile::tempdir().unwrap();
     let lenet = std::fs::read_to_string(root().join("nets/lenet.yaml")).unwrap();
@@ -599,6 +621,7 @@ fn lenet_predicting_one_face_fuses_its_rectifiers_into_its_kernels() {
 /// or the pool pads.
 #[test]
 fn a_conv_and_its_max_pool_run_as_one_kernel_for_predictions() {
+    let _rng = rng_lock();
     let own = fkpnet::kernels::isa().is_some() && fkpnet::kernels::enabled();
     if !own {
         eprintln!("fkpnet's own kernels are off here (neither AVX-512 nor AVX2, or FKPNET_KERNELS=libtorch): checking they stay off");
@@ -655,6 +678,7 @@ fn a_conv_and_its_max_pool_run_as_one_kernel_for_predictions() {
 /// gradients autograd gives layer by layer, every parameter's.
 #[test]
 fn training_kernels_give_autograds_gradients_on_the_shipped_nets() {
+    let _rng = rng_lock();
     use fkpnet::kernels::Isa;
     let own = fkpnet::kernels::enabled().then(fkpnet::kernels::isa).flatten();
     let dir = tempfile::tempdir().unwrap();
@@ -719,6 +743,7 @@ fn training_kernels_give_autograds_gradients_on_the_shipped_nets() {
 /// kernel (conv5's 2x2 outputs are too few for it).
 #[test]
 fn time_rows_run_as_a_training_step_does() {
+    let _rng = rng_lock();
     use fkpnet::kernels::Isa;
     let own = fkpnet::kernels::enabled().then(fkpnet::kernels::isa).flatten();
     let dir = tempfile::tempdir().unwrap();
@@ -739,6 +764,7 @@ fn time_rows_run_as_a_training_step_does() {
 /// built fresh from the updated weights.
 #[test]
 fn predictions_follow_the_solvers_updates_of_the_weights() {
+    let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let lenet = std::fs::read_to_string(root().join("nets/lenet.yaml")).unwrap();
     let g = graph(dir.path(), &lenet).unwrap();

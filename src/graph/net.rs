@@ -43,19 +43,21 @@ pub(super) struct Fused {
 
 /// The backward steps a training pass owes the kernels that ran in it: a net's first
 /// conv and its max pool (`Layer::build_pooled_train`), whose output enters autograd's
-/// graph as a leaf, and layers whose parameters' gradients a kernel computes
-/// (`Layer::build_train`), whose output's gradient a zero leaf added to it catches.
-/// `backward` runs autograd from the loss, then each step from the gradient that reached
-/// its leaf.
+/// graph as a leaf. `backward` runs autograd from the loss, then each step from the
+/// gradient that reached its leaf. Layers whose parameters' gradients a kernel computes
+/// inside autograd's pass (`Layer::build_train`) need no step; the tape counts them.
 #[derive(Default)]
-pub struct Tape(Vec<(Tensor, crate::layers::PooledBackward)>);
+pub struct Tape {
+    steps: Vec<(Tensor, crate::layers::PooledBackward)>,
+    hooked: usize,
+}
 
 impl Tape {
     /// `loss.backward()`, then the fused kernels' own backward steps: every parameter's
     /// gradient, as autograd alone would give it for the unfused layers.
     pub fn backward(self, loss: &Tensor) {
         loss.backward();
-        for (leaf, step) in self.0 {
+        for (leaf, step) in self.steps {
             let g = leaf.grad();
             if g.defined() {
                 step(&g);
@@ -63,13 +65,13 @@ impl Tape {
         }
     }
 
-    /// How many fused kernels' backward steps it holds.
+    /// How many kernels' backward steps it holds or that run inside autograd's pass.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.steps.len() + self.hooked
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 }
 
@@ -127,13 +129,9 @@ impl Net {
     }
 
     /// Step `i` as the training pass runs it where a kernel computes its parameters'
-    /// gradients (`Layer::build_train`) and takes `x`: its output, the leaf whose gradient
-    /// is the output's, and the backward step. For `fkpnet time`'s rows.
-    pub fn own_train_step(
-        &self,
-        i: usize,
-        x: &Tensor,
-    ) -> Option<(Tensor, Tensor, crate::layers::PooledBackward)> {
+    /// gradients (`Layer::build_train`) and takes `x`: its output, whose backward pass
+    /// adds them. For `fkpnet time`'s rows.
+    pub fn own_train_step(&self, i: usize, x: &Tensor) -> Option<Tensor> {
         (self.steps[i].train.as_ref()?)(x)
     }
 
@@ -230,8 +228,8 @@ impl Net {
                 let plain = !step.deferred && !(i > 0 && self.steps[i - 1].deferred);
                 let own = tape.as_deref_mut().zip(step.train.as_ref()).filter(|_| plain);
                 let trained = own.and_then(|(tape, f)| Some((tape, f(ins[0])?)));
-                if let Some((tape, (y, leaf, backward))) = trained {
-                    tape.0.push((leaf, backward));
+                if let Some((tape, y)) = trained {
+                    tape.hooked += 1;
                     y
                 } else if step.deferred {
                     ins[0].shallow_clone()
@@ -276,7 +274,7 @@ impl Net {
         let y = match trained {
             Some((tape, (y, backward))) => {
                 let leaf = y.set_requires_grad(true);
-                tape.0.push((leaf.shallow_clone(), backward));
+                tape.steps.push((leaf.shallow_clone(), backward));
                 leaf
             }
             None => (fused.f)(x)?,

@@ -111,10 +111,9 @@ pub type PooledTrainFn = Box<dyn Fn(&tch::Tensor) -> Option<(tch::Tensor, Pooled
 pub type PooledBackward = Box<dyn FnOnce(&tch::Tensor)>;
 
 /// A layer's training step (`Layer::build_train`) for its input: its output, in
-/// autograd's graph for the input's gradient; a leaf whose gradient after the backward
-/// pass is the output's (`Tape` reads it); and the step that adds the parameters'
-/// gradients given it.
-pub type TrainFn = Box<dyn Fn(&tch::Tensor) -> Option<(tch::Tensor, tch::Tensor, PooledBackward)> + Send>;
+/// autograd's graph, with a hook (`autograd::on_gradient`) that adds the parameters'
+/// gradients in autograd's backward pass.
+pub type TrainFn = Box<dyn Fn(&tch::Tensor) -> Option<tch::Tensor> + Send>;
 
 /// Adds each gradient to its parameter's, as autograd would have (a kernel autograd does
 /// not see computed them): through `sum(param * grad)`, whose gradient is `grad` exactly,

@@ -17,13 +17,14 @@ const PIXELS: usize = 32;
 /// channel) order, as the weights' NHWC layout).
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `x` holds the `n` padded NHWC images of `p`, `dy` their
-/// output gradients (dense, as `p.dy_strides` says), `sum` `o * taps` floats.
+/// The CPU has AVX2 and FMA; `x` holds padded NHWC images `images` of `p` (the first
+/// of them first), `dy` all `n` images' output gradients (dense, as `p.dy_strides` says), `sum` `o * taps` floats.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn images(x: &[f32], dy: &[f32], sum: &mut [f32], p: &Problem, images: Range<usize>) {
-    assert!(x.len() >= p.n * p.hp * p.wp * p.c && dy.len() == p.n * p.oh * p.ow * p.o);
+    assert!(x.len() >= images.len() * p.hp * p.wp * p.c && dy.len() == p.n * p.oh * p.ow * p.o);
     assert!(p.dy_strides.iter().zip([p.n, p.o, p.oh, p.ow]).all(|(s, d)| (d - 1) * s < dy.len()));
     assert!(sum.len() == p.o * p.taps() && p.c % LANES == 0 && images.end <= p.n);
+    let first = images.start;
     for img in images {
         for y in 0..p.oh {
             for x0 in (0..p.ow).step_by(PIXELS) {
@@ -31,7 +32,7 @@ pub(super) unsafe fn images(x: &[f32], dy: &[f32], sum: &mut [f32], p: &Problem,
                 for o0 in (0..p.o).step_by(OUTS) {
                     for tap in 0..p.k * p.k {
                         for c0 in (0..p.c).step_by(INS) {
-                            let at = Tile { img, y, run: run.clone(), o0, tap, c0 };
+                            let at = Tile { img, x_img: img - first, y, run: run.clone(), o0, tap, c0 };
                             let wide = p.c - c0 >= INS;
                             match (p.o - o0).min(OUTS) {
                                 6 if wide => tile::<6, 2>(x, dy, sum, p, at),
@@ -56,9 +57,11 @@ pub(super) unsafe fn images(x: &[f32], dy: &[f32], sum: &mut [f32], p: &Problem,
 }
 
 /// Which sums a tile adds to: output channels `o0..`, tap `tap` (ky * k + kx), input
-/// channels `c0..`, over output pixels `run` of row `y` of image `img`.
+/// channels `c0..`, over output pixels `run` of row `y` of image `img` (`x_img` in the
+/// padded images the call was given).
 struct Tile {
     img: usize,
+    x_img: usize,
     y: usize,
     run: Range<usize>,
     o0: usize,
@@ -75,7 +78,7 @@ fn tile<const R: usize, const V: usize>(x: &[f32], dy: &[f32], sum: &mut [f32], 
     let taps = p.taps();
     let first = t.tap * p.c + t.c0;
     // The input pixel under the tap for output pixel 0 of the row, and the step between pixels.
-    let x_row = p.input_at(t.img, t.y * p.stride + ky * p.dilation, kx * p.dilation) + t.c0;
+    let x_row = p.input_at(t.x_img, t.y * p.stride + ky * p.dilation, kx * p.dilation) + t.c0;
     let x_step = p.stride * p.c;
     let [gn, go, gy, gx] = p.dy_strides;
     let g_row = t.img * gn + t.y * gy + t.o0 * go;

@@ -51,7 +51,8 @@ impl Problem {
         self.k * self.k * self.c
     }
 
-    /// Where input pixel (y, x) of image `img` starts in the padded NHWC input.
+    /// Where input pixel (y, x) of image `img` starts in padded NHWC images (`img`
+    /// counted from the first image they hold).
     fn input_at(&self, img: usize, y: usize, x: usize) -> usize {
         ((img * self.hp + y) * self.wp + x) * self.c
     }
@@ -83,8 +84,7 @@ pub fn weight_grad(x: &Tensor, dy: &Tensor, k: i64, g: Geometry) -> Option<Tenso
         crate::layers::channels_last(dy)
     };
     let p = Problem { dy_strides: [0, 1, 2, 3].map(|d| dy.stride()[d] as usize), ..p };
-    let padded = padded_input(x, g.pad);
-    let input = padded.as_deref().unwrap_or_else(|| super::data(x));
+    let (x, pad) = (super::data(x), g.pad as usize);
     let (grads, chunks) = (super::data(&dy), CHUNKS.min(p.n));
     let len = p.o * p.taps();
     let mut sums = vec![0f32; chunks * len];
@@ -92,14 +92,19 @@ pub fn weight_grad(x: &Tensor, dy: &Tensor, k: i64, g: Geometry) -> Option<Tenso
     super::parallel_for(chunks, &|j| {
         let mut sum = slots[j].lock().expect("one task per run");
         let images = j * p.n / chunks..(j + 1) * p.n / chunks;
+        // Each run pads its own images: a padded copy of the whole batch was as large
+        // as the input (75 MiB for VGG's conv1_2 at batch 64) at the step's peak.
+        let padded = (pad > 0).then(|| padded_images(x, &p, pad, images.clone()));
+        let image_len = p.hp * p.wp * p.c;
+        let input = padded.as_deref().unwrap_or_else(|| &x[images.start * image_len..images.end * image_len]);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `problem` checked the CPU has AVX2 and FMA and the sizes of `input`
-        // (padded as `p` says) and `grads`; `sum` holds `o * taps` floats.
+        // SAFETY: `problem` checked the CPU has AVX2 and FMA and the sizes of `x` and
+        // `grads`; `input` holds the run's images padded as `p` says, `sum` `o * taps` floats.
         unsafe {
             avx2::images(input, grads, &mut sum, &p, images)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("{:?}", (images, &sum))
+        unreachable!("{:?}", (images, &sum, input))
     });
     let mut total = sums.split_off((chunks - 1) * len);
     for part in sums.chunks_exact(len).rev() {
@@ -153,12 +158,19 @@ fn dense_nhwc(t: &Tensor) -> bool {
     d.len() == 4 && t.stride() == [d[1] * d[2] * d[3], 1, d[3] * d[1], d[1]]
 }
 
-/// The input with its zero border (NHWC), where the conv pads.
-fn padded_input(x: &Tensor, pad: i64) -> Option<Vec<f32>> {
-    (pad > 0).then(|| {
-        let nhwc = x.permute([0, 2, 3, 1]).constant_pad_nd([0, 0, pad, pad, pad, pad]);
-        Vec::<f32>::try_from(nhwc.contiguous().view(-1)).expect("f32 input")
-    })
+/// Images `images` of the dense NHWC input `x` with a zero border of `pad` (the frame
+/// `p` describes), image `images.start` first.
+fn padded_images(x: &[f32], p: &Problem, pad: usize, images: std::ops::Range<usize>) -> Vec<f32> {
+    let (h, w, c) = (p.hp - 2 * pad, p.wp - 2 * pad, p.c);
+    let mut out = vec![0f32; images.len() * p.hp * p.wp * c];
+    for (i, img) in images.enumerate() {
+        for y in 0..h {
+            let from = ((img * h + y) * w) * c;
+            let to = ((i * p.hp + y + pad) * p.wp + pad) * c;
+            out[to..to + w * c].copy_from_slice(&x[from..from + w * c]);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
