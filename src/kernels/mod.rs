@@ -7,6 +7,7 @@
 pub mod conv_grad;
 pub mod direct_conv;
 pub mod few_rows;
+pub mod gemm;
 pub mod onednn;
 pub mod wide_conv;
 
