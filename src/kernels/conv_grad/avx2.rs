@@ -25,14 +25,19 @@ pub(super) unsafe fn images(x: &[f32], dy: &[f32], sum: &mut [f32], p: &Problem,
     assert!(p.dy_strides.iter().zip([p.n, p.o, p.oh, p.ow]).all(|(s, d)| (d - 1) * s < dy.len()));
     assert!(sum.len() == p.o * p.taps() && p.c % LANES == 0 && images.end <= p.n);
     let first = images.start;
+    // Maps narrower than a run take whole rows at a time, as many as make a run: the
+    // sums stay in registers across them (LeNet's conv4, 8 pixels a row, loaded and
+    // stored its sums every 8 pixels).
+    let rows = if p.ow >= PIXELS { 1 } else { PIXELS.div_ceil(p.ow) };
     for img in images {
-        for y in 0..p.oh {
+        for y in (0..p.oh).step_by(rows) {
+            let rows = rows.min(p.oh - y);
             for x0 in (0..p.ow).step_by(PIXELS) {
                 let run = x0..(x0 + PIXELS).min(p.ow);
                 for o0 in (0..p.o).step_by(OUTS) {
                     for tap in 0..p.k * p.k {
                         for c0 in (0..p.c).step_by(INS) {
-                            let at = Tile { img, x_img: img - first, y, run: run.clone(), o0, tap, c0 };
+                            let at = Tile { img, x_img: img - first, y, rows, run: run.clone(), o0, tap, c0 };
                             let wide = p.c - c0 >= INS;
                             match (p.o - o0).min(OUTS) {
                                 6 if wide => tile::<6, 2>(x, dy, sum, p, at),
@@ -57,12 +62,13 @@ pub(super) unsafe fn images(x: &[f32], dy: &[f32], sum: &mut [f32], p: &Problem,
 }
 
 /// Which sums a tile adds to: output channels `o0..`, tap `tap` (ky * k + kx), input
-/// channels `c0..`, over output pixels `run` of row `y` of image `img` (`x_img` in the
+/// channels `c0..`, over output pixels `run` of rows `y..y + rows` of image `img` (`x_img` in the
 /// padded images the call was given).
 struct Tile {
     img: usize,
     x_img: usize,
     y: usize,
+    rows: usize,
     run: Range<usize>,
     o0: usize,
     tap: usize,
@@ -83,8 +89,9 @@ fn tile<const R: usize, const V: usize>(x: &[f32], dy: &[f32], sum: &mut [f32], 
     let [gn, go, gy, gx] = p.dy_strides;
     let g_row = t.img * gn + t.y * gy + t.o0 * go;
     // Bounds, once: the last input and gradient read, the last sum written.
-    assert!(x_row + (t.run.end - 1) * x_step + V * LANES <= x.len());
-    assert!(g_row + (t.run.end - 1) * gx + (R - 1) * go < dy.len());
+    let (x_next_row, last_row) = (p.stride * p.wp * p.c, t.rows - 1);
+    assert!(x_row + last_row * x_next_row + (t.run.end - 1) * x_step + V * LANES <= x.len());
+    assert!(g_row + last_row * gy + (t.run.end - 1) * gx + (R - 1) * go < dy.len());
     assert!((t.o0 + R - 1) * taps + first + V * LANES <= sum.len());
     let (xp, gp, sp) = (x.as_ptr(), dy.as_ptr(), sum.as_mut_ptr());
     // SAFETY: every index below is at most the bounds asserted above.
@@ -95,13 +102,16 @@ fn tile<const R: usize, const V: usize>(x: &[f32], dy: &[f32], sum: &mut [f32], 
                 *a = _mm256_loadu_ps(sp.add((t.o0 + r) * taps + first + v * LANES));
             }
         }
-        for px in t.run {
-            let xv: [__m256; V] =
-                std::array::from_fn(|v| _mm256_loadu_ps(xp.add(x_row + px * x_step + v * LANES)));
-            for (r, a) in acc.iter_mut().enumerate() {
-                let g = _mm256_broadcast_ss(&*gp.add(g_row + px * gx + r * go));
-                for (a, xv) in a.iter_mut().zip(&xv) {
-                    *a = _mm256_fmadd_ps(g, *xv, *a);
+        for row in 0..t.rows {
+            let (x_row, g_row) = (x_row + row * x_next_row, g_row + row * gy);
+            for px in t.run.clone() {
+                let xv: [__m256; V] =
+                    std::array::from_fn(|v| _mm256_loadu_ps(xp.add(x_row + px * x_step + v * LANES)));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let g = _mm256_broadcast_ss(&*gp.add(g_row + px * gx + r * go));
+                    for (a, xv) in a.iter_mut().zip(&xv) {
+                        *a = _mm256_fmadd_ps(g, *xv, *a);
+                    }
                 }
             }
         }
