@@ -40,7 +40,12 @@ pub fn on_gradient(y: &Tensor, f: impl FnMut(&Tensor) + Send + 'static) -> bool 
 pub fn accumulate_grad(param: &Tensor, grad: &Tensor) {
     // SAFETY: both are live tensors; the C++ side takes no ownership.
     let ok = unsafe { fkpnet_accumulate_grad(param.as_ptr(), grad.as_ptr()) };
-    assert!(ok, "cannot add a gradient of shape {:?} to a parameter of shape {:?}", grad.size(), param.size());
+    assert!(
+        ok,
+        "cannot add a gradient of shape {:?} to a parameter of shape {:?}",
+        grad.size(),
+        param.size()
+    );
 }
 
 extern "C" fn call_hook(ctx: *mut c_void, grad: *mut C_tensor) -> bool {

@@ -84,7 +84,9 @@ impl Layer for Dense {
             {
                 return y;
             }
-            if let Some(y) = kernels.then(|| crate::kernels::gemm::linear(&x, &w, b.as_ref(), false, &packed)).flatten() {
+            if let Some(y) =
+                kernels.then(|| crate::kernels::gemm::linear(&x, &w, b.as_ref(), false, &packed)).flatten()
+            {
                 return y;
             }
             if let Some(y) = kernels.then(|| onednn.forward(&x, &w, b.as_ref())).flatten() {

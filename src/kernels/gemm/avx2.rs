@@ -9,7 +9,15 @@ use std::arch::x86_64::*;
 /// # Safety
 /// The CPU has AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn panel(x: &[f32], w: &[f32], c: &mut [f32], m: usize, k: usize, bias: &[f32; NR], rectify: bool) {
+pub(super) unsafe fn panel(
+    x: &[f32],
+    w: &[f32],
+    c: &mut [f32],
+    m: usize,
+    k: usize,
+    bias: &[f32; NR],
+    rectify: bool,
+) {
     assert!(x.len() == m * k && w.len() == k * NR && c.len() == m * NR);
     for k0 in (0..k).step_by(KC) {
         let ks = k0..(k0 + KC).min(k);
@@ -38,7 +46,14 @@ pub(super) unsafe fn panel(x: &[f32], w: &[f32], c: &mut [f32], m: usize, k: usi
 /// first block: `c` starts zeroed).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn tile<const R: usize>(x: &[f32], w: &[f32], c: &mut [f32], m0: usize, ks: std::ops::Range<usize>, k: usize) {
+fn tile<const R: usize>(
+    x: &[f32],
+    w: &[f32],
+    c: &mut [f32],
+    m0: usize,
+    ks: std::ops::Range<usize>,
+    k: usize,
+) {
     assert!(ks.end <= k && (m0 + R - 1) * k + ks.end <= x.len() && ks.end * NR <= w.len());
     assert!((m0 + R) * NR <= c.len());
     let (xp, wp, cp) = (x.as_ptr(), w.as_ptr(), c.as_mut_ptr());

@@ -81,14 +81,23 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, rectify: bool, packed:
 }
 
 /// The product itself: `x` `[m, k]`, `panels` packed by `Packed::of`.
-fn product(x: &[f32], panels: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize, rectify: bool) -> Vec<f32> {
+fn product(
+    x: &[f32],
+    panels: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    n: usize,
+    k: usize,
+    rectify: bool,
+) -> Vec<f32> {
     let count = n.div_ceil(NR);
     // Each panel's outputs, `[m][NR]`, then copied into the `[m, n]` result.
     let mut parts = vec![0f32; count * m * NR];
     let slots: Vec<Mutex<&mut [f32]>> = parts.chunks_mut(m * NR).map(Into::into).collect();
     super::parallel_for(count, &|p| {
         let mut c = slots[p].lock().expect("one task per panel");
-        let bias: [f32; NR] = std::array::from_fn(|j| b.and_then(|b| b.get(p * NR + j)).copied().unwrap_or(0.0));
+        let bias: [f32; NR] =
+            std::array::from_fn(|j| b.and_then(|b| b.get(p * NR + j)).copied().unwrap_or(0.0));
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `linear` checked the CPU has AVX2 and FMA; `x` holds `m * k` floats, the
         // panel `k * NR`, `c` `m * NR`.

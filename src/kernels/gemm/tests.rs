@@ -11,7 +11,9 @@ fn agrees_with_libtorch_over_sizes_biases_and_rectifiers() {
     let _g = tch::no_grad_guard();
     tch::manual_seed(7);
     // Row tiles of 1-6, panels cut short, blocks of inputs cut short, the baseline's fc1.
-    for (m, n, k) in [(5i64, 1i64, 1i64), (7, 17, 3), (12, 16, 256), (13, 33, 300), (64, 500, 9216), (9, 40, 513)] {
+    for (m, n, k) in
+        [(5i64, 1i64, 1i64), (7, 17, 3), (12, 16, 256), (13, 33, 300), (64, 500, 9216), (9, 40, 513)]
+    {
         let (x, w, b) = (randn(&[m, k]), randn(&[n, k]), randn(&[n]));
         for (bias, rectify) in [(true, false), (false, true), (true, true)] {
             let b = bias.then_some(&b);
@@ -26,7 +28,10 @@ fn agrees_with_libtorch_over_sizes_biases_and_rectifiers() {
                 let got = got.expect("taken");
                 let scale = want.abs().max().double_value(&[]).max(1.0);
                 let diff = (&got - &want).abs().max().double_value(&[]);
-                assert!(diff <= 1e-5 * scale, "{m}x{n}x{k} bias {bias} relu {rectify}: off by {diff} (of {scale})");
+                assert!(
+                    diff <= 1e-5 * scale,
+                    "{m}x{n}x{k} bias {bias} relu {rectify}: off by {diff} (of {scale})"
+                );
             });
         }
     }
