@@ -119,7 +119,7 @@ impl Layer for Conv {
         // A prediction whose output has a few pixels: fkpnet's own kernel, where it takes it.
         let few_rows = g == 1 && o.own_kernels();
         let packed = crate::kernels::wide_conv::Packed::default();
-        let geometry = crate::kernels::direct_conv::Geometry { stride: s, pad: p, dilation: d };
+        let geometry = self.geometry();
         // Casts are differentiable: in bf16, gradients flow back to the float32 weights.
         nn::func_t(move |xs, _| {
             if let Some(y) =
@@ -159,8 +159,8 @@ impl Layer for Conv {
         if self.group != 1 || !opts.own_kernels() {
             return None;
         }
-        let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));
-        let g = direct_conv::Geometry { stride: self.stride, pad: self.pad, dilation: self.dilation };
+        let (w, b) = weight_and_bias(params);
+        let g = self.geometry();
         if input[0] <= direct_conv::MAX_CHANNELS {
             return Some(Box::new(move |xs| direct_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool)));
         }
@@ -183,12 +183,8 @@ impl Layer for Conv {
         if self.group != 1 || !opts.own_kernels() {
             return None;
         }
-        let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));
-        let g = crate::kernels::direct_conv::Geometry {
-            stride: self.stride,
-            pad: self.pad,
-            dilation: self.dilation,
-        };
+        let (w, b) = weight_and_bias(params);
+        let g = self.geometry();
         let packed = crate::kernels::wide_conv::Packed::default();
         Some(Box::new(move |xs| own_conv(xs, &w, b.as_ref(), g, true, &packed)))
     }
@@ -208,8 +204,8 @@ impl Layer for Conv {
         if self.group != 1 || input[0] > direct_conv::MAX_CHANNELS || !opts.own_kernels() {
             return None;
         }
-        let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));
-        let g = direct_conv::Geometry { stride: self.stride, pad: self.pad, dilation: self.dilation };
+        let (w, b) = weight_and_bias(params);
+        let g = self.geometry();
         Some(Box::new(move |xs| {
             let trained = direct_conv::conv_max_pool_train(xs, &w, b.as_ref(), g, pool)?;
             let (w, b) = (w.shallow_clone(), b.as_ref().map(|b| b.shallow_clone()));
@@ -241,12 +237,8 @@ impl Layer for Conv {
         if self.group != 1 || !opts.own_kernels() || !opts.channels_last || input[0] % 8 != 0 {
             return None;
         }
-        let (w, b) = (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()));
-        let g = crate::kernels::direct_conv::Geometry {
-            stride: self.stride,
-            pad: self.pad,
-            dilation: self.dilation,
-        };
+        let (w, b) = weight_and_bias(params);
+        let g = self.geometry();
         let (o, k) = (self.num_output, self.kernel_size);
         Some(Box::new(move |x| {
             if !conv_grad::applies(x, o, k, g) || !w.requires_grad() || !x.requires_grad() {
@@ -262,11 +254,10 @@ impl Layer for Conv {
             let add_gradients = move |dy: &tch::Tensor| {
                 let x = x.take().expect("one backward pass per training step");
                 let dw = conv_grad::weight_grad(&x, dy, k, g).expect("checked in the forward pass");
-                crate::autograd::accumulate_grad(&w, &dw);
-                if let Some(b) = b.as_ref().filter(|b| b.requires_grad()) {
-                    let db = dy.sum_dim_intlist([0i64, 2, 3].as_slice(), false, tch::Kind::Float);
-                    crate::autograd::accumulate_grad(b, &db);
-                }
+                let mut grads = vec![(&w, dw)];
+                let db = || dy.sum_dim_intlist([0i64, 2, 3].as_slice(), false, tch::Kind::Float);
+                grads.extend(b.as_ref().filter(|b| b.requires_grad()).map(|b| (b, db())));
+                super::add_gradients(&grads);
             };
             crate::autograd::on_gradient(&y, add_gradients).then_some(y)
         }))
@@ -285,6 +276,18 @@ impl Layer for Conv {
             if self.bias_term { "True" } else { "False" }
         )
     }
+}
+
+impl Conv {
+    /// The stride, padding and dilation fkpnet's kernels take.
+    fn geometry(&self) -> crate::kernels::direct_conv::Geometry {
+        crate::kernels::direct_conv::Geometry { stride: self.stride, pad: self.pad, dilation: self.dilation }
+    }
+}
+
+/// Handles on the weight and the bias (where the layer has one), for a kernel's closure.
+fn weight_and_bias(params: &[tch::Tensor]) -> (tch::Tensor, Option<tch::Tensor>) {
+    (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()))
 }
 
 /// A conv for predictions of a few faces by fkpnet's own kernels (rectified where asked):

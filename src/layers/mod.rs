@@ -116,19 +116,14 @@ pub type PooledBackward = Box<dyn FnOnce(&tch::Tensor)>;
 pub type TrainFn = Box<dyn Fn(&tch::Tensor) -> Option<tch::Tensor> + Send>;
 
 /// Adds each gradient to its parameter's, as autograd would have (a kernel autograd does
-/// not see computed them): through `sum(param * grad)`, whose gradient is `grad` exactly,
-/// so the first gradient of a step creates `param.grad` as autograd creates it. Parameters
-/// that learn nothing (no `requires_grad`) are left alone.
+/// not see computed them; `autograd::accumulate_grad`). Parameters that learn nothing
+/// (no `requires_grad`) are left alone.
 pub fn add_gradients(pairs: &[(&tch::Tensor, tch::Tensor)]) {
-    let terms: Vec<tch::Tensor> = pairs
-        .iter()
-        .filter(|(p, _)| p.requires_grad())
-        .map(|(p, g)| (*p * g.to_kind(p.kind())).sum(tch::Kind::Float))
-        .collect();
-    if let Some(first) = terms.first() {
-        terms[1..].iter().fold(first.shallow_clone(), |sum, t| sum + t).backward();
+    for (p, g) in pairs.iter().filter(|(p, _)| p.requires_grad()) {
+        crate::autograd::accumulate_grad(p, &g.to_kind(p.kind()));
     }
 }
+
 pub use crate::kernels::direct_conv::Pooling;
 
 /// The forward function of a kind that joins several bottoms.
