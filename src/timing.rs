@@ -117,32 +117,15 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
             .iter()
             .map(|&b| if b == 0 { blobs[0].detach() } else { blobs[b].detach().set_requires_grad(true) })
             .collect();
-        let refs: Vec<&Tensor> = xs.iter().collect();
         if let Some(row) = time_own_train_step(&net, i, &xs, &blobs[i + 1], device, warmup, iterations) {
             own_grads.push(node.name.clone());
             out.push(LayerTime { name: node.name.clone(), kind: node.kind, ..row });
             continue;
         }
-        let forward_ms = mean_ms(device, warmup, iterations, || {
-            let _ = net.apply(i, &refs, true);
-        });
-        let backward_ms = if xs.iter().any(|x| x.requires_grad()) || !node.params.is_empty() {
-            // The layer gets a gradient in its output's own layout, as in training:
-            // `y.sum().backward()` would hand it a stride-0 gradient, which sends
-            // channels-last kernels down slow generic paths (BatchNorm's backward 3x).
-            // tch has no backward(gradient), so the gradient comes from `(y * g).sum()`,
-            // and that product's own backward, timed alone, is taken off.
-            let g = blobs[i + 1].rand_like();
-            let timed = |f: &dyn Fn() -> Tensor| {
-                mean_ms_of(device, warmup, iterations, || (f() * &g).sum(Kind::Float), |y| y.backward())
-            };
-            let feed = blobs[i + 1].detach().set_requires_grad(true);
-            let feed_ms = timed(&|| feed.shallow_clone());
-            (timed(&|| net.apply(i, &refs, true)) - feed_ms).max(0.0)
-        } else {
-            0.0
-        };
-        out.push(LayerTime { name: node.name.clone(), kind: node.kind, forward_ms, backward_ms });
+        let refs: Vec<&Tensor> = xs.iter().collect();
+        let learns = xs.iter().any(|x| x.requires_grad()) || !node.params.is_empty();
+        let row = time_layer(&net, i, &refs, &blobs[i + 1], learns, device, warmup, iterations);
+        out.push(LayerTime { name: node.name.clone(), kind: node.kind, ..row });
     }
     let forward_ms = mean_ms(device, warmup, iterations, || {
         let _ = net.forward_train(&input);
@@ -184,6 +167,41 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
         update_ms,
         tensors,
     }
+}
+
+/// Row `i` as libtorch runs it on `xs`: the forward, and (where it `learns`: an input or
+/// a parameter wants a gradient) the backward given a gradient of its output `out`.
+#[allow(clippy::too_many_arguments)]
+fn time_layer(
+    net: &crate::graph::Net,
+    i: usize,
+    xs: &[&Tensor],
+    out: &Tensor,
+    learns: bool,
+    device: Device,
+    warmup: usize,
+    iterations: usize,
+) -> LayerTime {
+    let forward_ms = mean_ms(device, warmup, iterations, || {
+        let _ = net.apply(i, xs, true);
+    });
+    let backward_ms = if learns {
+        // The layer gets a gradient in its output's own layout, as in training:
+        // `y.sum().backward()` would hand it a stride-0 gradient, which sends
+        // channels-last kernels down slow generic paths (BatchNorm's backward 3x).
+        // tch has no backward(gradient), so the gradient comes from `(y * g).sum()`,
+        // and that product's own backward, timed alone, is taken off.
+        let g = out.rand_like();
+        let timed = |f: &dyn Fn() -> Tensor| {
+            mean_ms_of(device, warmup, iterations, || (f() * &g).sum(Kind::Float), |y| y.backward())
+        };
+        let feed = out.detach().set_requires_grad(true);
+        let feed_ms = timed(&|| feed.shallow_clone());
+        (timed(&|| net.apply(i, xs, true)) - feed_ms).max(0.0)
+    } else {
+        0.0
+    };
+    LayerTime { name: String::new(), kind: "", forward_ms, backward_ms }
 }
 
 /// Row `i` as the training pass runs it where a kernel of fkpnet's own computes its
