@@ -11,12 +11,17 @@ pub struct LayerTime {
     pub kind: &'static str,
     pub forward_ms: f64,
     pub backward_ms: f64,
+    /// The part of `backward_ms` spent in fkpnet's own weight-gradient kernel
+    /// (`kernels::conv_grad`), as in training; 0 where the row has none.
+    pub kernel_ms: f64,
 }
 
 pub struct Timing {
     pub layers: Vec<LayerTime>,
     pub forward_ms: f64,
     pub backward_ms: f64,
+    /// The part of the whole backward pass spent in fkpnet's weight-gradient kernel.
+    pub backward_kernel_ms: f64,
     pub batch: i64,
     /// Layers the whole-net pass runs after the max pool behind them (`Net::forward_t`).
     pub moved_behind_pool: Vec<String>,
@@ -101,6 +106,7 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
                 kind: node.kind,
                 forward_ms: 0.0,
                 backward_ms: 0.0,
+                kernel_ms: 0.0,
             });
             continue;
         }
@@ -130,16 +136,18 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
     let forward_ms = mean_ms(device, warmup, iterations, || {
         let _ = net.forward_train(&input);
     });
-    let backward_ms = mean_ms_of(
-        device,
-        warmup,
-        iterations,
-        || {
-            let (y, tape) = net.forward_train(&input);
-            (y.sum(Kind::Float), tape)
-        },
-        |(y, tape)| tape.backward(&y),
-    );
+    let (backward_ms, backward_kernel_ms) = kernel_share(warmup + iterations, || {
+        mean_ms_of(
+            device,
+            warmup,
+            iterations,
+            || {
+                let (y, tape) = net.forward_train(&input);
+                (y.sum(Kind::Float), tape)
+            },
+            |(y, tape)| tape.backward(&y),
+        )
+    });
     // A rectifier inside a fused kernel is not moved: the kernel applies it itself.
     let in_kernel = |n: &String| fused.iter().any(|(_, inside): &(String, Vec<String>)| inside.contains(n));
     let moved_behind_pool = net
@@ -160,6 +168,7 @@ pub fn time_net(graph: &Graph, batch: i64, iterations: usize, device: Device, op
         layers: out,
         forward_ms,
         backward_ms,
+        backward_kernel_ms,
         batch,
         moved_behind_pool,
         fused,
@@ -201,7 +210,7 @@ fn time_layer(
     } else {
         0.0
     };
-    LayerTime { name: String::new(), kind: "", forward_ms, backward_ms }
+    LayerTime { name: String::new(), kind: "", forward_ms, backward_ms, kernel_ms: 0.0 }
 }
 
 /// Row `i` as the training pass runs it where a kernel of fkpnet's own computes its
@@ -233,8 +242,10 @@ fn time_own_train_step(
         || (feed.shallow_clone() * &g).sum(Kind::Float),
         |y| y.backward(),
     );
-    let backward_ms = (mean_ms_of(device, warmup, iterations, prepare, backward) - feed_ms).max(0.0);
-    Some(LayerTime { name: String::new(), kind: "", forward_ms, backward_ms })
+    let (backward_ms, kernel_ms) =
+        kernel_share(warmup + iterations, || mean_ms_of(device, warmup, iterations, prepare, backward));
+    let backward_ms = (backward_ms - feed_ms).max(0.0);
+    Some(LayerTime { name: String::new(), kind: "", forward_ms, backward_ms, kernel_ms })
 }
 
 /// Row `i` through the fused training kernel, where the training pass runs it so (a
@@ -259,15 +270,31 @@ fn time_fused(
     let g = y.rand_like();
     let prepare = || net.fused_train(i, &x).expect("took it above").2;
     let backward_ms = mean_ms_of(device, warmup, iterations, prepare, |backward| backward(&g));
-    Some((steps, LayerTime { name: String::new(), kind: "", forward_ms, backward_ms }))
+    Some((steps, LayerTime { name: String::new(), kind: "", forward_ms, backward_ms, kernel_ms: 0.0 }))
+}
+
+/// `time()`'s result, and the milliseconds per run spent in fkpnet's weight-gradient
+/// kernel meanwhile (over `runs` runs, warm-up included: the kernel's calls cost alike).
+fn kernel_share(runs: usize, time: impl FnOnce() -> f64) -> (f64, f64) {
+    let before = crate::kernels::conv_grad::time_spent();
+    let ms = time();
+    let spent = crate::kernels::conv_grad::time_spent() - before;
+    (ms, spent.as_secs_f64() * 1e3 / runs.max(1) as f64)
 }
 
 impl Timing {
     pub fn table(&self) -> String {
         let w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).max(5);
-        let mut s = format!("{:<w$}  {:<8}  {:>12}  {:>12}\n", "layer", "type", "forward ms", "backward ms");
+        // The kernel's column only where a row has the kernel (CPUs with AVX2, no AVX-512).
+        let kernel = !self.own_grads.is_empty();
+        let mut s = format!("{:<w$}  {:<8}  {:>12}  {:>12}", "layer", "type", "forward ms", "backward ms");
+        s += if kernel { "  of it wgrad ms\n" } else { "\n" };
         for l in &self.layers {
-            s += &format!("{:<w$}  {:<8}  {:>12.3}  {:>12.3}\n", l.name, l.kind, l.forward_ms, l.backward_ms);
+            s += &format!("{:<w$}  {:<8}  {:>12.3}  {:>12.3}", l.name, l.kind, l.forward_ms, l.backward_ms);
+            s += &match (kernel, l.kernel_ms > 0.0) {
+                (true, true) => format!("  {:>14.3}\n", l.kernel_ms),
+                _ => "\n".into(),
+            };
         }
         if !self.moved_behind_pool.is_empty() {
             s += &format!(
@@ -284,7 +311,8 @@ impl Timing {
         }
         if !self.own_grads.is_empty() {
             s += &format!(
-                "({}: weight gradients by fkpnet's own kernel, as in training, within the backward times.)\n",
+                "({}: weight gradients by fkpnet's own kernel, as in training; \"of it wgrad ms\" is its \
+                 share of the backward time, the rest autograd's: the input's gradient.)\n",
                 self.own_grads.join(", ")
             );
         }
@@ -311,10 +339,14 @@ impl Timing {
         let bwd: f64 = self.layers.iter().map(|l| l.backward_ms).sum();
         let train = self.forward_ms + self.backward_ms + self.update_ms;
         let pct = |x: f64| 100.0 * x / train;
+        let kernel = match self.backward_kernel_ms {
+            ms if ms > 0.0 => format!("; fkpnet's weight-gradient kernel {ms:.3} of it"),
+            _ => String::new(),
+        };
         format!(
             "A training step, {train:.3} ms:\n  \
              forward  {:>9.3} ms ({:>4.1}%): layer rows {fwd:.3}, between layers {:.3}\n  \
-             backward {:>9.3} ms ({:>4.1}%): layer rows {bwd:.3}, between layers {:.3}\n  \
+             backward {:>9.3} ms ({:>4.1}%): layer rows {bwd:.3}, between layers {:.3}{kernel}\n  \
              update   {:>9.3} ms ({:>4.1}%): Adam over {} tensors\n",
             self.forward_ms,
             pct(self.forward_ms),

@@ -740,7 +740,8 @@ fn training_kernels_give_autograds_gradients_on_the_shipped_nets() {
 /// `fkpnet time` times each row as a training step runs it: LeNet's conv1 + ReLU + pool1
 /// in its kernel (the net's input wants no gradient), conv2 not in it (its input does),
 /// and on CPUs with AVX2 and no AVX-512 conv2-conv4 with their weight gradients by the
-/// kernel (conv5's 2x2 outputs are too few for it).
+/// kernel (conv5's 2x2 outputs are too few for it), whose share of their backward the
+/// table shows.
 #[test]
 fn time_rows_run_as_a_training_step_does() {
     let _rng = rng_lock();
@@ -756,6 +757,15 @@ fn time_rows_run_as_a_training_step_does() {
     let expected: Vec<&str> = if own == Some(Isa::Avx2) { vec!["conv2", "conv3", "conv4"] } else { vec![] };
     assert_eq!(t.own_grads, expected);
     assert!(t.layers.iter().find(|l| l.name == "conv2").is_some_and(|l| l.backward_ms > 0.0));
+    // The kernel's share is timed on its rows only, and in the whole backward pass.
+    for l in &t.layers {
+        assert_eq!(l.kernel_ms > 0.0, expected.contains(&l.name.as_str()), "{}: {} ms", l.name, l.kernel_ms);
+    }
+    assert_eq!(t.backward_kernel_ms > 0.0, !expected.is_empty());
+    assert!(t.backward_kernel_ms < t.backward_ms);
+    let table = t.table();
+    assert_eq!(table.contains("of it wgrad ms"), !expected.is_empty(), "{table}");
+    assert_eq!(table.contains("weight-gradient kernel"), !expected.is_empty(), "{table}");
 }
 
 /// Predictions between training steps (the val tests) follow the solver's updates: the

@@ -15,6 +15,7 @@
 //! sums are added in order. The result differs from oneDNN's in the last bits.
 
 use super::{direct_conv::Geometry, Isa};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
@@ -72,6 +73,22 @@ pub fn applies(x: &Tensor, o: i64, k: i64, g: Geometry) -> bool {
 /// conv's output size. `dy` channels-last or NCHW is read as it is; in another layout it
 /// is copied into channels-last first.
 pub fn weight_grad(x: &Tensor, dy: &Tensor, k: i64, g: Geometry) -> Option<Tensor> {
+    let start = std::time::Instant::now();
+    let grad = compute(x, dy, k, g);
+    SPENT_NS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    grad
+}
+
+/// Time spent in `weight_grad` so far, by every caller: `fkpnet time` tells it apart
+/// from the rest of a conv's backward (autograd's input gradient) with it.
+pub fn time_spent() -> std::time::Duration {
+    std::time::Duration::from_nanos(SPENT_NS.load(Ordering::Relaxed))
+}
+
+static SPENT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// `weight_grad` untimed.
+fn compute(x: &Tensor, dy: &Tensor, k: i64, g: Geometry) -> Option<Tensor> {
     let ys = dy.size();
     let p = problem(x, *ys.get(1)?, k, g)?;
     let float = dy.device() == Device::Cpu && dy.kind() == Kind::Float;
