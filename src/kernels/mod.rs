@@ -10,6 +10,7 @@ pub mod few_rows;
 pub mod gemm;
 pub mod onednn;
 pub mod wide_conv;
+pub mod winograd;
 
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};

@@ -118,7 +118,7 @@ impl Layer for Conv {
         let o = *opts;
         // A prediction whose output has a few pixels: fkpnet's own kernel, where it takes it.
         let few_rows = g == 1 && o.own_kernels();
-        let packed = crate::kernels::wide_conv::Packed::default();
+        let packed = Packings::default();
         let geometry = self.geometry();
         // Casts are differentiable: in bf16, gradients flow back to the float32 weights.
         nn::func_t(move |xs, _| {
@@ -155,7 +155,7 @@ impl Layer for Conv {
         pool: super::Pooling,
         opts: &super::BuildOptions,
     ) -> Option<super::PooledFn> {
-        use crate::kernels::{direct_conv, few_rows, wide_conv};
+        use crate::kernels::{direct_conv, few_rows, wide_conv, winograd};
         if self.group != 1 || !opts.own_kernels() {
             return None;
         }
@@ -165,10 +165,12 @@ impl Layer for Conv {
             return Some(Box::new(move |xs| direct_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool)));
         }
         // A conv output of a few pixels (LeNet's conv5 at batch 1) is a product of a few
-        // rows, which few_rows computes faster than wide_conv's tiles.
-        let packed = wide_conv::Packed::default();
+        // rows, which few_rows computes faster than wide_conv's tiles; a 3x3 conv of 32 or
+        // more channels on an AVX2 CPU goes through Winograd's transforms.
+        let packed = Packings::default();
         Some(Box::new(move |xs| {
-            wide_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool, &packed)
+            winograd::conv_max_pool(xs, &w, b.as_ref(), g, pool, &packed.winograd)
+                .or_else(|| wide_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool, &packed.wide))
                 .or_else(|| few_rows::conv_max_pool(xs, &w, b.as_ref(), g, pool))
         }))
     }
@@ -185,7 +187,7 @@ impl Layer for Conv {
         }
         let (w, b) = weight_and_bias(params);
         let g = self.geometry();
-        let packed = crate::kernels::wide_conv::Packed::default();
+        let packed = Packings::default();
         Some(Box::new(move |xs| own_conv(xs, &w, b.as_ref(), g, true, &packed)))
     }
 
@@ -290,19 +292,28 @@ fn weight_and_bias(params: &[tch::Tensor]) -> (tch::Tensor, Option<tch::Tensor>)
     (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()))
 }
 
-/// A conv for predictions of a few faces by fkpnet's own kernels (rectified where asked):
-/// `few_rows` where the output has a few pixels, else `wide_conv`; `None` where neither
-/// takes the call (the caller then uses libtorch).
+/// The weights as fkpnet's conv kernels pack them, kept between calls.
+#[derive(Default)]
+struct Packings {
+    wide: crate::kernels::wide_conv::Packed,
+    winograd: crate::kernels::winograd::Packed,
+}
+
+/// A conv for predictions by fkpnet's own kernels (rectified where asked): `few_rows`
+/// where the output has a few pixels, else `winograd` (3x3, 32 or more channels, AVX2),
+/// else `wide_conv`; `None` where none takes the call (the caller then uses libtorch).
 fn own_conv(
     xs: &tch::Tensor,
     w: &tch::Tensor,
     b: Option<&tch::Tensor>,
     g: crate::kernels::direct_conv::Geometry,
     rectify: bool,
-    packed: &crate::kernels::wide_conv::Packed,
+    packed: &Packings,
 ) -> Option<tch::Tensor> {
-    use crate::kernels::{few_rows, wide_conv};
-    few_rows::conv2d(xs, w, b, g, rectify).or_else(|| wide_conv::conv2d(xs, w, b, g, rectify, packed))
+    use crate::kernels::{few_rows, wide_conv, winograd};
+    few_rows::conv2d(xs, w, b, g, rectify)
+        .or_else(|| winograd::conv2d(xs, w, b, g, rectify, &packed.winograd))
+        .or_else(|| wide_conv::conv2d(xs, w, b, g, rectify, &packed.wide))
 }
 
 #[cfg(test)]

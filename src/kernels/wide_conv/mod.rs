@@ -352,7 +352,13 @@ fn padded_input(x: &Tensor, pad: i64) -> Option<Vec<f32>> {
 
 /// A new `[n, c, h, w]` float32 tensor with channels-last strides, its elements written
 /// by `fill`.
-fn channels_last_output(n: i64, c: usize, h: usize, w: usize, fill: impl FnOnce(&mut [f32])) -> Tensor {
+pub(super) fn channels_last_output(
+    n: i64,
+    c: usize,
+    h: usize,
+    w: usize,
+    fill: impl FnOnce(&mut [f32]),
+) -> Tensor {
     let (c, h, w) = (c as i64, h as i64, w as i64);
     let out = Tensor::empty_strided([n, c, h, w], [h * w * c, 1, w * c, c], (Kind::Float, Device::Cpu));
     let len = (n * h * w * c) as usize;

@@ -1,0 +1,151 @@
+//! The AVX2 loops of the transforms (`super` says what and why), 8 channels at a time.
+
+use super::{Output, Problem};
+use std::arch::x86_64::*;
+
+const LANES: usize = 8;
+
+/// The input transform `B^T d B` of the blocks of row `ty` of image `img` into `v`
+/// (`[16, tiles, c]`), block `tx` at `first + tx`. Input outside the image reads as 0
+/// (the conv's zero padding).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `input` is the call's dense NHWC input of `p`; `v` holds
+/// `16 * tiles * p.c` floats and `first + p.tw <= tiles`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn input_row(
+    input: &[f32],
+    p: &Problem,
+    img: usize,
+    ty: usize,
+    v: *mut f32,
+    tiles: usize,
+    first: usize,
+) {
+    assert!(input.len() == p.n * p.h * p.w * p.c && first + p.tw <= tiles && p.c % LANES == 0);
+    let zeros = vec![0f32; p.c];
+    let row = |i: usize| (2 * ty + i).checked_sub(p.pad).filter(|&y| y < p.h);
+    let rows = [row(0), row(1), row(2), row(3)];
+    for tx in 0..p.tw {
+        let mut src = [zeros.as_ptr(); 16];
+        for (i, y) in rows.iter().enumerate() {
+            let Some(y) = *y else { continue };
+            for j in 0..4 {
+                if let Some(x) = (2 * tx + j).checked_sub(p.pad).filter(|&x| x < p.w) {
+                    src[4 * i + j] = input[((img * p.h + y) * p.w + x) * p.c..][..p.c].as_ptr();
+                }
+            }
+        }
+        // SAFETY: each source holds `c` floats; each plane's block `first + tx` is inside `v`.
+        unsafe {
+            let dst = v.add((first + tx) * p.c);
+            let plane = tiles * p.c;
+            for cb in (0..p.c).step_by(LANES) {
+                let d: [__m256; 16] = std::array::from_fn(|k| _mm256_loadu_ps(src[k].add(cb)));
+                // B^T d: rows.
+                let mut t = [_mm256_setzero_ps(); 16];
+                for j in 0..4 {
+                    let (d0, d1, d2, d3) = (d[j], d[4 + j], d[8 + j], d[12 + j]);
+                    t[j] = _mm256_sub_ps(d0, d2);
+                    t[4 + j] = _mm256_add_ps(d1, d2);
+                    t[8 + j] = _mm256_sub_ps(d2, d1);
+                    t[12 + j] = _mm256_sub_ps(d1, d3);
+                }
+                // (B^T d) B: columns.
+                for i in 0..4 {
+                    let (a, b, c, e) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+                    let out =
+                        [_mm256_sub_ps(a, c), _mm256_add_ps(b, c), _mm256_sub_ps(c, b), _mm256_sub_ps(b, e)];
+                    for (j, o) in out.into_iter().enumerate() {
+                        _mm256_storeu_ps(dst.add((4 * i + j) * plane + cb), o);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output transform `A^T m A` of blocks `first..first + tw` of `m` (`[16, tiles, o]`)
+/// plus the bias, into `rows`: a row of blocks' one or two output rows (the map's last
+/// row may be alone), or its pooled row.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `p.o % 8 == 0`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn output_row(
+    m: &[f32],
+    bias: &[f32],
+    p: &Problem,
+    tiles: usize,
+    first: usize,
+    out: Output,
+    rows: &mut [f32],
+) {
+    let o = p.o;
+    assert!(m.len() == 16 * tiles * o && first + p.tw <= tiles && bias.len() == o && o % LANES == 0);
+    let (width, two_rows) = match out {
+        Output::Conv { .. } => (p.ow, rows.len() == 2 * p.ow * o),
+        Output::Pooled { .. } => (p.tw, false),
+    };
+    assert!(rows.len() == if two_rows { 2 } else { 1 } * width * o);
+    let zero = _mm256_setzero_ps();
+    let relu = |y: __m256| _mm256_max_ps(zero, y); // NaN kept: max_ps returns its second operand then
+    let plane = tiles * o;
+    for tx in 0..p.tw {
+        let at = (first + tx) * o;
+        for ob in (0..o).step_by(LANES) {
+            // SAFETY: the asserts above bound every index.
+            unsafe {
+                let mv: [__m256; 16] =
+                    std::array::from_fn(|k| _mm256_loadu_ps(m.as_ptr().add(k * plane + at + ob)));
+                // A^T m: two rows of four.
+                let s: [[__m256; 4]; 2] = std::array::from_fn(|r| {
+                    std::array::from_fn(|j| {
+                        let (m0, m1, m2, m3) = (mv[j], mv[4 + j], mv[8 + j], mv[12 + j]);
+                        if r == 0 {
+                            _mm256_add_ps(_mm256_add_ps(m0, m1), m2)
+                        } else {
+                            _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3)
+                        }
+                    })
+                });
+                let b = _mm256_loadu_ps(bias.as_ptr().add(ob));
+                // (A^T m) A, plus the bias: y[r][c].
+                let y: [[__m256; 2]; 2] = std::array::from_fn(|r| {
+                    let [a, bb, c, d] = s[r];
+                    [
+                        _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a, bb), c), b),
+                        _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(bb, c), d), b),
+                    ]
+                });
+                match out {
+                    Output::Conv { rectify } => {
+                        let f = |v: __m256| if rectify { relu(v) } else { v };
+                        for (r, line) in y.iter().enumerate().take(if two_rows { 2 } else { 1 }) {
+                            for (c, val) in line.iter().enumerate() {
+                                let x = 2 * tx + c;
+                                if x < p.ow {
+                                    _mm256_storeu_ps(rows.as_mut_ptr().add((r * p.ow + x) * o + ob), f(*val));
+                                }
+                            }
+                        }
+                    }
+                    Output::Pooled { rectify } => {
+                        let top = nan_max(y[0][0], y[0][1]);
+                        let max = nan_max(top, nan_max(y[1][0], y[1][1]));
+                        let max = if rectify { relu(max) } else { max };
+                        _mm256_storeu_ps(rows.as_mut_ptr().add(tx * o + ob), max);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The larger of `a` and `b` lane by lane, NaN where either is NaN (as libtorch's max pool).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn nan_max(a: __m256, b: __m256) -> __m256 {
+    // max_ps gives `b` where either is NaN; where `a` is NaN, take `a`.
+    _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a))
+}

@@ -1,0 +1,263 @@
+//! A 3x3 convolution (stride 1) for predictions by Winograd's minimal filtering
+//! F(2x2, 3x3), on CPUs with AVX2 and no AVX-512, for convs of `MIN_CHANNELS` or more
+//! input channels: all of VGG's convs but its first, LeNet's conv3 and conv4.
+//!
+//! Why: a direct convolution (oneDNN's, MLAS's in onnxruntime, `wide_conv`) does 9
+//! multiply-adds per input channel and output value and runs near the CPU's peak already
+//! (VGG at batch 64 on an AMD EPYC, Zen 3: `wide_conv` and onnxruntime both about 180
+//! GFLOP/s). Winograd's F(2x2, 3x3) computes each 2x2 block of outputs from a 4x4 block
+//! of input with 16 products per channel pair instead of 36, 2.25x fewer; the rest is
+//! additions. Each 4x4 input block is transformed (`B^T d B`), the weights once
+//! (`G g G^T`, kept while the weight tensor is unchanged), the 16 products are 16 matrix
+//! products of (blocks x input channels) by (input channels x output channels), libtorch's
+//! `bmm` (MKL), and each 4x4 block of products is transformed back (`A^T m A`) to 2x2
+//! outputs, with the bias, the ReLU and a 2x2 max pool applied as they are written.
+//!
+//! Numbers: the transforms reorder the sums, so outputs differ from a direct conv's in
+//! the last bits (the tests bound the largest difference by 1e-5 of the largest output).
+
+use super::direct_conv::{Geometry, Pooling};
+use super::Isa;
+use std::sync::Mutex;
+use tch::{Device, Kind, Tensor};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+/// The fewest input channels taken. Measured on an AMD EPYC (Zen 3), two threads, batch
+/// 64, alternated against `wide_conv` in one process (least disturbed of 5 rounds): 64
+/// input channels (VGG's conv1_2 + pool1, conv2_1; LeNet's conv4 + pool4) 1.09-1.44x
+/// faster, 32 (LeNet's conv3 + pool3) 1.33x; below 32 `direct_conv` takes a net's
+/// first convs (LeNet's conv2 has 16).
+pub const MIN_CHANNELS: i64 = 32;
+
+/// The transformed input of one part of a call is at most this large (the rows of
+/// blocks of the batch are taken a part at a time), so that it and the products stay
+/// in the caches between the stages. VGG at batch 64, least disturbed of 5 rounds, parts
+/// of 1, 2, 4 and 16 MB: conv2_2 + pool2 102, 99, 105, 121 ms; conv3_2 + pool3 60, 56,
+/// 57, 58; conv1_2 + pool1 159, 164, 167, 199 (64 MB: 2-5x slower).
+const PART_BYTES: usize = 2 << 20;
+
+/// Sizes of one call.
+struct Problem {
+    n: usize,
+    c: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+    pad: usize,
+    oh: usize,
+    ow: usize,
+    /// Blocks of 2x2 outputs computed per image, down and across.
+    th: usize,
+    tw: usize,
+}
+
+/// A conv's transformed weights (`[16, c, o]`), kept between calls while the weight
+/// tensor is unchanged (its data pointer and libtorch's version counter).
+#[derive(Default)]
+pub struct Packed {
+    cache: Mutex<Option<((usize, i64), Tensor)>>,
+}
+
+impl Packed {
+    fn of(&self, w: &Tensor) -> Tensor {
+        let key = (w.data_ptr() as usize, w.internal_version());
+        let mut cache = self.cache.lock().expect("not poisoned");
+        if let Some((k, u)) = &*cache {
+            if *k == key {
+                return u.shallow_clone();
+            }
+        }
+        let u = transformed_weights(w);
+        *cache = Some((key, u.shallow_clone()));
+        u
+    }
+}
+
+/// `G g G^T` for each (output, input) channel pair's 3x3 kernel `g`, as `[16, c, o]`:
+/// position (i, j) of the 4x4 transform at `4 i + j`.
+fn transformed_weights(w: &Tensor) -> Tensor {
+    let g =
+        Tensor::from_slice(&[1.0f32, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0.0, 0.0, 1.0]).view([4, 3]);
+    let (o, c) = (w.size()[0], w.size()[1]);
+    tch::no_grad(|| {
+        g.matmul(&w.contiguous()).matmul(&g.tr()).view([o, c, 16]).permute([2, 1, 0]).contiguous()
+    })
+}
+
+/// `conv2d(x, w, b)` then max(., 0) where `rectify`; `None` where it does not apply (the
+/// caller then uses another kernel or libtorch): see `prepare`. The output has
+/// channels-last strides.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: Geometry,
+    rectify: bool,
+    packed: &Packed,
+) -> Option<Tensor> {
+    let p = prepare(x, w, b, g, None)?;
+    Some(run(x, b, &p, &packed.of(w), Output::Conv { rectify }))
+}
+
+/// `max_pool2d(conv2d(x, w, b), pool)` (rectified where `pool.rectify`) for a 2x2 pool of
+/// stride 2 whose windows all lie inside the conv output (the pool rounding down, or up
+/// on an even map): each window is one block of the transform's outputs, so only its
+/// maximum is written, and a last odd row or column of the conv is never computed.
+/// `None` for other pools and where `conv2d` declines.
+pub fn conv_max_pool(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: Geometry,
+    pool: Pooling,
+    packed: &Packed,
+) -> Option<Tensor> {
+    let p = prepare(x, w, b, g, Some(pool))?;
+    Some(run(x, b, &p, &packed.of(w), Output::Pooled { rectify: pool.rectify }))
+}
+
+/// What is written of each 2x2 block of outputs.
+#[derive(Clone, Copy)]
+enum Output {
+    /// All four (those inside the map), each through max(., 0) where `rectify`.
+    Conv { rectify: bool },
+    /// Their maximum, through max(., 0) where `rectify`.
+    Pooled { rectify: bool },
+}
+
+/// The sizes of a call that applies: an AVX2 CPU without AVX-512 (measured there only),
+/// no gradient wanted, float32 on the CPU, a dense channels-last input of at least
+/// `MIN_CHANNELS` channels (a multiple of 8), a 3x3 kernel of stride 1 and dilation 1,
+/// a multiple of 8 output channels, a bias of one per output, and more output pixels
+/// than `few_rows` takes (it is the faster on a few).
+fn prepare(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: Geometry,
+    pool: Option<Pooling>,
+) -> Option<Problem> {
+    if super::isa()? != Isa::Avx2 || !super::inference_on_cpu(x, w, b) {
+        return None;
+    }
+    let (xs, ws) = (x.size(), w.size());
+    if xs.len() != 4 || ws.len() != 4 || ws[1] != xs[1] || ws[2..] != [3, 3] || xs[0] < 1 {
+        return None;
+    }
+    let (n, c, h, wd, o) = (xs[0], xs[1], xs[2], xs[3], ws[0]);
+    if c < MIN_CHANNELS || c % 8 != 0 || o < 1 || o % 8 != 0 {
+        return None;
+    }
+    if g.stride != 1
+        || g.dilation != 1
+        || g.pad < 0
+        || !b.is_none_or(|b| b.size() == [o] && b.is_contiguous())
+    {
+        return None;
+    }
+    if x.stride() != [c * h * wd, 1, wd * c, c] {
+        return None;
+    }
+    let (oh, ow) = (h + 2 * g.pad - 2, wd + 2 * g.pad - 2);
+    if oh < 1 || ow < 1 || n * oh * ow <= super::few_rows::MAX_ROWS {
+        return None;
+    }
+    let (th, tw) = match pool {
+        None => ((oh + 1) / 2, (ow + 1) / 2),
+        Some(pl) => {
+            let whole = pl.out_h >= 1 && pl.out_w >= 1 && 2 * pl.out_h <= oh && 2 * pl.out_w <= ow;
+            if pl.kernel != 2 || pl.stride != 2 || !whole {
+                return None;
+            }
+            (pl.out_h, pl.out_w)
+        }
+    };
+    let u = |v: i64| v as usize;
+    Some(Problem {
+        n: u(n),
+        c: u(c),
+        o: u(o),
+        h: u(h),
+        w: u(wd),
+        pad: u(g.pad),
+        oh: u(oh),
+        ow: u(ow),
+        th: u(th),
+        tw: u(tw),
+    })
+}
+
+/// A raw pointer the tasks of one parallel loop write through, each to its own elements.
+struct Shared(*mut f32);
+// SAFETY: the loops below give each task disjoint elements to write.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The call: the batch's rows of blocks in parts of about `PART_BYTES` of transformed
+/// input; each part's input transformed (a task per row of blocks), multiplied by the
+/// weights (libtorch's `bmm`, on the same threads), transformed back into the output (a
+/// task per row).
+fn run(x: &Tensor, b: Option<&Tensor>, p: &Problem, u: &Tensor, out: Output) -> Tensor {
+    let (oh, ow) = match out {
+        Output::Conv { .. } => (p.oh, p.ow),
+        Output::Pooled { .. } => (p.th, p.tw),
+    };
+    let input = super::data(x);
+    let zeros = vec![0f32; p.o];
+    let bias = b.map(super::data).unwrap_or(&zeros);
+    let rows_per_part = (PART_BYTES / (16 * p.tw * p.c * 4)).clamp(1, p.n * p.th);
+    super::wide_conv::channels_last_output(p.n as i64, p.o, oh, ow, |dst| {
+        // One slot per row of blocks of each image: the output rows it writes.
+        let rows_per_block = if matches!(out, Output::Conv { .. }) { 2 } else { 1 };
+        let slots: Vec<Mutex<&mut [f32]>> = dst
+            .chunks_mut(oh * ow * p.o)
+            .flat_map(|image| image.chunks_mut(rows_per_block * ow * p.o))
+            .map(Into::into)
+            .collect();
+        debug_assert_eq!(slots.len(), p.n * p.th);
+        for first in (0..p.n * p.th).step_by(rows_per_part) {
+            let part = first..(first + rows_per_part).min(p.n * p.th);
+            let tiles = part.len() * p.tw;
+            let v = Tensor::empty([16, tiles as i64, p.c as i64], (Kind::Float, Device::Cpu));
+            let shared = Shared(v.data_ptr() as *mut f32);
+            super::parallel_for(part.len(), &|i| {
+                let (img, ty) = ((part.start + i) / p.th, (part.start + i) % p.th);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `prepare` checked AVX2 and the sizes; `v` holds `16 * tiles * c`
+                // floats and this task writes only its own blocks `i * tw ..`.
+                unsafe {
+                    avx2::input_row(input, p, img, ty, shared.ptr(), tiles, i * p.tw)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("{:?}", (img, ty, shared.ptr()))
+            });
+            let m = v.bmm(u);
+            drop(v);
+            let products = super::data(&m);
+            super::parallel_for(part.len(), &|i| {
+                let mut rows = slots[part.start + i].lock().expect("one task per row of blocks");
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above; `products` is `[16, tiles, o]`, `rows` this row's output.
+                unsafe {
+                    avx2::output_row(products, bias, p, tiles, i * p.tw, out, &mut rows)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!(
+                    "{:?}",
+                    (products.len(), bias.len(), rows.len(), matches!(out, Output::Conv { .. }))
+                )
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;
