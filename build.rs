@@ -30,7 +30,7 @@ fn caffe_proto() {
         .run_from_script();
 }
 
-/// csrc/grad_hook.cpp: autograd's tensor hooks, which tch does not expose (src/autograd.rs),
+/// csrc/grad_hook.cpp: autograd's tensor hooks and a backward function of fkpnet's, which tch does not expose (src/autograd.rs),
 /// built against the libtorch headers beside its lib folder with torch-sys's flags.
 fn grad_hook(lib: &str) {
     println!("cargo:rerun-if-changed=csrc/grad_hook.cpp");

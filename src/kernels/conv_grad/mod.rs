@@ -131,6 +131,30 @@ fn compute(x: &Tensor, dy: &Tensor, k: i64, g: Geometry) -> Option<Tensor> {
     Some(Tensor::from_slice(&total).view([o, k, k, c]).permute([0, 3, 1, 2]))
 }
 
+/// Whether `input_grad` computes the input's gradient of a conv with a square kernel of
+/// `k` and geometry `g`: stride 1, and no more padding than the kernel's extent less one.
+pub fn input_grad_applies(k: i64, g: Geometry) -> bool {
+    g.stride == 1 && g.dilation >= 1 && k >= 1 && (0..=g.dilation * (k - 1)).contains(&g.pad)
+}
+
+/// The gradient of `conv2d(x, w)` (stride 1, `input_grad_applies`) with respect to `x`,
+/// given `dy`: the forward conv of `dy` with `w`'s taps flipped and its input and output
+/// channels swapped, padded by the kernel's extent less one less the conv's padding.
+///
+/// The training path's input gradient where Winograd's transforms decline (`layers::conv`).
+///
+/// Why: libtorch's conv backward runs oneDNN's backward-data kernel, its forward runs the
+/// newer brgemm kernel (`ONEDNN_VERBOSE`). On an AMD EPYC (Zen 3, AVX2), two threads,
+/// batch 64, alternated in one process (7 rounds, least disturbed): VGG's conv1_2 296 ms
+/// against 352, conv2_1 121 against 160, conv2_2 297 against 321, conv3_1 83 against 91,
+/// conv3_2 136 against 185. The sums come in another order: the same values to rounding.
+pub fn input_grad(dy: &Tensor, w: &Tensor, g: Geometry) -> Tensor {
+    let k = w.size()[2];
+    let flipped = crate::layers::channels_last(&w.detach().flip([2, 3]).transpose(0, 1));
+    let pad = g.dilation * (k - 1) - g.pad;
+    dy.conv2d(&flipped, None::<&Tensor>, [1, 1], [pad; 2], [g.dilation; 2], 1)
+}
+
 /// The sizes of a call that applies, or `None` (see `applies`).
 fn problem(x: &Tensor, o: i64, k: i64, g: Geometry) -> Option<Problem> {
     if super::isa()? != Isa::Avx2 {

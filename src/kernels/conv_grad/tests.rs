@@ -1,4 +1,5 @@
-//! The weight gradient against libtorch's autograd: geometries, tails, threads, declines.
+//! The weight gradient against libtorch's autograd: geometries, tails, threads, declines;
+//! the input gradient as a forward conv against libtorch's backward.
 
 use super::*;
 
@@ -92,4 +93,38 @@ fn declines_what_it_does_not_compute() {
     assert!(weight_grad(&small, &dys, 3, g).is_none(), "16 output pixels: fewer than MIN_PIXELS");
     let xb = x.to_kind(Kind::BFloat16);
     assert!(weight_grad(&xb, &dy.to_kind(Kind::BFloat16), 3, g).is_none(), "bf16");
+}
+
+#[test]
+fn the_input_gradient_as_a_forward_conv_agrees_with_libtorchs_backward() {
+    tch::manual_seed(24);
+    let cl = crate::layers::channels_last;
+    // (input N, C, H, W), (outputs, kernel), pad, dilation: VGG's conv2_1 at a small
+    // batch, LeNet's conv3, "same" padding, a 5x5 kernel with part padding, dilation, a 1x1.
+    for (xs, (o, k), p, d) in [
+        ([2, 64, 12, 30], (128, 3), 0, 1),
+        ([3, 32, 22, 22], (64, 3), 0, 1),
+        ([2, 16, 9, 9], (24, 3), 1, 1),
+        ([1, 8, 11, 13], (5, 5), 1, 1),
+        ([1, 8, 11, 11], (7, 3), 2, 2),
+        ([2, 16, 7, 7], (4, 1), 0, 1),
+    ] {
+        let g = Geometry { stride: 1, pad: p, dilation: d };
+        assert!(input_grad_applies(k, g));
+        let x = cl(&randn(&xs)).set_requires_grad(true);
+        let w = cl(&randn(&[o, xs[1], k, k]));
+        let y = x.conv2d(&w, None::<&Tensor>, [1, 1], [p; 2], [d; 2], 1);
+        let dy = cl(&y.randn_like());
+        (&y * &dy).sum(Kind::Float).backward();
+        let (got, want) = (input_grad(&dy, &w, g), x.grad());
+        let case = format!("{xs:?} -> {o} k{k} p{p} d{d}");
+        assert_eq!(got.size(), want.size(), "{case}");
+        let scale = want.abs().max().double_value(&[]);
+        let diff = (&got - &want).abs().max().double_value(&[]);
+        assert!(diff < 1e-5 * scale, "{case}: max diff {diff} of {scale}");
+    }
+    // A stride, or more padding than the kernel reaches: libtorch's backward instead.
+    assert!(!input_grad_applies(3, Geometry { stride: 2, pad: 1, dilation: 1 }));
+    assert!(!input_grad_applies(3, Geometry { stride: 1, pad: 3, dilation: 1 }));
+    assert!(input_grad_applies(3, Geometry { stride: 1, pad: 4, dilation: 2 }));
 }
