@@ -330,25 +330,14 @@ fn winograd_forward(
     }
     let y = tch::no_grad(|| winograd::conv2d(&x.detach(), &w.detach(), bias, g, false, packed))?;
     let w = w.shallow_clone();
-    let input_grad = move |dy: &tch::Tensor| Some(tch::no_grad(|| winograd_input_grad(dy, &w, g)));
+    // Where Winograd declines the input's gradient (fewer than 32 outputs), libtorch's conv.
+    let input_grad = move |dy: &tch::Tensor| {
+        let dy = if super::is_channels_last(dy) { dy.shallow_clone() } else { super::channels_last(dy) };
+        Some(tch::no_grad(|| {
+            winograd::input_grad(&dy, &w, g).unwrap_or_else(|| conv_grad::input_grad(&dy, &w, g))
+        }))
+    };
     crate::autograd::with_input_gradient(&y, x, input_grad).then_some(y)
-}
-
-/// The input's gradient of a stride-1 3x3 conv with `w`, given its output's gradient `dy`:
-/// Winograd's conv of `dy` with the flipped, transposed weights where it takes the call
-/// (32 or more output channels), else libtorch's conv of the same.
-fn winograd_input_grad(
-    dy: &tch::Tensor,
-    w: &tch::Tensor,
-    g: crate::kernels::direct_conv::Geometry,
-) -> tch::Tensor {
-    use crate::kernels::{conv_grad, direct_conv::Geometry, winograd};
-    let flipped = super::channels_last(&w.detach().flip([2, 3]).transpose(0, 1));
-    let dy = if super::is_channels_last(dy) { dy.shallow_clone() } else { super::channels_last(dy) };
-    let full = Geometry { pad: 2 - g.pad, ..g };
-    // A new packing each call: the flipped weights are a new tensor each step.
-    winograd::conv2d(&dy, &flipped, None, full, false, &winograd::Packed::default())
-        .unwrap_or_else(|| conv_grad::input_grad(&dy, w, g))
 }
 
 /// The weights as fkpnet's conv kernels pack them, kept between calls.

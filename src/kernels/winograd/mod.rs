@@ -118,6 +118,17 @@ pub fn conv_max_pool(
     Some(run(x, b, &p, &packed.of(w), Output::Pooled { rectify: pool.rectify }))
 }
 
+/// The input's gradient of a stride-1 3x3 conv with `w` (padding 0-2), given its output's
+/// gradient `dy` (dense channels-last): this kernel's conv of `dy` with the weights' taps
+/// flipped and their channels swapped, padded by 2 less the conv's padding. `None` where
+/// `conv2d` declines that conv (then `conv_grad::input_grad` computes the same).
+pub fn input_grad(dy: &Tensor, w: &Tensor, g: Geometry) -> Option<Tensor> {
+    let flipped = crate::layers::channels_last(&w.detach().flip([2, 3]).transpose(0, 1));
+    let full = Geometry { pad: 2 - g.pad, ..g };
+    // A new packing each call: the flipped weights are a new tensor each step.
+    conv2d(dy, &flipped, None, full, false, &Packed::default())
+}
+
 /// What is written of each 2x2 block of outputs.
 #[derive(Clone, Copy)]
 enum Output {
