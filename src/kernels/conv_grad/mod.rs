@@ -73,14 +73,20 @@ pub fn applies(x: &Tensor, o: i64, k: i64, g: Geometry) -> bool {
 /// conv's output size. `dy` channels-last or NCHW is read as it is; in another layout it
 /// is copied into channels-last first.
 pub fn weight_grad(x: &Tensor, dy: &Tensor, k: i64, g: Geometry) -> Option<Tensor> {
+    timed(|| compute(x, dy, k, g))
+}
+
+/// `f()`, its time counted as a weight gradient's (`time_spent`): for the other kernels
+/// that compute one (`winograd::weight_grad`).
+pub fn timed(f: impl FnOnce() -> Option<Tensor>) -> Option<Tensor> {
     let start = std::time::Instant::now();
-    let grad = compute(x, dy, k, g);
+    let grad = f();
     SPENT_NS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
     grad
 }
 
-/// Time spent in `weight_grad` so far, by every caller: `fkpnet time` tells it apart
-/// from the rest of a conv's backward (autograd's input gradient) with it.
+/// Time spent in weight gradients so far (`weight_grad` and `timed`), by every caller:
+/// `fkpnet time` tells it apart from the rest of a conv's backward with it.
 pub fn time_spent() -> std::time::Duration {
     std::time::Duration::from_nanos(SPENT_NS.load(Ordering::Relaxed))
 }

@@ -149,3 +149,64 @@ fn nan_max(a: __m256, b: __m256) -> __m256 {
     // max_ps gives `b` where either is NaN; where `a` is NaN, take `a`.
     _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a))
 }
+
+/// The transform `A dy A^T` of the output gradient's 2x2 blocks of row `ty` of image
+/// `img` into `z` (`[16, tiles, o]`), block `tx` at `first + tx`: the adjoint of the
+/// output transform, so `z` is the gradient of the products `m`. Outputs past the map's
+/// edge (a last odd row or column) read as 0: the forward pass dropped them.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `dy` is the dense NHWC gradient of `p`'s output
+/// (`n * oh * ow * o` floats); `z` holds `16 * tiles * p.o` floats and
+/// `first + p.tw <= tiles`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gradient_row(
+    dy: &[f32],
+    p: &Problem,
+    img: usize,
+    ty: usize,
+    z: *mut f32,
+    tiles: usize,
+    first: usize,
+) {
+    let o = p.o;
+    assert!(dy.len() == p.n * p.oh * p.ow * o && first + p.tw <= tiles && o % LANES == 0);
+    let zeros = vec![0f32; o];
+    let plane = tiles * o;
+    for tx in 0..p.tw {
+        let mut src = [zeros.as_ptr(); 4];
+        for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            let (y, x) = (2 * ty + a, 2 * tx + b);
+            if y < p.oh && x < p.ow {
+                src[2 * a + b] = dy[((img * p.oh + y) * p.ow + x) * o..][..o].as_ptr();
+            }
+        }
+        // SAFETY: each source holds `o` floats; each plane's block `first + tx` is inside `z`.
+        unsafe {
+            let dst = z.add((first + tx) * o);
+            let zero = _mm256_setzero_ps();
+            for ob in (0..o).step_by(LANES) {
+                let d: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(src[k].add(ob)));
+                // A d: four rows of two (A's rows: [1, 0], [1, 1], [1, -1], [0, -1]).
+                let t: [[__m256; 2]; 4] = std::array::from_fn(|i| {
+                    std::array::from_fn(|b| {
+                        let (d0, d1) = (d[b], d[2 + b]);
+                        match i {
+                            0 => d0,
+                            1 => _mm256_add_ps(d0, d1),
+                            2 => _mm256_sub_ps(d0, d1),
+                            _ => _mm256_sub_ps(zero, d1),
+                        }
+                    })
+                });
+                // (A d) A^T: columns the same way.
+                for (i, [t0, t1]) in t.into_iter().enumerate() {
+                    let out = [t0, _mm256_add_ps(t0, t1), _mm256_sub_ps(t0, t1), _mm256_sub_ps(zero, t1)];
+                    for (j, v) in out.into_iter().enumerate() {
+                        _mm256_storeu_ps(dst.add((4 * i + j) * plane + ob), v);
+                    }
+                }
+            }
+        }
+    }
+}

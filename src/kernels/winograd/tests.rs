@@ -139,3 +139,58 @@ fn declines_what_it_does_not_compute() {
         assert!(conv2d(&x, &w, None, geo(0), false, &Packed::default()).is_none(), "unmeasured on AVX-512");
     });
 }
+
+/// autograd's gradient of `sum(conv2d(x, w) * dy)` with respect to `w`.
+fn autograd_weight_grad(x: &Tensor, w: &Tensor, dy: &Tensor, pad: i64) -> Tensor {
+    let w = w.detach().set_requires_grad(true);
+    let y = x.conv2d(&w, None::<&Tensor>, [1, 1], [pad, pad], [1, 1], 1);
+    (y * dy).sum(Kind::Float).backward();
+    w.grad()
+}
+
+#[test]
+fn weight_gradient_agrees_with_autograds_over_sizes_padding_and_parts() {
+    crate::kernels::with_isa(Some(Isa::Avx2), || {
+        if crate::kernels::detected_isa().is_none() {
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        tch::manual_seed(26);
+        // Even and odd maps (a last row and column of blocks half outside), padding 1 and
+        // 2, a batch in many parts (GRADIENT_PART_BYTES), VGG's conv3_2 at batch 2.
+        for (xs, o, pad) in [
+            ([2, 32, 22, 22], 64, 0),
+            ([3, 64, 9, 11], 24, 0),
+            ([1, 40, 7, 8], 8, 1),
+            ([2, 32, 5, 6], 16, 2),
+            ([300, 64, 10, 10], 32, 1),
+            ([2, 256, 19, 19], 256, 0),
+        ] {
+            let x = channels_last(&randn(&xs));
+            let w = channels_last(&randn(&[o, xs[1], 3, 3]));
+            let (oh, ow) = (xs[2] + 2 * pad - 2, xs[3] + 2 * pad - 2);
+            let dy = channels_last(&randn(&[xs[0], o, oh, ow]));
+            let want = autograd_weight_grad(&x, &w, &dy, pad);
+            let case = format!("{xs:?} -> {o} pad {pad}");
+            let got = weight_grad(&x, &dy, geo(pad)).unwrap_or_else(|| panic!("{case}: declined"));
+            assert_eq!(got.size(), want.size(), "{case}");
+            assert!(crate::layers::is_channels_last(&got), "{case}: channels-last");
+            let diff = relative_diff(&got, &want);
+            assert!(diff < 1e-5, "{case}: relative diff {diff}");
+            // An NCHW gradient is read as well (copied first).
+            let nchw = weight_grad(&x, &dy.contiguous(), geo(pad)).expect("NCHW dy");
+            assert!(relative_diff(&nchw, &want) < 1e-5, "{case}: NCHW dy");
+        }
+        let x = channels_last(&randn(&[1, 64, 8, 8]));
+        let dy = channels_last(&randn(&[1, 16, 6, 6]));
+        assert!(weight_grad(&x, &dy, geo(0)).is_some());
+        let dy12 = channels_last(&randn(&[1, 12, 6, 6]));
+        assert!(weight_grad(&x, &dy12, geo(0)).is_none(), "12 outputs");
+        assert!(weight_grad(&x, &dy, geo(1)).is_none(), "dy not the output's size");
+        let strided = Geometry { stride: 2, pad: 0, dilation: 1 };
+        assert!(weight_grad(&x, &dy, strided).is_none(), "stride 2");
+        assert!(weight_grad(&x.contiguous(), &dy, geo(0)).is_none(), "NCHW input");
+        let few = channels_last(&randn(&[1, 24, 8, 8]));
+        assert!(weight_grad(&few, &dy, geo(0)).is_none(), "24 input channels");
+    });
+}
