@@ -3,6 +3,9 @@ use super::{chw, positive, Layer, ParamDef, Shape};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
+mod kernels;
+use kernels::{own_conv, weight_and_bias, Packings};
+
 /// Caffe's Convolution. Output size rounds down: (H + 2 pad - dilation (k - 1) - 1) / stride + 1.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -225,53 +228,23 @@ impl Layer for Conv {
     /// On CPUs with AVX2 and no AVX-512, the weight gradient by fkpnet's own kernels
     /// (oneDNN's for channels-last convs there ran at a third to two thirds of the
     /// forward's rate): Winograd's transforms for 3x3 convs of 32 or more channels
-    /// (`kernels::winograd::weight_grad`: VGG's convs 1.65-2.2x faster than
-    /// `conv_grad` alone at batch 64, LeNet's conv3 and conv4 1.6x), else `kernels::conv_grad`. The forward pass is libtorch's conv with the
-    /// weight and bias detached, so autograd computes only the input's gradient; a hook
-    /// on the output (`autograd::on_gradient`) gets the output's gradient in autograd's
-    /// pass and adds the kernel's weight gradient and the gradient's sum for the bias.
-    /// A conv of the net's input (nothing before it needs a gradient) is left to libtorch.
+    /// (`kernels::winograd::weight_grad`: VGG's convs 1.65-2.2x faster than `conv_grad`
+    /// alone at batch 64, LeNet's conv3 and conv4 1.6x), else `kernels::conv_grad`; VGG's
+    /// convs forward by Winograd's transforms too (`kernels::trained` says how). A conv
+    /// of the net's input (nothing before it needs a gradient) is left to libtorch.
     fn build_train(
         &self,
         input: &[i64],
         params: &[tch::Tensor],
         opts: &super::BuildOptions,
     ) -> Option<super::TrainFn> {
-        use crate::kernels::conv_grad;
         if self.group != 1 || !opts.own_kernels() || !opts.channels_last || input[0] % 8 != 0 {
             return None;
         }
         let (w, b) = weight_and_bias(params);
-        let g = self.geometry();
-        let (o, k) = (self.num_output, self.kernel_size);
+        let (g, o, k) = (self.geometry(), self.num_output, self.kernel_size);
         let packed = crate::kernels::winograd::Packed::default();
-        Some(Box::new(move |x| {
-            if !conv_grad::applies(x, o, k, g) || !w.requires_grad() || !x.requires_grad() {
-                return None;
-            }
-            let (s, bias) = ([g.stride, g.stride], b.as_ref().map(|b| b.detach()));
-            let y = match winograd_forward(x, &w, bias.as_ref(), g, &packed) {
-                Some(y) => y,
-                None => x.conv2d(&w.detach(), bias.as_ref(), s, [g.pad; 2], [g.dilation; 2], 1),
-            };
-            // The input goes with the hook's call: autograd's graph (which holds the hook)
-            // lives to the end of the backward pass, and VGG's conv1_2 input held to then
-            // raised its peak memory by 140 MiB.
-            let mut x = Some(x.detach());
-            let (w, b) = (w.shallow_clone(), b.as_ref().map(|b| b.shallow_clone()));
-            let add_gradients = move |dy: &tch::Tensor| {
-                let x = x.take().expect("one backward pass per training step");
-                let winograd = || crate::kernels::winograd::weight_grad(&x, dy, g);
-                let dw = conv_grad::timed(|| (k == 3).then(winograd).flatten())
-                    .or_else(|| conv_grad::weight_grad(&x, dy, k, g))
-                    .expect("checked in the forward pass");
-                let mut grads = vec![(&w, dw)];
-                let db = || dy.sum_dim_intlist([0i64, 2, 3].as_slice(), false, tch::Kind::Float);
-                grads.extend(b.as_ref().filter(|b| b.requires_grad()).map(|b| (b, db())));
-                super::add_gradients(&grads);
-            };
-            crate::autograd::on_gradient(&y, add_gradients).then_some(y)
-        }))
+        Some(Box::new(move |x| kernels::trained(x, &w, b.as_ref(), o, k, g, &packed)))
     }
 
     fn pytorch(&self, input: &[i64]) -> String {
@@ -294,79 +267,6 @@ impl Conv {
     fn geometry(&self) -> crate::kernels::direct_conv::Geometry {
         crate::kernels::direct_conv::Geometry { stride: self.stride, pad: self.pad, dilation: self.dilation }
     }
-}
-
-/// Handles on the weight and the bias (where the layer has one), for a kernel's closure.
-fn weight_and_bias(params: &[tch::Tensor]) -> (tch::Tensor, Option<tch::Tensor>) {
-    (params[0].shallow_clone(), params.get(1).map(|b| b.shallow_clone()))
-}
-
-/// The smallest convs a training step runs through Winograd's transforms: input channels
-/// and output pixels per image. On an AMD EPYC (Zen 3), batch 64, alternated steps in one
-/// process (least disturbed of 4-15): VGG (64-256 channels, 17x17 to 92x92 outputs)
-/// 2,731 ms a step against 3,440 without; LeNet (conv3: 32 channels at 20x20, conv4: 64
-/// at 8x8, and conv2's input gradient) 117 ms against 101, so LeNet stays with libtorch.
-const TRAIN_MIN_CHANNELS: i64 = 64;
-const TRAIN_MIN_PIXELS: i64 = 256;
-
-/// A training step's conv by Winograd's transforms (`kernels::winograd`, where it takes the
-/// call and its input's gradient can be had as a conv too), put into autograd's graph
-/// with a backward of fkpnet's own (`autograd::with_input_gradient`) that computes the
-/// input's gradient by the same transforms: the conv of the output's gradient with the
-/// weights' taps flipped and their channels swapped. The weight's and the bias's
-/// gradients stay with the caller's hook. `None`: libtorch's conv and backward.
-///
-/// Why: oneDNN's convs here already ran near the CPU's peak, forward and for the input's
-/// gradient; the transforms do 2.25x fewer multiplications (the kernel's file says more).
-fn winograd_forward(
-    x: &tch::Tensor,
-    w: &tch::Tensor,
-    bias: Option<&tch::Tensor>,
-    g: crate::kernels::direct_conv::Geometry,
-    packed: &crate::kernels::winograd::Packed,
-) -> Option<tch::Tensor> {
-    use crate::kernels::{conv_grad, winograd};
-    let xs = x.size();
-    let pixels = (xs[2] + 2 * g.pad - 2) * (xs[3] + 2 * g.pad - 2);
-    let applies =
-        conv_grad::input_grad_applies(3, g) && xs[1] >= TRAIN_MIN_CHANNELS && pixels >= TRAIN_MIN_PIXELS;
-    if !applies {
-        return None;
-    }
-    let y = tch::no_grad(|| winograd::conv2d(&x.detach(), &w.detach(), bias, g, false, packed))?;
-    let w = w.shallow_clone();
-    // Where Winograd declines the input's gradient (fewer than 32 outputs), libtorch's conv.
-    let input_grad = move |dy: &tch::Tensor| {
-        let dy = if super::is_channels_last(dy) { dy.shallow_clone() } else { super::channels_last(dy) };
-        Some(tch::no_grad(|| {
-            winograd::input_grad(&dy, &w, g).unwrap_or_else(|| conv_grad::input_grad(&dy, &w, g))
-        }))
-    };
-    crate::autograd::with_input_gradient(&y, x, input_grad).then_some(y)
-}
-
-/// The weights as fkpnet's conv kernels pack them, kept between calls.
-#[derive(Default)]
-struct Packings {
-    wide: crate::kernels::wide_conv::Packed,
-    winograd: crate::kernels::winograd::Packed,
-}
-
-/// A conv for predictions by fkpnet's own kernels (rectified where asked): `few_rows`
-/// where the output has a few pixels, else `winograd` (3x3, 32 or more channels, AVX2),
-/// else `wide_conv`; `None` where none takes the call (the caller then uses libtorch).
-fn own_conv(
-    xs: &tch::Tensor,
-    w: &tch::Tensor,
-    b: Option<&tch::Tensor>,
-    g: crate::kernels::direct_conv::Geometry,
-    rectify: bool,
-    packed: &Packings,
-) -> Option<tch::Tensor> {
-    use crate::kernels::{few_rows, wide_conv, winograd};
-    few_rows::conv2d(xs, w, b, g, rectify)
-        .or_else(|| winograd::conv2d(xs, w, b, g, rectify, &packed.winograd))
-        .or_else(|| wide_conv::conv2d(xs, w, b, g, rectify, &packed.wide))
 }
 
 #[cfg(test)]
