@@ -210,3 +210,68 @@ pub(super) unsafe fn gradient_row(
         }
     }
 }
+
+/// The 16 products of one row of `tiles` blocks, in registers: `m[k][t][o] = sum over c
+/// of v[k][t][c] u[k][c][o]` (`v` `[16, tiles, c]`, `u` `[16, c, o]`, `m` `[16, tiles,
+/// o]`), two blocks by up to 32 outputs at a time, each output one chain of fused
+/// multiply-adds over the channels in order.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn row_products(v: &[f32], u: &[f32], m: &mut [f32], tiles: usize, c: usize, o: usize) {
+    assert!(v.len() == 16 * tiles * c && u.len() == 16 * c * o && m.len() == 16 * tiles * o && o % LANES == 0);
+    for k in 0..16 {
+        let (vk, uk) = (&v[k * tiles * c..][..tiles * c], &u[k * c * o..][..c * o]);
+        let mk = &mut m[k * tiles * o..][..tiles * o];
+        for t in (0..tiles).step_by(2) {
+            let two = tiles - t >= 2;
+            for ob in (0..o).step_by(4 * LANES) {
+                match (two, ((o - ob) / LANES).min(4)) {
+                    (true, 4) => products::<2, 4>(vk, uk, mk, t, ob, c, o),
+                    (true, 3) => products::<2, 3>(vk, uk, mk, t, ob, c, o),
+                    (true, 2) => products::<2, 2>(vk, uk, mk, t, ob, c, o),
+                    (true, _) => products::<2, 1>(vk, uk, mk, t, ob, c, o),
+                    (false, 4) => products::<1, 4>(vk, uk, mk, t, ob, c, o),
+                    (false, 3) => products::<1, 3>(vk, uk, mk, t, ob, c, o),
+                    (false, 2) => products::<1, 2>(vk, uk, mk, t, ob, c, o),
+                    (false, _) => products::<1, 1>(vk, uk, mk, t, ob, c, o),
+                }
+            }
+        }
+    }
+}
+
+/// Blocks `t..t + T`, outputs `ob..ob + 8 N` of one position's products.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn products<const T: usize, const N: usize>(
+    v: &[f32],
+    u: &[f32],
+    m: &mut [f32],
+    t: usize,
+    ob: usize,
+    c: usize,
+    o: usize,
+) {
+    assert!((t + T) * c <= v.len() && ob + N * LANES <= o && c * o <= u.len() && (t + T) * o <= m.len());
+    let (vp, up, mp) = (v.as_ptr(), u.as_ptr(), m.as_mut_ptr());
+    // SAFETY: every index below is within the bounds asserted above.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); N]; T];
+        for ci in 0..c {
+            let w: [__m256; N] = std::array::from_fn(|j| _mm256_loadu_ps(up.add(ci * o + ob + j * LANES)));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let x = _mm256_broadcast_ss(&*vp.add((t + r) * c + ci));
+                for (s, wj) in a.iter_mut().zip(&w) {
+                    *s = _mm256_fmadd_ps(x, *wj, *s);
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            for (j, s) in a.iter().enumerate() {
+                _mm256_storeu_ps(mp.add((t + r) * o + ob + j * LANES), *s);
+            }
+        }
+    }
+}

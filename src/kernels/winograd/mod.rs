@@ -1,6 +1,7 @@
 //! A 3x3 convolution (stride 1) for predictions by Winograd's minimal filtering
 //! F(2x2, 3x3), on CPUs with AVX2 and no AVX-512, for convs of `MIN_CHANNELS` or more
-//! input channels: all of VGG's convs but its first, LeNet's conv3 and conv4.
+//! input channels: all of VGG's convs but its first, LeNet's conv3 and conv4, and for a
+//! conv + pool of 8-24 channels at batch 1-4 (LeNet's conv2; `dispatch` says why).
 //!
 //! Why: a direct convolution (oneDNN's, MLAS's in onnxruntime, `wide_conv`) does 9
 //! multiply-adds per input channel and output value and runs near the CPU's peak already
@@ -34,7 +35,7 @@ mod avx2;
 /// 64, alternated against `wide_conv` in one process (least disturbed of 5 rounds): 64
 /// input channels (VGG's conv1_2 + pool1, conv2_1; LeNet's conv4 + pool4) 1.09-1.44x
 /// faster, 32 (LeNet's conv3 + pool3) 1.33x; below 32 `direct_conv` takes a net's
-/// first convs (LeNet's conv2 has 16).
+/// first convs (LeNet's conv2 has 16) but at batch 1-4 with a pool (`dispatch`).
 pub const MIN_CHANNELS: i64 = 32;
 
 /// The transformed input of one part of a call is at most this large (the rows of
@@ -104,7 +105,7 @@ pub fn conv2d(
     packed: &Packed,
 ) -> Option<Tensor> {
     let p = prepare(x, w, b, g, None)?;
-    Some(run(x, b, &p, &packed.of(w), Output::Conv { rectify }))
+    dispatch(x, b, &p, packed, w, Output::Conv { rectify })
 }
 
 /// `max_pool2d(conv2d(x, w, b), pool)` (rectified where `pool.rectify`) for a 2x2 pool of
@@ -121,7 +122,7 @@ pub fn conv_max_pool(
     packed: &Packed,
 ) -> Option<Tensor> {
     let p = prepare(x, w, b, g, Some(pool))?;
-    Some(run(x, b, &p, &packed.of(w), Output::Pooled { rectify: pool.rectify }))
+    dispatch(x, b, &p, packed, w, Output::Pooled { rectify: pool.rectify })
 }
 
 /// The input's gradient of a stride-1 3x3 conv with `w` (padding 0-2), given its output's
@@ -231,7 +232,7 @@ enum Output {
 
 /// The sizes of a call that applies: an AVX2 CPU without AVX-512 (measured there only),
 /// no gradient wanted, float32 on the CPU, a dense channels-last input of at least
-/// `MIN_CHANNELS` channels (a multiple of 8), a 3x3 kernel of stride 1 and dilation 1,
+/// 8 channels (a multiple of 8; `dispatch` asks for more), a 3x3 kernel of stride 1 and dilation 1,
 /// a multiple of 8 output channels, a bias of one per output, and more output pixels
 /// than `few_rows` takes (it is the faster on a few).
 fn prepare(
@@ -249,7 +250,7 @@ fn prepare(
         return None;
     }
     let (n, c, h, wd, o) = (xs[0], xs[1], xs[2], xs[3], ws[0]);
-    if c < MIN_CHANNELS || c % 8 != 0 || o < 1 || o % 8 != 0 {
+    if c < 8 || c % 8 != 0 || o < 1 || o % 8 != 0 {
         return None;
     }
     if g.stride != 1
@@ -301,6 +302,75 @@ impl Shared {
     fn ptr(&self) -> *mut f32 {
         self.0
     }
+}
+
+/// The fused loop (`run_fused`) where the transformed weights fit
+/// `FUSED_MAX_WEIGHT_BYTES`, else the matrix products in parts (`run`), which need
+/// `MIN_CHANNELS` input channels. Fewer channels (8-24) only for a conv + pool of at most
+/// `FEW_CHANNELS_MAX_BATCH` images: measured there only.
+///
+/// Measured on an AMD EPYC (Zen 3), alternated in one process (least disturbed of 7
+/// rounds), fused against products in parts: LeNet's conv3 + pool3 (32 -> 64 channels)
+/// 54 against 70 us at batch 1, 3.6 against 4.1 ms at batch 64; VGG's conv1_2 + pool1
+/// (64 -> 64) 1.98 against 2.21 ms at batch 1, level at 64; with 8,192 channel pairs
+/// (LeNet's conv4, VGG's conv2_1) 1.04-1.11x at batch 1 but 0.86x for conv4 at batch 64,
+/// with 16,384 (VGG's conv2_2) 0.84-0.89x. LeNet's conv2 + pool2 (16 -> 32) against
+/// `direct_conv`: 90 against 101 us at batch 1, 6.7 against 6.4 ms at batch 64.
+fn dispatch(x: &Tensor, b: Option<&Tensor>, p: &Problem, packed: &Packed, w: &Tensor, out: Output) -> Option<Tensor> {
+    let few_channels = (p.c as i64) < MIN_CHANNELS;
+    if few_channels && (matches!(out, Output::Conv { .. }) || p.n > FEW_CHANNELS_MAX_BATCH) {
+        return None;
+    }
+    let fused = 16 * p.c * p.o * 4 <= FUSED_MAX_WEIGHT_BYTES;
+    if fused {
+        return Some(run_fused(x, b, p, &packed.of(w), out));
+    }
+    (!few_channels).then(|| run(x, b, p, &packed.of(w), out))
+}
+
+/// The largest transformed weights (`16 * c * o` floats: 4,096 channel pairs) the fused
+/// loop takes.
+const FUSED_MAX_WEIGHT_BYTES: usize = 256 << 10;
+
+/// The most images a conv + pool of fewer than `MIN_CHANNELS` input channels is taken for.
+const FEW_CHANNELS_MAX_BATCH: usize = 4;
+
+/// The call a row of blocks at a time, each task's row transformed into a buffer of its
+/// own, multiplied by the weights in registers (`avx2::row_products`) and transformed
+/// back: no matrix products of libtorch's, whose calls cost more than they compute
+/// where the channels are few.
+fn run_fused(x: &Tensor, b: Option<&Tensor>, p: &Problem, u: &Tensor, out: Output) -> Tensor {
+    let (oh, ow) = match out {
+        Output::Conv { .. } => (p.oh, p.ow),
+        Output::Pooled { .. } => (p.th, p.tw),
+    };
+    let (input, weights) = (super::data(x), super::data(u));
+    let zeros = vec![0f32; p.o];
+    let bias = b.map(super::data).unwrap_or(&zeros);
+    super::wide_conv::channels_last_output(p.n as i64, p.o, oh, ow, |dst| {
+        let rows_per_block = if matches!(out, Output::Conv { .. }) { 2 } else { 1 };
+        let slots: Vec<Mutex<&mut [f32]>> = dst
+            .chunks_mut(oh * ow * p.o)
+            .flat_map(|image| image.chunks_mut(rows_per_block * ow * p.o))
+            .map(Into::into)
+            .collect();
+        super::parallel_for(p.n * p.th, &|i| {
+            let mut rows = slots[i].lock().expect("one task per row of blocks");
+            let (img, ty) = (i / p.th, i % p.th);
+            let mut v = vec![0f32; 16 * p.tw * p.c];
+            let mut m = vec![0f32; 16 * p.tw * p.o];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `prepare` checked AVX2 and the sizes; `v` holds the row's `16 * tw`
+            // blocks of `c` floats, `m` of `o`, `rows` is this row's output.
+            unsafe {
+                avx2::input_row(input, p, img, ty, v.as_mut_ptr(), p.tw, 0);
+                avx2::row_products(&v, weights, &mut m, p.tw, p.c, p.o);
+                avx2::output_row(&m, bias, p, p.tw, 0, out, &mut rows)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("{:?}", (img, ty, &mut v, &mut m, weights.len(), bias.len(), rows.len()))
+        });
+    })
 }
 
 /// The call: the batch's rows of blocks in parts of about `PART_BYTES` of transformed

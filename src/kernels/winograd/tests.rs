@@ -194,3 +194,35 @@ fn weight_gradient_agrees_with_autograds_over_sizes_padding_and_parts() {
         assert!(weight_grad(&few, &dy, geo(0)).is_none(), "24 input channels");
     });
 }
+
+#[test]
+fn a_conv_and_pool_of_few_channels_is_taken_for_a_few_images_only() {
+    crate::kernels::with_isa(Some(Isa::Avx2), || {
+        if crate::kernels::detected_isa().is_none() {
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        tch::manual_seed(27);
+        // LeNet's conv2 + pool2 (16 -> 32, 45x45 conv rows pooled to 22x22), 8 channels
+        // with padding on an odd map, and 24 channels.
+        for (xs, o, pad) in [([1i64, 16, 47, 47], 32i64, 0i64), ([4, 8, 9, 11], 16, 1), ([2, 24, 12, 12], 8, 0)] {
+            let x = channels_last(&randn(&xs));
+            let w = channels_last(&randn(&[o, xs[1], 3, 3]));
+            let b = randn(&[o]);
+            let conv = x.conv2d(&w, Some(&b), [1, 1], [pad, pad], [1, 1], 1);
+            let (oh, ow) = (conv.size()[2], conv.size()[3]);
+            let pool = Pooling { kernel: 2, stride: 2, out_h: oh / 2, out_w: ow / 2, rectify: true };
+            let want = conv.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false).relu();
+            let case = format!("{xs:?} -> {o} pad {pad}");
+            let got = conv_max_pool(&x, &w, Some(&b), geo(pad), pool, &Packed::default())
+                .unwrap_or_else(|| panic!("{case}: declined"));
+            let diff = relative_diff(&got, &want);
+            assert!(diff < 1e-5, "{case}: relative diff {diff}");
+            assert!(conv2d(&x, &w, Some(&b), geo(pad), true, &Packed::default()).is_none(), "{case}: no pool");
+        }
+        let many = channels_last(&randn(&[5, 16, 10, 10]));
+        let w = channels_last(&randn(&[16, 16, 3, 3]));
+        let pool = Pooling { kernel: 2, stride: 2, out_h: 4, out_w: 4, rectify: false };
+        assert!(conv_max_pool(&many, &w, None, geo(0), pool, &Packed::default()).is_none(), "5 images");
+    });
+}

@@ -164,13 +164,17 @@ impl Layer for Conv {
         }
         let (w, b) = weight_and_bias(params);
         let g = self.geometry();
+        let packed = Packings::default();
         if input[0] <= direct_conv::MAX_CHANNELS {
-            return Some(Box::new(move |xs| direct_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool)));
+            // 8 or 16 channels of a few images: Winograd's transforms (AVX2) where they apply.
+            return Some(Box::new(move |xs| {
+                winograd::conv_max_pool(xs, &w, b.as_ref(), g, pool, &packed.winograd)
+                    .or_else(|| direct_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool))
+            }));
         }
         // A conv output of a few pixels (LeNet's conv5 at batch 1) is a product of a few
         // rows, which few_rows computes faster than wide_conv's tiles; a 3x3 conv of 32 or
         // more channels on an AVX2 CPU goes through Winograd's transforms.
-        let packed = Packings::default();
         Some(Box::new(move |xs| {
             winograd::conv_max_pool(xs, &w, b.as_ref(), g, pool, &packed.winograd)
                 .or_else(|| wide_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool, &packed.wide))
