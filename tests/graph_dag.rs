@@ -616,7 +616,7 @@ fn lenet_predicting_one_face_fuses_its_rectifiers_into_its_kernels() {
 
 /// A conv and the max pool after it run as one kernel of fkpnet's own for predictions, on
 /// CPUs with AVX-512 or AVX2: all five of the shipped LeNet's conv + pool pairs (the first two by
-/// `direct_conv`, the others by `wide_conv` at this batch of 4), the same outputs as layer
+/// `direct_conv`, the others by `winograd` or `wide_conv` at this batch of 4), the same outputs as layer
 /// by layer, and never where gradients are wanted, a blob in between is kept or read twice,
 /// or the pool pads.
 #[test]

@@ -1,7 +1,7 @@
 //! A 3x3 convolution (stride 1) for predictions by Winograd's minimal filtering
 //! F(2x2, 3x3), on CPUs with AVX2 and no AVX-512, for convs of `MIN_CHANNELS` or more
-//! input channels: all of VGG's convs but its first, LeNet's conv3 and conv4, and for a
-//! conv + pool of 8-24 channels at batch 1-4 (LeNet's conv2; `dispatch` says why).
+//! input channels: all of VGG's convs but its first, LeNet's conv3 and conv4, and for
+//! convs of 8-24 channels of a single image (LeNet's conv2; `dispatch` says why).
 //!
 //! Why: a direct convolution (oneDNN's, MLAS's in onnxruntime, `wide_conv`) does 9
 //! multiply-adds per input channel and output value and runs near the CPU's peak already
@@ -35,7 +35,7 @@ mod avx2;
 /// 64, alternated against `wide_conv` in one process (least disturbed of 5 rounds): 64
 /// input channels (VGG's conv1_2 + pool1, conv2_1; LeNet's conv4 + pool4) 1.09-1.44x
 /// faster, 32 (LeNet's conv3 + pool3) 1.33x; below 32 `direct_conv` takes a net's
-/// first convs (LeNet's conv2 has 16) but at batch 1-4 with a pool (`dispatch`).
+/// first convs (LeNet's conv2 has 16) but for a single image (`dispatch`).
 pub const MIN_CHANNELS: i64 = 32;
 
 /// The transformed input of one part of a call is at most this large (the rows of
@@ -306,19 +306,20 @@ impl Shared {
 
 /// The fused loop (`run_fused`) where the transformed weights fit
 /// `FUSED_MAX_WEIGHT_BYTES`, else the matrix products in parts (`run`), which need
-/// `MIN_CHANNELS` input channels. Fewer channels (8-24) only for a conv + pool of at most
-/// `FEW_CHANNELS_MAX_BATCH` images: measured there only.
+/// `MIN_CHANNELS` input channels. Fewer channels (8-24) only for a single image.
 ///
-/// Measured on an AMD EPYC (Zen 3), alternated in one process (least disturbed of 7
+/// Measured on an AMD EPYC (Zen 3), alternated in one process (least disturbed of 7-9
 /// rounds), fused against products in parts: LeNet's conv3 + pool3 (32 -> 64 channels)
 /// 54 against 70 us at batch 1, 3.6 against 4.1 ms at batch 64; VGG's conv1_2 + pool1
 /// (64 -> 64) 1.98 against 2.21 ms at batch 1, level at 64; with 8,192 channel pairs
 /// (LeNet's conv4, VGG's conv2_1) 1.04-1.11x at batch 1 but 0.86x for conv4 at batch 64,
-/// with 16,384 (VGG's conv2_2) 0.84-0.89x. LeNet's conv2 + pool2 (16 -> 32) against
-/// `direct_conv`: 90 against 101 us at batch 1, 6.7 against 6.4 ms at batch 64.
+/// with 16,384 (VGG's conv2_2) 0.84-0.89x. With 8-16 input channels against
+/// `direct_conv` and `wide_conv`: LeNet's conv2 + pool2 (16 -> 32) 90 against 101 us at
+/// batch 1, but 6.7 against 6.4 ms at batch 64; the plain conv 1.09x (16 channels) and
+/// 1.12x (8) at batch 1, 0.96x and 0.86x at batch 4.
 fn dispatch(x: &Tensor, b: Option<&Tensor>, p: &Problem, packed: &Packed, w: &Tensor, out: Output) -> Option<Tensor> {
     let few_channels = (p.c as i64) < MIN_CHANNELS;
-    if few_channels && (matches!(out, Output::Conv { .. }) || p.n > FEW_CHANNELS_MAX_BATCH) {
+    if few_channels && p.n > FEW_CHANNELS_MAX_BATCH {
         return None;
     }
     let fused = 16 * p.c * p.o * 4 <= FUSED_MAX_WEIGHT_BYTES;
@@ -332,8 +333,8 @@ fn dispatch(x: &Tensor, b: Option<&Tensor>, p: &Problem, packed: &Packed, w: &Te
 /// loop takes.
 const FUSED_MAX_WEIGHT_BYTES: usize = 256 << 10;
 
-/// The most images a conv + pool of fewer than `MIN_CHANNELS` input channels is taken for.
-const FEW_CHANNELS_MAX_BATCH: usize = 4;
+/// The most images a conv of fewer than `MIN_CHANNELS` input channels is taken for.
+const FEW_CHANNELS_MAX_BATCH: usize = 1;
 
 /// The call a row of blocks at a time, each task's row transformed into a buffer of its
 /// own, multiplied by the weights in registers (`avx2::row_products`) and transformed

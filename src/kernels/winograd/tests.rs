@@ -112,9 +112,12 @@ fn declines_what_it_does_not_compute() {
         for (why, g) in [("stride 2", stride), ("dilation 2", dilated)] {
             assert!(conv2d(&x, &w, None, g, false, &packed).is_none(), "{why}");
         }
-        let few = channels_last(&randn(&[1, 24, 8, 8]));
+        let few = channels_last(&randn(&[2, 24, 8, 8]));
         let w24 = channels_last(&randn(&[16, 24, 3, 3]));
-        assert!(conv2d(&few, &w24, None, geo(0), false, &packed).is_none(), "24 input channels");
+        assert!(conv2d(&few, &w24, None, geo(0), false, &packed).is_none(), "24 input channels, 2 images");
+        let w12in = channels_last(&randn(&[16, 12, 3, 3]));
+        let twelve = channels_last(&randn(&[1, 12, 8, 8]));
+        assert!(conv2d(&twelve, &w12in, None, geo(0), false, &packed).is_none(), "12 input channels");
         let w12 = channels_last(&randn(&[12, 128, 3, 3]));
         assert!(conv2d(&x, &w12, None, geo(0), false, &packed).is_none(), "12 outputs");
         let w5 = channels_last(&randn(&[16, 128, 5, 5]));
@@ -196,7 +199,7 @@ fn weight_gradient_agrees_with_autograds_over_sizes_padding_and_parts() {
 }
 
 #[test]
-fn a_conv_and_pool_of_few_channels_is_taken_for_a_few_images_only() {
+fn a_conv_of_few_channels_is_taken_for_one_image_only() {
     crate::kernels::with_isa(Some(Isa::Avx2), || {
         if crate::kernels::detected_isa().is_none() {
             eprintln!("skipped: no AVX2 on this CPU");
@@ -205,7 +208,7 @@ fn a_conv_and_pool_of_few_channels_is_taken_for_a_few_images_only() {
         tch::manual_seed(27);
         // LeNet's conv2 + pool2 (16 -> 32, 45x45 conv rows pooled to 22x22), 8 channels
         // with padding on an odd map, and 24 channels.
-        for (xs, o, pad) in [([1i64, 16, 47, 47], 32i64, 0i64), ([4, 8, 9, 11], 16, 1), ([2, 24, 12, 12], 8, 0)] {
+        for (xs, o, pad) in [([1i64, 16, 47, 47], 32i64, 0i64), ([1, 8, 9, 11], 16, 1), ([1, 24, 12, 12], 8, 0)] {
             let x = channels_last(&randn(&xs));
             let w = channels_last(&randn(&[o, xs[1], 3, 3]));
             let b = randn(&[o]);
@@ -218,11 +221,14 @@ fn a_conv_and_pool_of_few_channels_is_taken_for_a_few_images_only() {
                 .unwrap_or_else(|| panic!("{case}: declined"));
             let diff = relative_diff(&got, &want);
             assert!(diff < 1e-5, "{case}: relative diff {diff}");
-            assert!(conv2d(&x, &w, Some(&b), geo(pad), true, &Packed::default()).is_none(), "{case}: no pool");
+            let plain = conv2d(&x, &w, Some(&b), geo(pad), false, &Packed::default()).expect("plain conv");
+            let diff = relative_diff(&plain, &conv);
+            assert!(diff < 1e-5, "{case}: plain conv, relative diff {diff}");
         }
-        let many = channels_last(&randn(&[5, 16, 10, 10]));
+        let two = channels_last(&randn(&[2, 16, 10, 10]));
         let w = channels_last(&randn(&[16, 16, 3, 3]));
         let pool = Pooling { kernel: 2, stride: 2, out_h: 4, out_w: 4, rectify: false };
-        assert!(conv_max_pool(&many, &w, None, geo(0), pool, &Packed::default()).is_none(), "5 images");
+        assert!(conv_max_pool(&two, &w, None, geo(0), pool, &Packed::default()).is_none(), "2 images");
+        assert!(conv2d(&two, &w, None, geo(0), false, &Packed::default()).is_none(), "2 images, no pool");
     });
 }

@@ -166,7 +166,7 @@ impl Layer for Conv {
         let g = self.geometry();
         let packed = Packings::default();
         if input[0] <= direct_conv::MAX_CHANNELS {
-            // 8 or 16 channels of a few images: Winograd's transforms (AVX2) where they apply.
+            // 8 or 16 channels of one image: Winograd's transforms (AVX2) where they apply.
             return Some(Box::new(move |xs| {
                 winograd::conv_max_pool(xs, &w, b.as_ref(), g, pool, &packed.winograd)
                     .or_else(|| direct_conv::conv_max_pool(xs, &w, b.as_ref(), g, pool))
