@@ -232,3 +232,35 @@ fn a_conv_of_few_channels_is_taken_for_one_image_only() {
         assert!(conv2d(&two, &w, None, geo(0), false, &Packed::default()).is_none(), "2 images, no pool");
     });
 }
+
+#[test]
+fn a_nan_in_the_input_reaches_the_pooled_outputs_libtorch_gives_nan() {
+    crate::kernels::with_isa(Some(Isa::Avx2), || {
+        if crate::kernels::detected_isa().is_none() {
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        tch::manual_seed(28);
+        // The fused loop (32 channels) and the products in parts (256).
+        for (xs, o) in [([1i64, 32, 12, 12], 16i64), ([1, 256, 10, 10], 256)] {
+            let mut x = randn(&xs);
+            let _ = x.get(0).get(3).get(5).get(6).fill_(f64::NAN);
+            let x = channels_last(&x);
+            let w = channels_last(&randn(&[o, xs[1], 3, 3]));
+            let conv = x.conv2d(&w, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 1);
+            let (oh, ow) = (conv.size()[2], conv.size()[3]);
+            for rectify in [false, true] {
+                let pooled = conv.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+                let want = if rectify { pooled.relu() } else { pooled };
+                let pool = Pooling { kernel: 2, stride: 2, out_h: oh / 2, out_w: ow / 2, rectify };
+                let got = conv_max_pool(&x, &w, None, geo(0), pool, &Packed::default()).expect("taken");
+                let nans = want.isnan().sum(Kind::Int64).int64_value(&[]);
+                assert!(nans > 0, "a test that cannot fail");
+                assert!(got.isnan().eq_tensor(&want.isnan()).all().int64_value(&[]) == 1, "{xs:?} relu {rectify}: NaNs differ");
+                let finite = want.isnan().logical_not();
+                let diff = (got.masked_select(&finite) - want.masked_select(&finite)).abs().max().double_value(&[]);
+                assert!(diff < 1e-3, "{xs:?} relu {rectify}: off by {diff}");
+            }
+        }
+    });
+}
