@@ -220,7 +220,9 @@ pub(super) unsafe fn gradient_row(
 /// The CPU has AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn row_products(v: &[f32], u: &[f32], m: &mut [f32], tiles: usize, c: usize, o: usize) {
-    assert!(v.len() == 16 * tiles * c && u.len() == 16 * c * o && m.len() == 16 * tiles * o && o % LANES == 0);
+    assert!(
+        v.len() == 16 * tiles * c && u.len() == 16 * c * o && m.len() == 16 * tiles * o && o % LANES == 0
+    );
     for k in 0..16 {
         let (vk, uk) = (&v[k * tiles * c..][..tiles * c], &u[k * c * o..][..c * o]);
         let mk = &mut m[k * tiles * o..][..tiles * o];

@@ -30,6 +30,9 @@ use tch::{Device, Kind, Tensor};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod gradients;
+
+pub use gradients::{input_grad, weight_grad};
 
 /// The fewest input channels taken. Measured on an AMD EPYC (Zen 3), two threads, batch
 /// 64, alternated against `wide_conv` in one process (least disturbed of 5 rounds): 64
@@ -58,6 +61,35 @@ struct Problem {
     /// Blocks of 2x2 outputs computed per image, down and across.
     th: usize,
     tw: usize,
+}
+
+impl Problem {
+    /// The sizes of an `[n, c, h, w]` input, `o` outputs and padding `pad` (all checked
+    /// positive by the caller), with `blocks` of 2x2 outputs computed per image (down,
+    /// across).
+    fn new([n, c, h, w]: [i64; 4], o: i64, pad: i64, blocks: (i64, i64)) -> Problem {
+        let u = |v: i64| v as usize;
+        Problem {
+            n: u(n),
+            c: u(c),
+            o: u(o),
+            h: u(h),
+            w: u(w),
+            pad: u(pad),
+            oh: u(h + 2 * pad - 2),
+            ow: u(w + 2 * pad - 2),
+            th: u(blocks.0),
+            tw: u(blocks.1),
+        }
+    }
+
+    /// The rows and columns of what `out` writes: the conv's, or the pooled map's.
+    fn output_size(&self, out: Output) -> (usize, usize) {
+        match out {
+            Output::Conv { .. } => (self.oh, self.ow),
+            Output::Pooled { .. } => (self.th, self.tw),
+        }
+    }
 }
 
 /// A conv's transformed weights (`[16, c, o]`), kept between calls while the weight
@@ -125,100 +157,10 @@ pub fn conv_max_pool(
     dispatch(x, b, &p, packed, w, Output::Pooled { rectify: pool.rectify })
 }
 
-/// The input's gradient of a stride-1 3x3 conv with `w` (padding 0-2), given its output's
-/// gradient `dy` (dense channels-last): this kernel's conv of `dy` with the weights' taps
-/// flipped and their channels swapped, padded by 2 less the conv's padding. `None` where
-/// `conv2d` declines that conv (then `conv_grad::input_grad` computes the same).
-pub fn input_grad(dy: &Tensor, w: &Tensor, g: Geometry) -> Option<Tensor> {
-    let flipped = crate::layers::channels_last(&w.detach().flip([2, 3]).transpose(0, 1));
-    let full = Geometry { pad: 2 - g.pad, ..g };
-    // A new packing each call: the flipped weights are a new tensor each step.
-    conv2d(dy, &flipped, None, full, false, &Packed::default())
-}
-
-/// The weight's gradient of a stride-1 3x3 conv of `x` (padding `g.pad`), given its
-/// output's gradient `dy`, as `[o, c, 3, 3]` with channels-last strides: per part of the
-/// batch, the input transform `V` (as the forward pass's) and the gradient's transform
-/// `Z = A dy A^T` (the adjoint of the output transform), `M += V^T Z` for each of the 16
-/// positions (libtorch's `baddbmm`), and at the end `G^T M G` (the adjoint of the weight
-/// transform). 16 products per channel pair and 2x2 block against a direct sum's 36.
-/// `None` where it does not apply: see `gradient_problem`.
-pub fn weight_grad(x: &Tensor, dy: &Tensor, g: Geometry) -> Option<Tensor> {
-    let p = gradient_problem(x, dy, g)?;
-    let dy = if dense_channels_last(dy) { dy.shallow_clone() } else { crate::layers::channels_last(dy) };
-    let (input, grads) = (super::data(x), super::data(&dy));
-    let (c, o) = (p.c as i64, p.o as i64);
-    let mut m = Tensor::zeros([16, c, o], (Kind::Float, Device::Cpu));
-    let rows_per_part = (GRADIENT_PART_BYTES / (16 * p.tw * (p.c + p.o) * 4)).clamp(1, p.n * p.th);
-    for first in (0..p.n * p.th).step_by(rows_per_part) {
-        let part = first..(first + rows_per_part).min(p.n * p.th);
-        let tiles = part.len() * p.tw;
-        let v = Tensor::empty([16, tiles as i64, c], (Kind::Float, Device::Cpu));
-        let z = Tensor::empty([16, tiles as i64, o], (Kind::Float, Device::Cpu));
-        let (vs, zs) = (Shared(v.data_ptr() as *mut f32), Shared(z.data_ptr() as *mut f32));
-        super::parallel_for(part.len(), &|i| {
-            let (img, ty) = ((part.start + i) / p.th, (part.start + i) % p.th);
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `gradient_problem` checked AVX2 and the sizes; `v` and `z` hold
-            // `16 * tiles` blocks of `c` and `o` floats, this task writes its own `i * tw ..`.
-            unsafe {
-                avx2::input_row(input, &p, img, ty, vs.ptr(), tiles, i * p.tw);
-                avx2::gradient_row(grads, &p, img, ty, zs.ptr(), tiles, i * p.tw);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("{:?}", (img, ty, vs.ptr(), zs.ptr(), grads.len()))
-        });
-        let _ = m.baddbmm_(&v.transpose(1, 2), &z);
-    }
-    // G^T M G for each channel pair: [c * o, 4, 4] -> [c * o, 3, 3].
-    let gt = Tensor::from_slice(&[1.0f32, 0.5, 0.5, 0.0, 0.0, 0.5, -0.5, 0.0, 0.0, 0.5, 0.5, 1.0]).view([3, 4]);
-    let m = m.view([4, 4, c * o]).permute([2, 0, 1]);
-    let dw = gt.matmul(&m).matmul(&gt.tr()).view([c, o, 3, 3]).transpose(0, 1);
-    Some(crate::layers::channels_last(&dw))
-}
-
-/// The transformed input and gradient of one part of `weight_grad` are at most this
-/// large together.
-const GRADIENT_PART_BYTES: usize = 4 << 20;
-
 /// Whether `t` is a dense 4-d tensor with channels-last strides.
 fn dense_channels_last(t: &Tensor) -> bool {
     let s = t.size();
     s.len() == 4 && t.stride() == [s[1] * s[2] * s[3], 1, s[3] * s[1], s[1]]
-}
-
-/// The sizes of a `weight_grad` call that applies: an AVX2 CPU without AVX-512, float32
-/// on the CPU, a dense channels-last `x` of `MIN_CHANNELS` or more channels (a multiple
-/// of 8), a 3x3 kernel of stride 1 and dilation 1, and `dy` the size of the conv's
-/// output with a multiple of 8 channels.
-fn gradient_problem(x: &Tensor, dy: &Tensor, g: Geometry) -> Option<Problem> {
-    let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
-    if super::isa()? != Isa::Avx2 || !cpu_f32(x) || !cpu_f32(dy) || !dense_channels_last(x) {
-        return None;
-    }
-    let (xs, ys) = (x.size(), dy.size());
-    let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
-    if g.stride != 1 || g.dilation != 1 || g.pad < 0 || c < MIN_CHANNELS || c % 8 != 0 {
-        return None;
-    }
-    let (oh, ow) = (h + 2 * g.pad - 2, wd + 2 * g.pad - 2);
-    let o = *ys.get(1)?;
-    if ys.len() != 4 || ys != [n, o, oh, ow] || o < 1 || o % 8 != 0 || oh < 1 || ow < 1 {
-        return None;
-    }
-    let u = |v: i64| v as usize;
-    Some(Problem {
-        n: u(n),
-        c: u(c),
-        o: u(o),
-        h: u(h),
-        w: u(wd),
-        pad: u(g.pad),
-        oh: u(oh),
-        ow: u(ow),
-        th: u(oh + 1) / 2,
-        tw: u(ow + 1) / 2,
-    })
 }
 
 /// What is written of each 2x2 block of outputs.
@@ -260,7 +202,7 @@ fn prepare(
     {
         return None;
     }
-    if x.stride() != [c * h * wd, 1, wd * c, c] {
+    if !dense_channels_last(x) {
         return None;
     }
     let (oh, ow) = (h + 2 * g.pad - 2, wd + 2 * g.pad - 2);
@@ -277,19 +219,7 @@ fn prepare(
             (pl.out_h, pl.out_w)
         }
     };
-    let u = |v: i64| v as usize;
-    Some(Problem {
-        n: u(n),
-        c: u(c),
-        o: u(o),
-        h: u(h),
-        w: u(wd),
-        pad: u(g.pad),
-        oh: u(oh),
-        ow: u(ow),
-        th: u(th),
-        tw: u(tw),
-    })
+    Some(Problem::new([n, c, h, wd], o, g.pad, (th, tw)))
 }
 
 /// A raw pointer the tasks of one parallel loop write through, each to its own elements.
@@ -317,7 +247,14 @@ impl Shared {
 /// `direct_conv` and `wide_conv`: LeNet's conv2 + pool2 (16 -> 32) 90 against 101 us at
 /// batch 1, but 6.7 against 6.4 ms at batch 64; the plain conv 1.09x (16 channels) and
 /// 1.12x (8) at batch 1, 0.96x and 0.86x at batch 4.
-fn dispatch(x: &Tensor, b: Option<&Tensor>, p: &Problem, packed: &Packed, w: &Tensor, out: Output) -> Option<Tensor> {
+fn dispatch(
+    x: &Tensor,
+    b: Option<&Tensor>,
+    p: &Problem,
+    packed: &Packed,
+    w: &Tensor,
+    out: Output,
+) -> Option<Tensor> {
     let few_channels = (p.c as i64) < MIN_CHANNELS;
     if few_channels && p.n > FEW_CHANNELS_MAX_BATCH {
         return None;
@@ -341,20 +278,12 @@ const FEW_CHANNELS_MAX_BATCH: usize = 1;
 /// back: no matrix products of libtorch's, whose calls cost more than they compute
 /// where the channels are few.
 fn run_fused(x: &Tensor, b: Option<&Tensor>, p: &Problem, u: &Tensor, out: Output) -> Tensor {
-    let (oh, ow) = match out {
-        Output::Conv { .. } => (p.oh, p.ow),
-        Output::Pooled { .. } => (p.th, p.tw),
-    };
+    let (oh, ow) = p.output_size(out);
     let (input, weights) = (super::data(x), super::data(u));
     let zeros = vec![0f32; p.o];
     let bias = b.map(super::data).unwrap_or(&zeros);
     super::wide_conv::channels_last_output(p.n as i64, p.o, oh, ow, |dst| {
-        let rows_per_block = if matches!(out, Output::Conv { .. }) { 2 } else { 1 };
-        let slots: Vec<Mutex<&mut [f32]>> = dst
-            .chunks_mut(oh * ow * p.o)
-            .flat_map(|image| image.chunks_mut(rows_per_block * ow * p.o))
-            .map(Into::into)
-            .collect();
+        let slots = row_slots(dst, p, out);
         super::parallel_for(p.n * p.th, &|i| {
             let mut rows = slots[i].lock().expect("one task per row of blocks");
             let (img, ty) = (i / p.th, i % p.th);
@@ -374,28 +303,32 @@ fn run_fused(x: &Tensor, b: Option<&Tensor>, p: &Problem, u: &Tensor, out: Outpu
     })
 }
 
+/// One slot per row of blocks of each image in `dst` (the call's output): the output
+/// rows it writes, two conv rows (the map's last may be one) or one pooled row.
+fn row_slots<'a>(dst: &'a mut [f32], p: &Problem, out: Output) -> Vec<Mutex<&'a mut [f32]>> {
+    let (oh, ow) = p.output_size(out);
+    let rows_per_block = if matches!(out, Output::Conv { .. }) { 2 } else { 1 };
+    let slots: Vec<Mutex<&mut [f32]>> = dst
+        .chunks_mut(oh * ow * p.o)
+        .flat_map(|image| image.chunks_mut(rows_per_block * ow * p.o))
+        .map(Into::into)
+        .collect();
+    debug_assert_eq!(slots.len(), p.n * p.th);
+    slots
+}
+
 /// The call: the batch's rows of blocks in parts of about `PART_BYTES` of transformed
 /// input; each part's input transformed (a task per row of blocks), multiplied by the
 /// weights (libtorch's `bmm`, on the same threads), transformed back into the output (a
 /// task per row).
 fn run(x: &Tensor, b: Option<&Tensor>, p: &Problem, u: &Tensor, out: Output) -> Tensor {
-    let (oh, ow) = match out {
-        Output::Conv { .. } => (p.oh, p.ow),
-        Output::Pooled { .. } => (p.th, p.tw),
-    };
+    let (oh, ow) = p.output_size(out);
     let input = super::data(x);
     let zeros = vec![0f32; p.o];
     let bias = b.map(super::data).unwrap_or(&zeros);
     let rows_per_part = (PART_BYTES / (16 * p.tw * p.c * 4)).clamp(1, p.n * p.th);
     super::wide_conv::channels_last_output(p.n as i64, p.o, oh, ow, |dst| {
-        // One slot per row of blocks of each image: the output rows it writes.
-        let rows_per_block = if matches!(out, Output::Conv { .. }) { 2 } else { 1 };
-        let slots: Vec<Mutex<&mut [f32]>> = dst
-            .chunks_mut(oh * ow * p.o)
-            .flat_map(|image| image.chunks_mut(rows_per_block * ow * p.o))
-            .map(Into::into)
-            .collect();
-        debug_assert_eq!(slots.len(), p.n * p.th);
+        let slots = row_slots(dst, p, out);
         for first in (0..p.n * p.th).step_by(rows_per_part) {
             let part = first..(first + rows_per_part).min(p.n * p.th);
             let tiles = part.len() * p.tw;

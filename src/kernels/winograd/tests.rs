@@ -208,7 +208,9 @@ fn a_conv_of_few_channels_is_taken_for_one_image_only() {
         tch::manual_seed(27);
         // LeNet's conv2 + pool2 (16 -> 32, 45x45 conv rows pooled to 22x22), 8 channels
         // with padding on an odd map, and 24 channels.
-        for (xs, o, pad) in [([1i64, 16, 47, 47], 32i64, 0i64), ([1, 8, 9, 11], 16, 1), ([1, 24, 12, 12], 8, 0)] {
+        for (xs, o, pad) in
+            [([1i64, 16, 47, 47], 32i64, 0i64), ([1, 8, 9, 11], 16, 1), ([1, 24, 12, 12], 8, 0)]
+        {
             let x = channels_last(&randn(&xs));
             let w = channels_last(&randn(&[o, xs[1], 3, 3]));
             let b = randn(&[o]);
@@ -256,9 +258,13 @@ fn a_nan_in_the_input_reaches_the_pooled_outputs_libtorch_gives_nan() {
                 let got = conv_max_pool(&x, &w, None, geo(0), pool, &Packed::default()).expect("taken");
                 let nans = want.isnan().sum(Kind::Int64).int64_value(&[]);
                 assert!(nans > 0, "a test that cannot fail");
-                assert!(got.isnan().eq_tensor(&want.isnan()).all().int64_value(&[]) == 1, "{xs:?} relu {rectify}: NaNs differ");
+                assert!(
+                    got.isnan().eq_tensor(&want.isnan()).all().int64_value(&[]) == 1,
+                    "{xs:?} relu {rectify}: NaNs differ"
+                );
                 let finite = want.isnan().logical_not();
-                let diff = (got.masked_select(&finite) - want.masked_select(&finite)).abs().max().double_value(&[]);
+                let diff =
+                    (got.masked_select(&finite) - want.masked_select(&finite)).abs().max().double_value(&[]);
                 assert!(diff < 1e-3, "{xs:?} relu {rectify}: off by {diff}");
             }
         }

@@ -1,8 +1,8 @@
 //! The chains of fkpnet's own kernels (`crate::kernels`) a conv layer runs, for predictions and
 //! for training steps, each falling back to the next and finally to libtorch.
 
-use crate::layers::{add_gradients, channels_last, is_channels_last};
 use crate::kernels::direct_conv::Geometry;
+use crate::layers::{add_gradients, channels_last, is_channels_last};
 use tch::Tensor;
 
 /// Handles on the weight and the bias (where the layer has one), for a kernel's closure.
