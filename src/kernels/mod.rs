@@ -136,8 +136,9 @@ fn data(t: &Tensor) -> &[f32] {
 /// use, found in the process with `dlsym`. A pool of our own competed with them: after
 /// each libtorch operator OpenMP's workers spin for a while on every core, and LeNet's
 /// fused conv2 took 6.3 ms beside them against 4.0 ms when they slept
-/// (`OMP_WAIT_POLICY=PASSIVE`); spawning threads per call cost 0.4-0.5 ms here. Where
-/// libtorch has no GNU OpenMP, rayon's pool runs them.
+/// (`OMP_WAIT_POLICY=PASSIVE`); spawning threads per call cost 0.4-0.5 ms here. Each
+/// thread takes the next index not yet taken (`omp::body`), so callers get no fixed
+/// index per thread. Where libtorch has no GNU OpenMP, rayon's pool runs them.
 pub fn parallel_for(n: usize, f: &(dyn Fn(usize) + Sync)) {
     match omp::team() {
         Some(team) => team.run(n, f),
@@ -146,6 +147,26 @@ pub fn parallel_for(n: usize, f: &(dyn Fn(usize) + Sync)) {
             (0..n).into_par_iter().for_each(f)
         }
     }
+}
+
+/// A new `[n, c, h, w]` float32 tensor with channels-last strides, its elements written
+/// by `fill` (in NHWC order).
+fn channels_last_output(n: i64, c: usize, h: usize, w: usize, fill: impl FnOnce(&mut [f32])) -> Tensor {
+    let (c, h, w) = (c as i64, h as i64, w as i64);
+    new_output(&[n, c, h, w], &[h * w * c, 1, w * c, c], fill)
+}
+
+/// A new float32 CPU tensor of `sizes` and dense `strides`, its elements written by
+/// `fill` in storage order: a kernel writes its result in place, where
+/// `Tensor::from_slice` of a finished `Vec` cost a copy and three libtorch calls (5-9 us
+/// for LeNet's conv5 + pool5 inside a batch-1 pass).
+fn new_output(sizes: &[i64], strides: &[i64], fill: impl FnOnce(&mut [f32])) -> Tensor {
+    let out = Tensor::empty_strided(sizes, strides, (Kind::Float, Device::Cpu));
+    let len = sizes.iter().product::<i64>() as usize;
+    // SAFETY: `out` was just allocated with exactly `len` dense f32 elements, and nothing
+    // else refers to its storage while `fill` runs.
+    fill(unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) });
+    out
 }
 
 /// Each window's maximum over the NHWC conv rows in `conv` (those the pooled row reads,
@@ -167,18 +188,16 @@ fn max_pool_row(conv: &[f32], ow: usize, o: usize, pool: direct_conv::Pooling, o
 }
 
 mod omp {
-    use std::ffi::{c_int, c_uint, c_void};
+    use std::ffi::{c_uint, c_void};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::OnceLock;
 
     type Body = extern "C" fn(*mut c_void);
     /// libgomp's entry for `#pragma omp parallel` (GCC's ABI since 4.9).
     type GompParallel = unsafe extern "C" fn(Body, *mut c_void, c_uint, c_uint);
-    type Query = unsafe extern "C" fn() -> c_int;
 
     pub struct Team {
         parallel: GompParallel,
-        thread_num: Query,
-        num_threads: Query,
     }
 
     /// libgomp's functions, where libtorch loaded it.
@@ -190,39 +209,40 @@ mod omp {
                 let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
                 (!p.is_null()).then_some(p)
             };
-            let (parallel, thread_num, num_threads) =
-                (find(c"GOMP_parallel")?, find(c"omp_get_thread_num")?, find(c"omp_get_num_threads")?);
-            // SAFETY: these are libgomp's documented C functions with these signatures.
-            unsafe {
-                Some(Team {
-                    parallel: std::mem::transmute::<*mut c_void, GompParallel>(parallel),
-                    thread_num: std::mem::transmute::<*mut c_void, Query>(thread_num),
-                    num_threads: std::mem::transmute::<*mut c_void, Query>(num_threads),
-                })
-            }
+            let parallel = find(c"GOMP_parallel")?;
+            // SAFETY: GOMP_parallel is libgomp's documented entry with this signature.
+            Some(Team { parallel: unsafe { std::mem::transmute::<*mut c_void, GompParallel>(parallel) } })
         })
         .as_ref()
     }
 
     struct Job<'a> {
-        team: &'a Team,
         n: usize,
         f: &'a (dyn Fn(usize) + Sync),
+        /// The next index to run.
+        next: AtomicUsize,
     }
 
-    /// Each thread of the team takes every team-size-th index (a team can be smaller
-    /// than asked for).
+    /// Each thread of the team takes the next index not yet taken until none is left: a
+    /// thread slowed by another tenant of the machine (this VM's cores lose up to half
+    /// their time for minutes) then does fewer, where every team-size-th index to each
+    /// made the whole loop wait for it. LeNet batch-1 passes alternated in one process:
+    /// the least disturbed level (329 / 336 us, 402 / 409), the medians 1.01-1.09x faster.
     extern "C" fn body(data: *mut c_void) {
         // SAFETY: `data` is the `Job` that `run` keeps alive until GOMP_parallel returns.
         let job = unsafe { &*(data as *const Job) };
-        let (me, size) =
-            unsafe { ((job.team.thread_num)() as usize, (job.team.num_threads)().max(1) as usize) };
-        (me..job.n).step_by(size).for_each(job.f);
+        loop {
+            let i = job.next.fetch_add(1, Ordering::Relaxed);
+            if i >= job.n {
+                return;
+            }
+            (job.f)(i);
+        }
     }
 
     impl Team {
         pub fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
-            let job = Job { team: self, n, f };
+            let job = Job { n, f, next: AtomicUsize::new(0) };
             let threads = (n.min(tch::get_num_threads().max(1) as usize)) as c_uint;
             // SAFETY: `body` only reads `job`, which outlives the call; GOMP_parallel
             // returns when every thread of the team has finished.
@@ -243,7 +263,7 @@ mod tests {
             super::parallel_for(n, &|i| {
                 runs[i].fetch_add(1, Ordering::Relaxed);
                 threads.lock().unwrap().insert(std::thread::current().id());
-                std::thread::sleep(std::time::Duration::from_millis(2));
+                std::thread::sleep(std::time::Duration::from_millis(10));
             });
             assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1), "n = {n}");
             let used = threads.lock().unwrap().len();
@@ -252,5 +272,25 @@ mod tests {
             }
         }
         assert!(super::omp::team().is_some(), "libtorch's libgomp is loaded (the PyPI wheel's is)");
+    }
+
+    #[test]
+    fn a_slow_index_leaves_the_others_to_the_other_threads() {
+        if tch::get_num_threads() < 2 {
+            eprintln!("skipped: libtorch has one thread here");
+            return;
+        }
+        // Index 0 takes 300 ms, the other 19 take 2 ms each: handed out in turn, the thread
+        // that runs index 0 would also run 9 of the others after it.
+        let n = 20;
+        let owner: Vec<std::sync::Mutex<Option<std::thread::ThreadId>>> =
+            (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+        super::parallel_for(n, &|i| {
+            *owner[i].lock().unwrap() = Some(std::thread::current().id());
+            std::thread::sleep(std::time::Duration::from_millis(if i == 0 { 300 } else { 2 }));
+        });
+        let owners: Vec<_> = owner.iter().map(|o| o.lock().unwrap().expect("ran")).collect();
+        let with_slow = owners.iter().filter(|&&t| t == owners[0]).count();
+        assert!(with_slow < n / 2, "the thread with the slow index ran {with_slow} of {n}");
     }
 }

@@ -60,6 +60,11 @@ fn rows_of<const NB: usize, const M: usize>(
 }
 
 /// `NB` weight rows from `row` on against the `M` rows of `x`; `rows_of` checked the bounds.
+/// Each slice of a weight row is loaded once and multiplied with each row of `x` read
+/// from memory as it is used: with four rows (LeNet's conv5 at batch 1: 2x2 pixels) the
+/// loop that held all of `x`'s slice in registers needed 18 of the 16 and spilled, and
+/// the patches' product took 50-55 against 44-46 us timed alone (same sums in the same
+/// order: the same bits).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn block<const NB: usize, const M: usize>(
@@ -72,36 +77,41 @@ fn block<const NB: usize, const M: usize>(
 ) {
     let mut acc = [[[_mm256_setzero_ps(); 2]; M]; NB];
     let (full, tail) = (k / SLICE, k % SLICE);
-    // The last partial slice is read through masks: lanes past `k` count as zeros.
-    let masks = [lane_mask(tail.min(8)), lane_mask(tail.saturating_sub(8))];
-    for v in 0..full + (tail > 0) as usize {
-        let o = v * SLICE;
-        // SAFETY (the loads): lanes `o..o + 16` of each row that the masks select lie
-        // inside `x` and inside weight row `row + i`, which exists (`rows_of`).
-        let load = |p: *const f32, half: usize| unsafe {
-            if v < full {
-                _mm256_loadu_ps(p.add(half * 8))
-            } else {
-                _mm256_maskload_ps(p.add(half * 8), masks[half])
-            }
-        };
-        let xv: [[__m256; 2]; M] = std::array::from_fn(|r| {
-            let p = x[r * k..].as_ptr().wrapping_add(o);
-            [load(p, 0), load(p, 1)]
-        });
-        for (i, acc) in acc.iter_mut().enumerate() {
-            let p = w[(row + i) * k..].as_ptr().wrapping_add(o);
-            let wv = [load(p, 0), load(p, 1)];
-            // No software prefetch, unlike the AVX-512 loop: on this AMD EPYC (Zen 3) the
-            // next block's rows asked for a block ahead made VGG's fc1 (42 MB of weights,
-            // from memory) slower timed alone, 1,460 -> 985 us without (two threads, min
-            // of 9 alternated rounds), and the baseline's predictions were faster without
-            // in 4 of 5 alternated `fkpnet bench --batch 1` pairs.
-            for (a, xv) in acc.iter_mut().zip(&xv) {
-                a[0] = _mm256_fmadd_ps(wv[0], xv[0], a[0]);
-                a[1] = _mm256_fmadd_ps(wv[1], xv[1], a[1]);
+    let xs: [*const f32; M] = std::array::from_fn(|r| x[r * k..].as_ptr());
+    let ws: [*const f32; NB] = std::array::from_fn(|i| w[(row + i) * k..].as_ptr());
+    #[inline(always)]
+    fn slice<const NB: usize, const M: usize>(
+        acc: &mut [[[__m256; 2]; M]; NB],
+        xs: &[*const f32; M],
+        ws: &[*const f32; NB],
+        load: impl Fn(*const f32, usize) -> __m256,
+    ) {
+        for (acc, &wp) in acc.iter_mut().zip(ws) {
+            let wv = [load(wp, 0), load(wp, 1)];
+            for (a, &xp) in acc.iter_mut().zip(xs) {
+                // SAFETY: as the caller's loads.
+                unsafe {
+                    a[0] = _mm256_fmadd_ps(wv[0], load(xp, 0), a[0]);
+                    a[1] = _mm256_fmadd_ps(wv[1], load(xp, 1), a[1]);
+                }
             }
         }
+    }
+    // No software prefetch, unlike the AVX-512 loop: on this AMD EPYC (Zen 3) the next
+    // block's rows asked for a block ahead made VGG's fc1 (42 MB of weights, from memory)
+    // slower timed alone, 1,460 -> 985 us without (two threads, min of 9 alternated
+    // rounds), and the baseline's predictions were faster without in 4 of 5 alternated
+    // `fkpnet bench --batch 1` pairs.
+    for v in 0..full {
+        let o = v * SLICE;
+        // SAFETY: lanes o..o + 16 lie inside every row (v < full).
+        slice(&mut acc, &xs, &ws, |p, half| unsafe { _mm256_loadu_ps(p.add(o + half * 8)) });
+    }
+    if tail > 0 {
+        let o = full * SLICE;
+        let masks = [lane_mask(tail.min(8)), lane_mask(tail.saturating_sub(8))];
+        // SAFETY: the masks select lanes inside every row.
+        slice(&mut acc, &xs, &ws, |p, half| unsafe { _mm256_maskload_ps(p.add(o + half * 8), masks[half]) });
     }
     for (i, acc) in acc.iter().enumerate() {
         let bias = b.map_or(0.0, |b| b[row + i]);

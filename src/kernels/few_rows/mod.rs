@@ -83,9 +83,9 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, rectify: bool) -> Opti
         return None;
     }
     let (m, n) = (xs[0], ws[0]);
-    let out =
-        product(isa, super::data(x), super::data(w), b.map(super::data), m as usize, n as usize, rectify);
-    Some(Tensor::from_slice(&out).view([m, n]))
+    Some(super::new_output(&[m, n], &[n, 1], |out| {
+        product(isa, super::data(x), super::data(w), b.map(super::data), m as usize, rectify, out)
+    }))
 }
 
 /// `conv2d(x, w, b)` (one group) where the output has at most `MAX_ROWS` pixels in all,
@@ -95,8 +95,9 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, rectify: bool) -> Opti
 /// `linear`, or where the input or the weight is not dense channels-last. The output has
 /// channels-last strides.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Geometry, rectify: bool) -> Option<Tensor> {
-    let (out, shape) = conv_nhwc(x, w, b, g, rectify)?;
-    Some(channels_last(&out, shape))
+    let conv = Conv::of(x, w, b, g)?;
+    let [n, oh, ow, o] = conv.sizes;
+    Some(super::channels_last_output(n as i64, o, oh, ow, |out| conv.run(rectify, out)))
 }
 
 /// `max_pool2d(conv2d(x, w, b), pool)` where the conv output has at most `MAX_ROWS`
@@ -112,102 +113,114 @@ pub fn conv_max_pool(
     g: Geometry,
     pool: Pooling,
 ) -> Option<Tensor> {
-    let (ph, pw, pk, ps) =
-        (pool.out_h as usize, pool.out_w as usize, pool.kernel as usize, pool.stride as usize);
-    let (conv, [n, oh, ow, o]) = conv_nhwc(x, w, b, g, false)?;
+    let conv = Conv::of(x, w, b, g)?;
+    let [n, oh, ow, o] = conv.sizes;
     if !pool.fits(oh as i64, ow as i64) {
         return None;
     }
-    let mut out = vec![0f32; n * ph * pw * o];
-    for (r, dst) in out.chunks_exact_mut(pw * o).enumerate() {
-        let (img, py) = (r / ph, r % ph);
-        let rows = (img * oh + py * ps) * ow * o..(img * oh + (py * ps + pk).min(oh)) * ow * o;
-        super::max_pool_row(&conv[rows], ow, o, pool, dst);
-    }
-    Some(channels_last(&out, [n, ph, pw, o]))
+    let mut values = vec![0f32; n * oh * ow * o];
+    conv.run(false, &mut values);
+    let (ph, pw, pk, ps) =
+        (pool.out_h as usize, pool.out_w as usize, pool.kernel as usize, pool.stride as usize);
+    Some(super::channels_last_output(n as i64, o, ph, pw, |out| {
+        for (r, dst) in out.chunks_exact_mut(pw * o).enumerate() {
+            let (img, py) = (r / ph, r % ph);
+            let rows = (img * oh + py * ps) * ow * o..(img * oh + (py * ps + pk).min(oh)) * ow * o;
+            super::max_pool_row(&values[rows], ow, o, pool, dst);
+        }
+    }))
 }
 
-/// `data` (NHWC, of `shape`) as an `[n, c, h, w]` tensor with channels-last strides.
-fn channels_last(data: &[f32], [n, h, w, c]: [usize; 4]) -> Tensor {
-    let shape = [n, h, w, c].map(|d| d as i64);
-    Tensor::from_slice(data).view(shape).permute([0, 3, 1, 2])
+/// A few-pixel conv that `conv2d`'s checks accept: its output sizes `[n, oh, ow, o]` and
+/// each output pixel's patch of the input, in the weight rows' (ky, kx, channel) order.
+struct Conv<'a> {
+    isa: Isa,
+    sizes: [usize; 4],
+    patches: Vec<f32>,
+    w: &'a Tensor,
+    b: Option<&'a Tensor>,
 }
 
-/// The conv's output as NHWC values and their `[n, oh, ow, o]` sizes (`conv2d`'s checks).
-fn conv_nhwc(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    g: Geometry,
-    rectify: bool,
-) -> Option<(Vec<f32>, [usize; 4])> {
-    let Geometry { stride, pad, dilation } = g;
-    let isa = super::isa()?;
-    if !super::inference_on_cpu(x, w, b) {
-        return None;
-    }
-    let (xs, ws) = (x.size(), w.size());
-    if xs.len() != 4 || ws.len() != 4 || ws[1] != xs[1] || stride < 1 || dilation < 1 || pad < 0 {
-        return None;
-    }
-    let (batch, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
-    let (o, kh, kw) = (ws[0], ws[2], ws[3]);
-    let out_size = |size: i64, k: i64| (size + 2 * pad - dilation * (k - 1) - 1).div_euclid(stride) + 1;
-    let (oh, ow) = (out_size(h, kh), out_size(wd, kw));
-    let pixels = batch * oh * ow;
-    if oh < 1
-        || ow < 1
-        || !(1..=MAX_ROWS).contains(&pixels)
-        || !b.is_none_or(|b| b.size() == [o] && b.is_contiguous())
-    {
-        return None;
-    }
-    let nhwc = |t: &Tensor, d: &[i64]| t.stride() == [d[1] * d[2] * d[3], 1, d[3] * d[1], d[1]];
-    if !nhwc(x, &xs) || !nhwc(w, &ws) {
-        return None;
-    }
-    // Each output pixel's patch in the weight rows' (ky, kx, channel) order; taps in the
-    // padding are zeros.
-    let (image, c) = (super::data(x), c as usize);
-    let mut patches = vec![0f32; pixels as usize * (kh * kw) as usize * c];
-    let mut at = patches.chunks_exact_mut(c);
-    for (img, oy, ox) in (0..batch).flat_map(|i| (0..oh).flat_map(move |y| (0..ow).map(move |x| (i, y, x)))) {
-        for (ky, kx) in (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky, kx))) {
-            let tap = at.next().expect("sized for every tap");
-            let (iy, ix) = (oy * stride - pad + ky * dilation, ox * stride - pad + kx * dilation);
-            if (0..h).contains(&iy) && (0..wd).contains(&ix) {
-                tap.copy_from_slice(&image[(((img * h + iy) * wd + ix) as usize) * c..][..c]);
+impl<'a> Conv<'a> {
+    fn of(x: &Tensor, w: &'a Tensor, b: Option<&'a Tensor>, g: Geometry) -> Option<Self> {
+        let Geometry { stride, pad, dilation } = g;
+        let isa = super::isa()?;
+        if !super::inference_on_cpu(x, w, b) {
+            return None;
+        }
+        let (xs, ws) = (x.size(), w.size());
+        if xs.len() != 4 || ws.len() != 4 || ws[1] != xs[1] || stride < 1 || dilation < 1 || pad < 0 {
+            return None;
+        }
+        let (batch, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+        let (o, kh, kw) = (ws[0], ws[2], ws[3]);
+        let out_size = |size: i64, k: i64| (size + 2 * pad - dilation * (k - 1) - 1).div_euclid(stride) + 1;
+        let (oh, ow) = (out_size(h, kh), out_size(wd, kw));
+        let pixels = batch * oh * ow;
+        if oh < 1
+            || ow < 1
+            || !(1..=MAX_ROWS).contains(&pixels)
+            || !b.is_none_or(|b| b.size() == [o] && b.is_contiguous())
+        {
+            return None;
+        }
+        let nhwc = |t: &Tensor, d: &[i64]| t.stride() == [d[1] * d[2] * d[3], 1, d[3] * d[1], d[1]];
+        if !nhwc(x, &xs) || !nhwc(w, &ws) {
+            return None;
+        }
+        // Taps in the padding are zeros.
+        let (image, c) = (super::data(x), c as usize);
+        let mut patches = vec![0f32; pixels as usize * (kh * kw) as usize * c];
+        let mut at = patches.chunks_exact_mut(c);
+        for (img, oy, ox) in
+            (0..batch).flat_map(|i| (0..oh).flat_map(move |y| (0..ow).map(move |x| (i, y, x))))
+        {
+            for (ky, kx) in (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky, kx))) {
+                let tap = at.next().expect("sized for every tap");
+                let (iy, ix) = (oy * stride - pad + ky * dilation, ox * stride - pad + kx * dilation);
+                if (0..h).contains(&iy) && (0..wd).contains(&ix) {
+                    tap.copy_from_slice(&image[(((img * h + iy) * wd + ix) as usize) * c..][..c]);
+                }
             }
         }
+        Some(Conv { isa, sizes: [batch, oh, ow, o].map(|d| d as usize), patches, w, b })
     }
-    let out =
-        product(isa, &patches, super::data(w), b.map(super::data), pixels as usize, o as usize, rectify);
-    Some((out, [batch, oh, ow, o].map(|d| d as usize)))
+
+    /// The output as NHWC values into `out`, rectified where `rectify`.
+    fn run(&self, rectify: bool, out: &mut [f32]) {
+        let (w, b) = (super::data(self.w), self.b.map(super::data));
+        let pixels = self.sizes[..3].iter().product();
+        product(self.isa, &self.patches, w, b, pixels, rectify, out);
+    }
 }
 
-/// `x (m x k) @ w (n x k)^T + b` as m x n, row-major, rectified where asked.
-fn product(isa: Isa, x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, rectify: bool) -> Vec<f32> {
-    let k = x.len() / m;
+/// `x (m x k) @ w (n x k)^T + b` into `out` (m x n, row-major), rectified where asked.
+fn product(isa: Isa, x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, rectify: bool, out: &mut [f32]) {
+    let (k, n) = (x.len() / m, out.len() / m);
     // Computed as its transpose (n x m), so each thread's share of the weight rows writes
-    // one contiguous range.
-    let mut out = vec![0f32; n * m];
+    // one contiguous range; with one row that is `out` itself.
+    let mut transposed = if m == 1 { Vec::new() } else { vec![0f32; n * m] };
+    let dst = if m == 1 { &mut *out } else { &mut transposed[..] };
     let threads = if n * k < MIN_PARALLEL_WEIGHTS { 1 } else { tch::get_num_threads().max(1) as usize };
     let per = n.div_ceil(threads.min(n));
     // SAFETY (both calls of `rows`): the callers only get here on a CPU with `isa`, with
     // `x` of m rows of k, `w` of n rows of k and `b` of n values.
     if per == n {
-        unsafe { rows(isa, x, w, b, &mut out, m, 0, rectify) };
+        unsafe { rows(isa, x, w, b, dst, m, 0, rectify) };
     } else {
-        let ranges: Vec<std::sync::Mutex<&mut [f32]>> = out.chunks_mut(per * m).map(Into::into).collect();
+        let ranges: Vec<std::sync::Mutex<&mut [f32]>> = dst.chunks_mut(per * m).map(Into::into).collect();
         super::parallel_for(ranges.len(), &|i| {
             let mut range = ranges[i].lock().expect("one task per range");
             unsafe { rows(isa, x, w, b, &mut range, m, i * per, rectify) }
         });
     }
-    if m == 1 {
-        return out;
+    if m > 1 {
+        for (j, outputs) in transposed.chunks_exact(m).enumerate() {
+            for (r, &v) in outputs.iter().enumerate() {
+                out[r * n + j] = v;
+            }
+        }
     }
-    (0..m).flat_map(|r| (0..n).map(move |j| (r, j))).map(|(r, j)| out[j * m + r]).collect()
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
 use super::Isa;
 
@@ -159,7 +159,7 @@ pub fn conv2d(
     let packed = packed.of(w, b, &p);
     let padded = padded_input(x, pad);
     let input = padded.as_deref().unwrap_or_else(|| super::data(x));
-    Some(channels_last_output(x.size()[0], p.o, p.oh, p.ow, |dst| {
+    Some(super::channels_last_output(x.size()[0], p.o, p.oh, p.ow, |dst| {
         if groups > 1 {
             let fill = |r: usize, blocks: Range<usize>, buf: &mut [f32]| {
                 conv_row(input, &packed, buf, &p, r / p.oh, r % p.oh, blocks)
@@ -201,7 +201,7 @@ pub fn conv_max_pool(
     let packed = packed.of(w, b, &p);
     let padded = padded_input(x, g.pad);
     let input = padded.as_deref().unwrap_or_else(|| super::data(x));
-    Some(channels_last_output(n, p.o, ph, pw, |dst| {
+    Some(super::channels_last_output(n, p.o, ph, pw, |dst| {
         // A pooled row's window of conv rows (clipped at the map's edge, as Caffe's ceil
         // mode clips), channel blocks `blocks`, into a buffer, then each window's maximum.
         let pooled_row = |r: usize, blocks: Range<usize>, out: &mut [f32]| {
@@ -348,24 +348,6 @@ fn padded_input(x: &Tensor, pad: i64) -> Option<Vec<f32>> {
         let nhwc = x.permute([0, 2, 3, 1]).constant_pad_nd([0, 0, pad, pad, pad, pad]);
         Vec::<f32>::try_from(nhwc.contiguous().view(-1)).expect("f32 input")
     })
-}
-
-/// A new `[n, c, h, w]` float32 tensor with channels-last strides, its elements written
-/// by `fill`.
-pub(super) fn channels_last_output(
-    n: i64,
-    c: usize,
-    h: usize,
-    w: usize,
-    fill: impl FnOnce(&mut [f32]),
-) -> Tensor {
-    let (c, h, w) = (c as i64, h as i64, w as i64);
-    let out = Tensor::empty_strided([n, c, h, w], [h * w * c, 1, w * c, c], (Kind::Float, Device::Cpu));
-    let len = (n * h * w * c) as usize;
-    // SAFETY: `out` was just allocated with exactly `len` dense f32 elements, and nothing
-    // else refers to its storage while `fill` runs.
-    fill(unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) });
-    out
 }
 
 /// Conv output row `oy` of image `img`, channel blocks `blocks`, into `out` (`ow * o`

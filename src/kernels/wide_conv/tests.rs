@@ -1,6 +1,7 @@
 //! wide_conv against libtorch: geometries, the fused pool, repacking, threads, declines.
 
 use super::*;
+use tch::{Device, Kind};
 
 fn geo(stride: i64, pad: i64, dilation: i64) -> Geometry {
     Geometry { stride, pad, dilation }

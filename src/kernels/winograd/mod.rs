@@ -242,8 +242,9 @@ impl Shared {
 /// rounds), fused against products in parts: LeNet's conv3 + pool3 (32 -> 64 channels)
 /// 54 against 70 us at batch 1, 3.6 against 4.1 ms at batch 64; VGG's conv1_2 + pool1
 /// (64 -> 64) 1.98 against 2.21 ms at batch 1, level at 64; with 8,192 channel pairs
-/// (LeNet's conv4, VGG's conv2_1) 1.04-1.11x at batch 1 but 0.86x for conv4 at batch 64,
-/// with 16,384 (VGG's conv2_2) 0.84-0.89x. With 8-16 input channels against
+/// (LeNet's conv4, VGG's conv2_1) 1.04-1.11x at batch 1 but 0.86x for conv4 at batch 64
+/// (so 8,192 for one image only, `FUSED_MAX_WEIGHT_BYTES_ONE_IMAGE`), with 16,384 (VGG's
+/// conv2_2) 0.84-0.89x. With 8-16 input channels against
 /// `direct_conv` and `wide_conv`: LeNet's conv2 + pool2 (16 -> 32) 90 against 101 us at
 /// batch 1, but 6.7 against 6.4 ms at batch 64; the plain conv 1.09x (16 channels) and
 /// 1.12x (8) at batch 1, 0.96x and 0.86x at batch 4.
@@ -259,7 +260,8 @@ fn dispatch(
     if few_channels && p.n > FEW_CHANNELS_MAX_BATCH {
         return None;
     }
-    let fused = 16 * p.c * p.o * 4 <= FUSED_MAX_WEIGHT_BYTES;
+    let limit = if p.n == 1 { FUSED_MAX_WEIGHT_BYTES_ONE_IMAGE } else { FUSED_MAX_WEIGHT_BYTES };
+    let fused = 16 * p.c * p.o * 4 <= limit;
     if fused {
         return Some(run_fused(x, b, p, &packed.of(w), out));
     }
@@ -269,6 +271,12 @@ fn dispatch(
 /// The largest transformed weights (`16 * c * o` floats: 4,096 channel pairs) the fused
 /// loop takes.
 const FUSED_MAX_WEIGHT_BYTES: usize = 256 << 10;
+
+/// The same for a single image (8,192 channel pairs: LeNet's conv4, VGG's conv2_1), where
+/// libtorch's products cost more than they compute. Whole batch-1 passes alternated in
+/// one process against 4,096 (least disturbed of 25 rounds): LeNet 275 / 289, 288 / 295,
+/// 413 / 432 us; VGG 10.1 / 10.8, 9.3 / 9.6 ms.
+const FUSED_MAX_WEIGHT_BYTES_ONE_IMAGE: usize = 512 << 10;
 
 /// The most images a conv of fewer than `MIN_CHANNELS` input channels is taken for.
 const FEW_CHANNELS_MAX_BATCH: usize = 1;
@@ -282,25 +290,35 @@ fn run_fused(x: &Tensor, b: Option<&Tensor>, p: &Problem, u: &Tensor, out: Outpu
     let (input, weights) = (super::data(x), super::data(u));
     let zeros = vec![0f32; p.o];
     let bias = b.map(super::data).unwrap_or(&zeros);
-    super::wide_conv::channels_last_output(p.n as i64, p.o, oh, ow, |dst| {
+    super::channels_last_output(p.n as i64, p.o, oh, ow, |dst| {
         let slots = row_slots(dst, p, out);
         super::parallel_for(p.n * p.th, &|i| {
             let mut rows = slots[i].lock().expect("one task per row of blocks");
             let (img, ty) = (i / p.th, i % p.th);
-            let mut v = vec![0f32; 16 * p.tw * p.c];
-            let mut m = vec![0f32; 16 * p.tw * p.o];
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `prepare` checked AVX2 and the sizes; `v` holds the row's `16 * tw`
-            // blocks of `c` floats, `m` of `o`, `rows` is this row's output.
-            unsafe {
-                avx2::input_row(input, p, img, ty, v.as_mut_ptr(), p.tw, 0);
-                avx2::row_products(&v, weights, &mut m, p.tw, p.c, p.o);
-                avx2::output_row(&m, bias, p, p.tw, 0, out, &mut rows)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("{:?}", (img, ty, &mut v, &mut m, weights.len(), bias.len(), rows.len()))
+            ROW_BUFFERS.with_borrow_mut(|(v, m)| {
+                v.resize(16 * p.tw * p.c, 0.0);
+                m.resize(16 * p.tw * p.o, 0.0);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `prepare` checked AVX2 and the sizes; `v` holds the row's `16 * tw`
+                // blocks of `c` floats, `m` of `o`, `rows` is this row's output.
+                unsafe {
+                    avx2::input_row(input, p, img, ty, v.as_mut_ptr(), p.tw, 0);
+                    avx2::row_products(v, weights, m, p.tw, p.c, p.o);
+                    avx2::output_row(m, bias, p, p.tw, 0, out, &mut rows)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("{:?}", (img, ty, v, m, weights.len(), bias.len(), rows.len()))
+            })
         });
     })
+}
+
+thread_local! {
+    /// A fused task's transformed row and its products (`v`, `m`), kept for the thread's
+    /// next task: `input_row` and `row_products` write every element before it is read,
+    /// and fresh zeroed ones per task (67 KB for LeNet's conv2 at batch 1, 22 tasks a
+    /// pass) made `memset` 3% of a batch-1 pass's profile.
+    static ROW_BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
 }
 
 /// One slot per row of blocks of each image in `dst` (the call's output): the output
@@ -327,7 +345,7 @@ fn run(x: &Tensor, b: Option<&Tensor>, p: &Problem, u: &Tensor, out: Output) -> 
     let zeros = vec![0f32; p.o];
     let bias = b.map(super::data).unwrap_or(&zeros);
     let rows_per_part = (PART_BYTES / (16 * p.tw * p.c * 4)).clamp(1, p.n * p.th);
-    super::wide_conv::channels_last_output(p.n as i64, p.o, oh, ow, |dst| {
+    super::channels_last_output(p.n as i64, p.o, oh, ow, |dst| {
         let slots = row_slots(dst, p, out);
         for first in (0..p.n * p.th).step_by(rows_per_part) {
             let part = first..(first + rows_per_part).min(p.n * p.th);

@@ -24,10 +24,12 @@ fn agrees_with_libtorchs_conv_and_pool_over_sizes_and_padding() {
         tch::manual_seed(24);
         // (N, C, H, W), outputs, pad: an even and an odd map (a last row and column of
         // blocks half outside it), padding 1 and 2, a wide map, VGG's conv3_2 at batch 2,
-        // LeNet's conv3 and conv4.
+        // LeNet's conv3 and conv4 (for one image through the fused loop, for two through the
+        // products in parts).
         for (xs, o, pad) in [
             ([2, 32, 22, 22], 64, 0),
             ([1, 64, 10, 10], 128, 0),
+            ([2, 64, 10, 10], 128, 0),
             ([2, 128, 10, 10], 16, 0),
             ([3, 128, 9, 11], 24, 0),
             ([1, 136, 7, 8], 8, 1),
