@@ -25,8 +25,9 @@ fn agrees_with_libtorchs_conv_and_pool_over_sizes_and_padding() {
         // (N, C, H, W), outputs, pad: an even and an odd map (a last row and column of
         // blocks half outside it), padding 1 and 2, a wide map, VGG's conv3_2 at batch 2,
         // LeNet's conv3 and conv4 (for one image through the fused loop, for two through the
-        // products in parts).
+        // products in parts), rows of 8 blocks (the fused loop's 6 + 2).
         for (xs, o, pad) in [
+            ([1, 32, 10, 18], 16, 0),
             ([2, 32, 22, 22], 64, 0),
             ([1, 64, 10, 10], 128, 0),
             ([2, 64, 10, 10], 128, 0),
