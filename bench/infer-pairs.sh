@@ -3,9 +3,11 @@
 # the same net's ONNX export, in alternated short chunks: this machine's speed moves by up
 # to 2x within minutes (other tenants' steal time), so a runtime compares only with the
 # other measured right beside it, and the least disturbed chunk of each (its minimum)
-# is the figure. Each fkpnet chunk is `bench`'s mean over 100 predictions after warm-up,
-# each onnxruntime chunk a mean over 200 after 50 warm-up runs (at batch 64: 20 and 40
-# batches, 10 warm-up runs); both are in ms per batch.
+# is the figure. At batch 1 each chunk is a mean over 200 predictions of the one and
+# over 200 of the other (fkpnet's `bench` after its warm-up, onnxruntime's after 50
+# warm-up runs); at batch 64 over 20 and 40 batches (10 warm-up runs): `bench` also
+# times as many training steps as half its predictions, which VGG's take 2 s each.
+# Both are in ms per batch.
 # Usage: bench/infer-pairs.sh [NET] [CHUNKS] [BATCH] (default lenet 8 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +15,10 @@ root=$PWD
 net=${1:-lenet}
 chunks=${2:-8}
 batch=${3:-1}
-# Batches per chunk: as many images as 100 (fkpnet) and 200 (onnxruntime) faces, at least 20.
-fk_iters=$(( 50 / batch > 10 ? 50 / batch : 10 ))
+# Batches per chunk: onnxruntime's as many as 200 faces, at least 40; fkpnet's (twice
+# `bench`'s iterations) as many at batch 1, else as many as 100 faces, at least 20.
 ort_runs=$(( 200 / batch > 40 ? 200 / batch : 40 ))
+fk_iters=$(( batch == 1 ? ort_runs / 2 : (50 / batch > 10 ? 50 / batch : 10) ))
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 declare -A solver=([baseline]=baseline_adam [lenet]=adam [vgg]=vgg_adam)
