@@ -260,10 +260,17 @@ mod tests {
         for n in [0, 1, 2, 3, 7, 64] {
             let runs: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
             let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+            let gave_up = std::sync::atomic::AtomicBool::new(false);
             super::parallel_for(n, &|i| {
                 runs[i].fetch_add(1, Ordering::Relaxed);
                 threads.lock().unwrap().insert(std::thread::current().id());
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                // Indices are handed out as threads ask: wait (up to 2 s, a loaded machine
+                // wakes a thread late) for a second thread to take one, where there are two.
+                let start = std::time::Instant::now();
+                while n >= 2 && threads.lock().unwrap().len() < 2 && !gave_up.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    gave_up.store(start.elapsed().as_secs() >= 2, Ordering::Relaxed);
+                }
             });
             assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1), "n = {n}");
             let used = threads.lock().unwrap().len();
