@@ -158,7 +158,7 @@ fn channels_last_output(n: i64, c: usize, h: usize, w: usize, fill: impl FnOnce(
 
 /// A new float32 CPU tensor of `sizes` and dense `strides`, its elements written by
 /// `fill` in storage order: a kernel writes its result in place, where
-/// `Tensor::from_slice` of a finished `Vec` cost a copy and three libtorch calls (5-9 us
+/// `Tensor::from_slice` of a finished `Vec` cost a copy and three libtorch calls (6-10 us
 /// for LeNet's conv5 + pool5 inside a batch-1 pass).
 fn new_output(sizes: &[i64], strides: &[i64], fill: impl FnOnce(&mut [f32])) -> Tensor {
     let out = Tensor::empty_strided(sizes, strides, (Kind::Float, Device::Cpu));

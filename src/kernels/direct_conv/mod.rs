@@ -121,15 +121,8 @@ fn problem(x: &Tensor, w: &Tensor, g: Geometry, pool: Pooling) -> Option<Problem
 /// `winners` (sized as the map) gets each maximum's place in its window where wanted.
 fn forward(image: &[f32], w: &Tensor, b: Option<&Tensor>, p: &Problem, winners: Option<&mut [u8]>) -> Tensor {
     let weights = pack_weights(w, b, p);
-    let (h, w) = (p.pool.out_h, p.pool.out_w);
-    let out =
-        Tensor::empty_strided([p.n, p.o, h, w], [h * w * p.o, 1, w * p.o, p.o], (Kind::Float, Device::Cpu));
-    let len = (p.n * h * w * p.o) as usize;
-    // SAFETY: `out` was just allocated with exactly `len` dense f32 elements and nothing
-    // else refers to its storage until this function returns it.
-    let dst = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) };
-    run(image, &weights, dst, winners, p);
-    out
+    let (h, w) = (p.pool.out_h as usize, p.pool.out_w as usize);
+    super::channels_last_output(p.n, p.o as usize, h, w, |dst| run(image, &weights, dst, winners, p))
 }
 
 /// All output rows, split over libtorch's thread count in contiguous ranges. `winners`

@@ -248,7 +248,7 @@ fn a_nan_in_the_input_reaches_the_pooled_outputs_libtorch_gives_nan() {
         tch::manual_seed(28);
         // The fused loop (32 channels) and the products in parts (256).
         for (xs, o) in [([1i64, 32, 12, 12], 16i64), ([1, 256, 10, 10], 256)] {
-            let mut x = randn(&xs);
+            let x = randn(&xs);
             let _ = x.get(0).get(3).get(5).get(6).fill_(f64::NAN);
             let x = channels_last(&x);
             let w = channels_last(&randn(&[o, xs[1], 3, 3]));
